@@ -1,0 +1,167 @@
+"""Typed settings from the environment: one prefix (``REGIME_``), units in the names.
+
+Every setting can also come from a ``.env`` file in the working directory. The defaults are
+the *embedded* mode: SQLite under ``REGIME_DATA_DIR``, Celery on an in-process broker,
+an in-process cache and the bundled file source, so nothing needs to be installed or
+reachable. Production sets ``REGIME_DATABASE_URL``, ``REGIME_REDIS_URL`` and
+``REGIME_BROKER_URL``.
+
+Invalid values fail at start with a :class:`~regime_tasks.errors.ConfigError` that names the
+environment variable.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from regime_tasks.errors import ConfigError
+
+ENV_PREFIX = "REGIME_"
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUNDLED_DATA_DIR = PACKAGE_DIR / "data"
+
+
+class Settings(BaseSettings):
+    """All settings of the product. Frozen: build a new one to change anything."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- storage -------------------------------------------------------------
+    data_dir: Path = Field(Path("var"), description="Folder for the embedded SQLite file, reports and locks.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/regime.db. PostgreSQL: postgresql+psycopg2://…"
+    )
+    db_batch_rows: int = Field(5_000, gt=0, description="Rows per INSERT … ON CONFLICT batch.")
+    db_copy_threshold_rows: int = Field(
+        20_000, gt=0, description="Upserts of at least this many rows use COPY into a staging table (PostgreSQL)."
+    )
+
+    # --- cache and Celery ----------------------------------------------------------
+    redis_url: str | None = Field(None, description="Redis for the latest-deltas cache; unset = in-process cache.")
+    broker_url: str = Field("memory://", description="Celery broker; memory:// runs the graph in one process.")
+    result_backend: str = Field("cache+memory://", description="Celery result backend (chords need one).")
+    redis_socket_timeout_secs: float = Field(0.5, gt=0, description="Cache read/write socket timeout.")
+    visibility_timeout_secs: int = Field(3_600, gt=0, description="Redis broker visibility timeout.")
+    task_soft_time_limit_secs: int = Field(300, gt=0, description="Soft time limit of one task.")
+    task_time_limit_secs: int = Field(360, gt=0, description="Hard time limit of one task; < visibility timeout.")
+    beat_lock_timeout_secs: int = Field(60, gt=0, description="RedBeat lock: another beat takes over after this.")
+    flower_basic_auth: str | None = Field(None, description="user:password for Flower; required outside embedded mode.")
+
+    # --- product -----------------------------------------------------------------
+    book_id: str = Field("onchain_crypto", min_length=1, description="Book whose drivers this deployment computes.")
+    source: Literal["file", "live"] = Field("file", description="file = bundled/user files; live = venues' APIs.")
+    files_dir: Path = Field(BUNDLED_DATA_DIR, description="Root of the file source (bundled data by default).")
+    ta_window_bars: int = Field(3_000, ge=333, description="Closed bars per series fed to TA (D6).")
+    engine_bootstrap: Literal["spec", "as_run"] = Field("spec", description="Engine bootstrap rule (D14).")
+    engine_sr_levels: Literal["swing", "none"] = Field("swing", description="S/R levels for trims/boosts (D14).")
+    bucket_nano_max_usd: float = Field(10e6, gt=0, description="nano < this market cap (USD) ≤ small (D3).")
+    bucket_small_max_usd: float = Field(50e6, gt=0, description="small < this ≤ mid.")
+    bucket_mid_max_usd: float = Field(200e6, gt=0, description="mid < this ≤ big.")
+    history_1d_days: int = Field(800, gt=0, description="Bootstrap backfill depth for 1d series.")
+    history_1h_days: int = Field(400, gt=0, description="Bootstrap backfill depth for 1h series.")
+    history_1m_days: int = Field(3, gt=0, description="Bootstrap backfill depth for 1m series.")
+
+    # --- venues --------------------------------------------------------------------
+    binance_base_url: str = Field("https://api.binance.com", description="Binance spot REST base URL.")
+    binance_weight_limit_1m: int = Field(6_000, gt=0, description="Request weight per minute allowed by Binance.")
+    binance_weight_pace_frac: float = Field(0.8, gt=0, le=1, description="Pause when used weight passes this share.")
+    hyperliquid_base_url: str = Field("https://api.hyperliquid.xyz", description="Hyperliquid REST base URL.")
+    hyperliquid_ws_url: str = Field("wss://api.hyperliquid.xyz/ws", description="Hyperliquid websocket URL.")
+    hyperliquid_ping_interval_secs: float = Field(30.0, gt=0, description="Websocket keep-alive ping period (<60 s).")
+    coingecko_base_url: str = Field("https://api.coingecko.com", description="CoinGecko REST base URL.")
+    coingecko_api_key: str | None = Field(None, description="Optional CoinGecko API key.")
+    coingecko_api_key_header: str = Field("x-cg-demo-api-key", description="Header that carries the key.")
+    http_timeout_secs: float = Field(10.0, gt=0, description="Timeout of one HTTP request.")
+    retry_attempts: int = Field(3, ge=1, description="Attempts per request on 5xx/timeouts (plan §12.2).")
+    retry_backoff_secs: tuple[float, ...] = Field((5.0, 15.0, 60.0), description="Backoff between attempts.")
+    retry_jitter_frac: float = Field(0.2, ge=0, le=1, description="± random share added to each backoff.")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Root log level.")
+
+    @field_validator("retry_backoff_secs", mode="before")
+    @classmethod
+    def _parse_backoff(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_backoff_secs")
+    @classmethod
+    def _check_backoff(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(v < 0 for v in value):
+            raise ValueError("needs one or more non-negative numbers, e.g. 5,15,60")
+        return value
+
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if not (self.bucket_nano_max_usd < self.bucket_small_max_usd < self.bucket_mid_max_usd):
+            raise ValueError("bucket thresholds must increase: nano_max < small_max < mid_max")
+        if self.task_time_limit_secs >= self.visibility_timeout_secs:
+            raise ValueError("task_time_limit_secs must be below visibility_timeout_secs")
+        if self.flower_basic_auth is not None and ":" not in self.flower_basic_auth:
+            raise ValueError("flower_basic_auth must be user:password")
+        return self
+
+    # --- derived -------------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'regime.db').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when Celery runs in one process on the in-memory broker."""
+        return self.broker_url.startswith("memory://")
+
+
+def _env_name(loc: tuple[object, ...]) -> str:
+    field = str(loc[0]) if loc else "?"
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and ``overrides``), raising ConfigError on bad values."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = _env_name(tuple(err.get("loc", ()))) if err.get("loc") else "REGIME_* (combination)"
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once. Tests call ``get_settings.cache_clear()`` after changing env."""
+    return load_settings()
+
+
+def bucket_for_market_cap(market_cap_usd: float, settings: Settings | None = None) -> str:
+    """Map a market cap (USD) to nano/small/mid/big with the configured thresholds (D3)."""
+    s = settings or get_settings()
+    if market_cap_usd < s.bucket_nano_max_usd:
+        return "nano"
+    if market_cap_usd < s.bucket_small_max_usd:
+        return "small"
+    if market_cap_usd < s.bucket_mid_max_usd:
+        return "mid"
+    return "big"

@@ -1,0 +1,109 @@
+"""Shared fixtures: real data paths, service connections and the service-test policy.
+
+Service policy: tests marked ``service`` (PostgreSQL/Redis) or ``worker`` (a real Celery worker)
+*run* whenever the service answers. When it does not: with ``CI=true`` the test **fails**
+(CI must prove them); elsewhere it is skipped with the reason, so a laptop without services
+still runs the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("REGIME_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+REAL_DATA = SHARED_DATA / "real"
+API_SAMPLES = SHARED_DATA / "api_samples"
+
+TEST_PG_URL = os.environ.get("REGIME_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+TEST_REDIS_URL = os.environ.get("REGIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url.replace("+psycopg2", ""))
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, url: str, default_port: int) -> None:
+    """Fail in CI, skip elsewhere, when a service does not answer."""
+    if _reachable(url, default_port):
+        return
+    message = f"{name} not reachable at {url}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: service tests must run)")
+    pytest.skip(message)
+
+
+def real_file(*parts: str) -> Path:
+    """Path of a file in ``shared/data/real``; fails (never skips) if the bundle is missing it."""
+    path = REAL_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"real data file missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL schema for this test session, dropped afterwards."""
+    require_service("PostgreSQL", TEST_PG_URL, 5432)
+    import sqlalchemy as sa
+
+    schema = f"t_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(TEST_PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in TEST_PG_URL else "?"
+    yield f"{TEST_PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture()
+def redis_url() -> Iterator[str]:
+    """URL of the test Redis database, flushed before and after the test."""
+    require_service("Redis", TEST_REDIS_URL, 6379)
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    client.flushdb()
+    yield TEST_REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'regime.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL on each back end; the PostgreSQL one is a fresh schema, emptied per test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'regime.db'}"
+        return
+    url = request.getfixturevalue("pg_url")
+    yield url
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        tables = conn.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        ).scalars().all()
+        if tables:
+            conn.execute(sa.text("DROP TABLE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
+    engine.dispose()
