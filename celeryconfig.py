@@ -1,0 +1,61 @@
+"""Celery settings of the regime pipeline, built from ``REGIME_*`` settings.
+
+Loaded by ``regime_tasks.celery_app`` (``app.config_from_object("celeryconfig")``). The choices follow
+Celery's guidance for Redis brokers:
+
+- ``task_acks_late`` + ``worker_prefetch_multiplier = 1`` + ``task_reject_on_worker_lost``: a task whose
+  worker dies (SIGKILL, OOM) is redelivered instead of lost; every task is idempotent per
+  (book, driver, timeframe, bar time), so a redelivery rewrites the same rows.
+- Hard time limit below the broker visibility timeout, otherwise Redis would redeliver a task that is
+  still running.
+- Separate queue ``regime.io`` for venue API calls (rate-limited, retried with backoff) so a slow venue
+  never starves the compute queue ``regime.compute``.
+- JSON only (no pickle), results expire after a day, worker/task events on for Flower.
+"""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from regime_tasks.config import get_settings
+
+_s = get_settings()
+
+broker_url = _s.broker_url
+result_backend = _s.result_backend
+broker_transport_options = {"visibility_timeout": _s.visibility_timeout_secs}
+result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_secs}
+broker_connection_retry_on_startup = True
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_soft_time_limit = _s.task_soft_time_limit_secs
+task_time_limit = _s.task_time_limit_secs
+result_expires = 86_400
+result_extended = True
+task_track_started = True
+
+worker_send_task_events = True
+task_send_sent_event = True
+
+task_default_queue = "regime.compute"
+task_queues = (Queue("regime.compute"), Queue("regime.io"))
+task_routes = {
+    "regime.collect.*": {"queue": "regime.io"},
+    "regime.bootstrap.*": {"queue": "regime.io"},
+}
+
+# RedBeat keeps the schedule and a lock in Redis: a second beat process waits for the lock instead of
+# scheduling twice (issue 7). Embedded mode uses its own in-process ticker instead of beat.
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = _s.redis_url or _s.broker_url
+redbeat_lock_timeout = _s.beat_lock_timeout_secs
+redbeat_key_prefix = f"redbeat:{_s.book_id}:"
+beat_max_loop_interval = 5

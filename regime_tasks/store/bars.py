@@ -1,0 +1,233 @@
+"""Bars in the three price tables: validated, idempotent upserts and windowed reads.
+
+Writes validate the whole frame first (nothing is written if one bar is bad), then upsert on the
+natural key (series key, timeframe, timestamp) in one transaction: re-running a write gives the
+same rows, a failure leaves none of it. Large PostgreSQL writes go through COPY into a temporary
+staging table followed by one ``INSERT … SELECT … ON CONFLICT`` (an order of magnitude faster
+than row-wise INSERTs for backfills).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from regime_tasks.core.bars import validate_bars
+from regime_tasks.core.constants import TIMEFRAME_SECONDS
+from regime_tasks.errors import DataValidationError, StoreError, UnknownInputError
+from regime_tasks.logs import kv
+from regime_tasks.store.db import upsert_rows
+from regime_tasks.store.schema import PRICE_TABLES, SERIES_KEYS
+
+log = logging.getLogger(__name__)
+
+TableName = Literal["majors", "lowcap", "regime"]
+BAR_COLUMNS = ("open", "high", "low", "close", "volume")
+_DB_PRICE_COLUMNS = ("open_usd", "high_usd", "low_usd", "close_usd", "volume")
+
+DEFAULT_BATCH_ROWS = 5_000
+DEFAULT_COPY_THRESHOLD_ROWS = 20_000
+
+
+def series_label(table: str, key: Mapping[str, str], timeframe: str) -> str:
+    """Human name of a series for messages: ``regime:ALT:1h``."""
+    return ":".join([table, *(str(v) for v in key.values()), timeframe])
+
+
+def _check_key(table: str, key: Mapping[str, str], timeframe: str) -> sa.Table:
+    if table not in PRICE_TABLES:
+        raise UnknownInputError(f"unknown price table {table!r}; expected one of {sorted(PRICE_TABLES)}")
+    expected = SERIES_KEYS[table]
+    if tuple(sorted(key)) != tuple(sorted(expected)):
+        raise UnknownInputError(f"series key for {table} must have exactly {expected}, got {tuple(key)}")
+    if timeframe not in TIMEFRAME_SECONDS:
+        raise UnknownInputError(f"unknown timeframe {timeframe!r}; expected one of {sorted(TIMEFRAME_SECONDS)}")
+    return PRICE_TABLES[table]
+
+
+def _records(
+    table: str, key: Mapping[str, str], timeframe: str, frame: pd.DataFrame, source: str | None
+) -> list[dict[str, Any]]:
+    stamps = frame.index.to_pydatetime()
+    cols = [frame[c].to_numpy(dtype=np.float64).tolist() for c in BAR_COLUMNS]
+    has_constituents = table == "regime" and "constituents" in frame.columns
+    constituents = frame["constituents"].to_numpy().tolist() if has_constituents else None
+    base = {**key, "timeframe": timeframe, "source": source}
+    out: list[dict[str, Any]] = []
+    for i, ts in enumerate(stamps):
+        row = dict(base)
+        row["timestamp"] = ts
+        row["open_usd"], row["high_usd"], row["low_usd"], row["close_usd"], row["volume"] = (
+            cols[0][i],
+            cols[1][i],
+            cols[2][i],
+            cols[3][i],
+            cols[4][i],
+        )
+        if table == "regime":
+            row["constituents"] = None if constituents is None else int(constituents[i])
+        out.append(row)
+    return out
+
+
+def upsert_bars(
+    engine: Engine,
+    table: TableName,
+    key: Mapping[str, str],
+    timeframe: str,
+    frame: pd.DataFrame,
+    *,
+    source: str | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    copy_threshold_rows: int = DEFAULT_COPY_THRESHOLD_ROWS,
+) -> int:
+    """Validate ``frame`` (CONTRACTS §1) and upsert it as one transaction; returns rows written.
+
+    Raises :class:`DataValidationError` naming the bad bar before anything is written.
+    """
+    tbl = _check_key(table, key, timeframe)
+    label = series_label(table, key, timeframe)
+    if frame.empty:
+        return 0
+    validate_bars(frame, series=label, timeframe=timeframe, source=source)
+    if table == "regime" and "constituents" in frame.columns and frame["constituents"].isna().any():
+        bad = frame.index[frame["constituents"].isna()][0]
+        raise DataValidationError("constituent count missing", series=label, timestamp=bad, field="constituents")
+    pk = (*SERIES_KEYS[table], "timeframe", "timestamp")
+    update_cols = (*_DB_PRICE_COLUMNS, "source", *(("constituents",) if table == "regime" else ()))
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql" and len(frame) >= copy_threshold_rows:
+                _copy_upsert(conn, tbl, table, key, timeframe, frame, source, pk, update_cols)
+            else:
+                rows = _records(table, key, timeframe, frame, source)
+                upsert_rows(conn, tbl, rows, conflict_cols=pk, update_cols=update_cols, batch_rows=batch_rows)
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"upsert of {len(frame)} bars into {label} failed: {exc}") from exc
+    log.debug("bars upserted %s", kv(series=label, rows=len(frame), first=frame.index[0], last=frame.index[-1]))
+    return len(frame)
+
+
+def _copy_upsert(
+    conn: sa.Connection,
+    tbl: sa.Table,
+    table: str,
+    key: Mapping[str, str],
+    timeframe: str,
+    frame: pd.DataFrame,
+    source: str | None,
+    pk: tuple[str, ...],
+    update_cols: tuple[str, ...],
+) -> None:
+    cols = [*SERIES_KEYS[table], "timeframe", "timestamp", *_DB_PRICE_COLUMNS, "source"]
+    data: dict[str, Any] = {k: key[k] for k in SERIES_KEYS[table]}
+    data["timeframe"] = timeframe
+    data["timestamp"] = frame.index.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    for db_col, col in zip(_DB_PRICE_COLUMNS, BAR_COLUMNS, strict=True):
+        data[db_col] = frame[col].to_numpy(dtype=np.float64)
+    data["source"] = source
+    if table == "regime":
+        cols.append("constituents")
+        data["constituents"] = (
+            frame["constituents"].astype("int64").to_numpy() if "constituents" in frame.columns else None
+        )
+    staged = pd.DataFrame(data, columns=cols)
+    buf = io.StringIO()
+    staged.to_csv(buf, index=False, header=False)
+    buf.seek(0)
+    stage = f"stage_{tbl.name}"
+    col_list = ", ".join(f'"{c}"' for c in cols)
+    updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in update_cols)
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    with dbapi.cursor() as cur:
+        cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" (LIKE "{tbl.name}" INCLUDING DEFAULTS) ON COMMIT DROP')
+        cur.copy_expert(f'COPY "{stage}" ({col_list}) FROM STDIN WITH (FORMAT csv)', buf)
+        cur.execute(
+            f'INSERT INTO "{tbl.name}" ({col_list}) SELECT {col_list} FROM "{stage}" '
+            f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET {updates}"
+        )
+
+
+def read_bars(
+    engine: Engine,
+    table: TableName,
+    key: Mapping[str, str],
+    timeframe: str,
+    *,
+    limit: int | None = None,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Bars of one series in ascending time; ``limit`` keeps the *last* N (inclusive ``start``/``end``)."""
+    tbl = _check_key(table, key, timeframe)
+    cols = [tbl.c.timestamp, *(tbl.c[c] for c in _DB_PRICE_COLUMNS)]
+    if table == "regime":
+        cols.append(tbl.c.constituents)
+    query = sa.select(*cols).where(tbl.c.timeframe == timeframe)
+    for k, v in key.items():
+        query = query.where(tbl.c[k] == v)
+    if start is not None:
+        query = query.where(tbl.c.timestamp >= pd.Timestamp(start).to_pydatetime())
+    if end is not None:
+        query = query.where(tbl.c.timestamp <= pd.Timestamp(end).to_pydatetime())
+    query = query.order_by(tbl.c.timestamp.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"read of {series_label(table, key, timeframe)} failed: {exc}") from exc
+    rows.reverse()
+    names = ["timestamp", *BAR_COLUMNS] + (["constituents"] if table == "regime" else [])
+    frame = pd.DataFrame.from_records(rows, columns=names)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame = frame.set_index("timestamp")
+    for c in BAR_COLUMNS:
+        frame[c] = frame[c].astype("float64")
+    if "constituents" in frame.columns:
+        if frame["constituents"].isna().all():
+            frame = frame.drop(columns="constituents")
+        else:
+            frame["constituents"] = frame["constituents"].astype("Int64")
+    return frame
+
+
+def last_bar_ts(engine: Engine, table: TableName, key: Mapping[str, str], timeframe: str) -> pd.Timestamp | None:
+    """Open time of the newest stored bar of a series, or None (resumable backfills start after it)."""
+    tbl = _check_key(table, key, timeframe)
+    query = sa.select(sa.func.max(tbl.c.timestamp)).where(tbl.c.timeframe == timeframe)
+    for k, v in key.items():
+        query = query.where(tbl.c[k] == v)
+    with engine.connect() as conn:
+        value = conn.execute(query).scalar()
+    return None if value is None else pd.Timestamp(value).tz_convert("UTC")
+
+
+def count_bars(engine: Engine, table: TableName, key: Mapping[str, str], timeframe: str) -> int:
+    """Number of stored bars of one series."""
+    tbl = _check_key(table, key, timeframe)
+    query = sa.select(sa.func.count()).select_from(tbl).where(tbl.c.timeframe == timeframe)
+    for k, v in key.items():
+        query = query.where(tbl.c[k] == v)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def list_series(engine: Engine, table: TableName, timeframe: str | None = None) -> list[dict[str, str]]:
+    """The distinct series keys (with timeframe) stored in a price table."""
+    tbl = PRICE_TABLES[table]
+    cols = [tbl.c[c] for c in SERIES_KEYS[table]] + [tbl.c.timeframe]
+    query = sa.select(*cols).distinct()
+    if timeframe is not None:
+        query = query.where(tbl.c.timeframe == timeframe)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]

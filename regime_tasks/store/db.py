@@ -1,0 +1,165 @@
+"""Engines, schema creation/upgrade and JSON encoding shared by the store modules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from regime_tasks.errors import StoreError
+from regime_tasks.logs import kv
+from regime_tasks.store import schema
+
+log = logging.getLogger(__name__)
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+# Later schema versions: version -> function(connection) applying the DDL. Version 1 is create_all.
+MIGRATION_STEPS: dict[int, Callable[[sa.Connection], None]] = {}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the levers reader and the pipeline writer work at once; busy_timeout waits for locks
+    # instead of failing with "database is locked" when two embedded threads write.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, *, cached: bool = True) -> Engine:
+    """Create (or reuse) an engine for ``url``; SQLite files get their folder and WAL mode."""
+    if cached:
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(url)
+            if engine is not None:
+                return engine
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_pre_ping=False)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
+        )
+    if cached:
+        with _ENGINES_LOCK:
+            _ENGINES.setdefault(url, engine)
+            return _ENGINES[url]
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine (tests, worker process shutdown, after fork)."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
+
+
+def init_db(engine: Engine) -> list[str]:
+    """Create or upgrade the schema. Idempotent: a second call changes nothing and returns ``[]``."""
+    changes: list[str] = []
+    try:
+        with engine.begin() as conn:
+            existing = set(sa.inspect(conn).get_table_names())
+            missing = [t for t in schema.metadata.sorted_tables if t.name not in existing]
+            if missing:
+                schema.metadata.create_all(conn, tables=missing, checkfirst=True)
+                changes.extend(f"created table {t.name}" for t in missing)
+            applied = set(conn.execute(sa.select(schema.schema_version.c.version)).scalars())
+            for version, description in schema.MIGRATIONS:
+                if version in applied:
+                    continue
+                step = MIGRATION_STEPS.get(version)
+                if step is not None:
+                    step(conn)
+                conn.execute(sa.insert(schema.schema_version).values(version=version, description=description))
+                changes.append(f"applied schema version {version}: {description}")
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"schema init failed on {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+    if changes:
+        log.info("schema changed %s", kv(database=engine.url.render_as_string(hide_password=True), n=len(changes)))
+    return changes
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/Infinity (PostgreSQL jsonb rejects them): an undefined number is null.
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalar
+        return _clean(value.item())
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def to_json_value(value: Any) -> Any:
+    """Make a payload JSON-safe: NaN/inf → null, numpy scalars → Python, datetimes → ISO strings."""
+    return _clean(value)
+
+
+def dumps(value: Any) -> str:
+    """Serialise a payload for a JSON column (strict JSON, no NaN)."""
+    return json.dumps(to_json_value(value), allow_nan=False, separators=(",", ":"))
+
+
+def dialect_insert(table: sa.Table, dialect_name: str) -> Any:
+    """The dialect's INSERT construct (both support ``on_conflict_do_update`` / ``_do_nothing``)."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    if dialect_name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+    raise StoreError(f"unsupported database dialect {dialect_name!r}: use SQLite or PostgreSQL")
+
+
+def upsert_rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    *,
+    conflict_cols: tuple[str, ...],
+    update_cols: tuple[str, ...] | None,
+    batch_rows: int = 5_000,
+) -> int:
+    """INSERT … ON CONFLICT on the natural key, in batches, inside the caller's transaction.
+
+    ``update_cols=None`` means DO NOTHING on conflict (append-only facts such as events).
+    """
+    if not rows:
+        return 0
+    for start in range(0, len(rows), batch_rows):
+        batch = rows[start : start + batch_rows]
+        stmt = dialect_insert(table, conn.dialect.name)
+        if update_cols is None:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict_cols))
+        else:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(conflict_cols), set_={c: stmt.excluded[c] for c in update_cols}
+            )
+        conn.execute(stmt, batch)
+    return len(rows)

@@ -1,0 +1,276 @@
+"""Rows of ``lowcap_positions``: the 24 regime-driver rows per book and the host's positions.
+
+``features`` is a JSON object shared by several writers (TA, engine, mapper, levers, and a host
+system's own keys). Every write here changes exactly one top-level key of one row with a single
+``UPDATE … SET features = json_set(…)`` evaluated by the database, so two processes writing
+different keys of the same row never lose each other's change (no read-modify-write in Python).
+Rows with other statuses and columns a host adds are never touched (D1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from regime_tasks.core.constants import (
+    DRIVERS,
+    LEVER_POSITION_STATUSES,
+    REGIME_DRIVER_CHAIN,
+    REGIME_DRIVER_STATUS,
+    REGIME_TIMEFRAMES,
+)
+from regime_tasks.errors import StoreError, UnknownInputError
+from regime_tasks.store.db import dumps, upsert_rows
+from regime_tasks.store.schema import lowcap_positions, tokens
+
+DriverKey = tuple[str, str]  # (driver, timeframe)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PositionRow:
+    """One position the levers task computes for (status active/watchlist)."""
+
+    id: int
+    token_contract: str
+    token_chain: str
+    timeframe: str
+    book_id: str
+    status: str
+    bucket: str | None
+    market_cap_usd: float | None
+    features: dict[str, Any]
+
+
+def _features(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):  # some drivers hand JSON back as text
+        return json.loads(value)
+    return dict(value)
+
+
+def ensure_driver_rows(engine: Engine, book_id: str) -> int:
+    """Create the 8 drivers × 3 timeframes rows of a book if missing; returns how many were created."""
+    rows = [
+        {
+            "token_contract": driver,
+            "token_chain": REGIME_DRIVER_CHAIN,
+            "timeframe": tf,
+            "book_id": book_id,
+            "status": REGIME_DRIVER_STATUS,
+            "features": {},
+        }
+        for driver in DRIVERS
+        for tf in REGIME_TIMEFRAMES
+    ]
+    with engine.begin() as conn:
+        before = _count_driver_rows(conn, book_id)
+        upsert_rows(
+            conn,
+            lowcap_positions,
+            rows,
+            conflict_cols=("token_contract", "token_chain", "timeframe", "book_id"),
+            update_cols=None,
+        )
+        return _count_driver_rows(conn, book_id) - before
+
+
+def _count_driver_rows(conn: sa.Connection, book_id: str) -> int:
+    t = lowcap_positions
+    q = sa.select(sa.func.count()).where(t.c.status == REGIME_DRIVER_STATUS, t.c.book_id == book_id)
+    return int(conn.execute(q).scalar() or 0)
+
+
+def driver_row_ids(engine: Engine, book_id: str) -> dict[DriverKey, int]:
+    """(driver, timeframe) → row id of a book's regime-driver rows."""
+    t = lowcap_positions
+    q = sa.select(t.c.id, t.c.token_contract, t.c.timeframe).where(
+        t.c.status == REGIME_DRIVER_STATUS, t.c.book_id == book_id, t.c.token_chain == REGIME_DRIVER_CHAIN
+    )
+    with engine.connect() as conn:
+        return {(r.token_contract, r.timeframe): int(r.id) for r in conn.execute(q)}
+
+
+def read_driver_features(
+    engine: Engine, book_id: str, keys: Sequence[str] | None = ("regime_engine_v4",)
+) -> dict[DriverKey, dict[str, Any]]:
+    """(driver, timeframe) → ``features`` of a book's driver rows, restricted to ``keys`` (None = all)."""
+    t = lowcap_positions
+    q = sa.select(t.c.token_contract, t.c.timeframe, t.c.features).where(
+        t.c.status == REGIME_DRIVER_STATUS, t.c.book_id == book_id, t.c.token_chain == REGIME_DRIVER_CHAIN
+    )
+    out: dict[DriverKey, dict[str, Any]] = {}
+    try:
+        with engine.connect() as conn:
+            for r in conn.execute(q):
+                feats = _features(r.features)
+                out[(r.token_contract, r.timeframe)] = (
+                    feats if keys is None else {k: feats[k] for k in keys if k in feats}
+                )
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"reading driver features of book {book_id!r} failed: {exc}") from exc
+    return out
+
+
+def _set_feature_stmt(dialect: str) -> sa.TextClause:
+    if dialect == "postgresql":
+        return sa.text(
+            "UPDATE lowcap_positions SET features = jsonb_set(COALESCE(features, '{}'::jsonb), "
+            "ARRAY[CAST(:key AS text)], CAST(:value AS jsonb), true), updated_at = now() WHERE id = :id"
+        )
+    if dialect == "sqlite":
+        return sa.text(
+            "UPDATE lowcap_positions SET features = json_set(COALESCE(features, '{}'), "
+            "'$.\"' || :key || '\"', json(:value)), updated_at = CURRENT_TIMESTAMP WHERE id = :id"
+        )
+    raise StoreError(f"unsupported database dialect {dialect!r}")
+
+
+def set_features_bulk(engine: Engine, updates: Iterable[tuple[int, str, Any]]) -> int:
+    """Set ``features[key] = value`` for each (row id, key, value), all in one transaction.
+
+    Only that key of that row changes; a missing row id is an error (nothing is written).
+    """
+    params = []
+    for row_id, key, value in updates:
+        if not key or '"' in key:
+            raise UnknownInputError(f"invalid features key {key!r}")
+        params.append({"id": int(row_id), "key": key, "value": dumps(value)})
+    if not params:
+        return 0
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(_set_feature_stmt(conn.dialect.name), params)
+            if result.rowcount is not None and 0 <= result.rowcount < len(params):
+                raise StoreError(f"features update matched {result.rowcount} of {len(params)} rows; rolled back")
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"features update of {len(params)} rows failed: {exc}") from exc
+    return len(params)
+
+
+def set_feature(engine: Engine, row_id: int, key: str, value: Any) -> None:
+    """Set one top-level key of one row's ``features``, leaving every other key as it is."""
+    set_features_bulk(engine, [(row_id, key, value)])
+
+
+def get_features(engine: Engine, row_id: int) -> dict[str, Any]:
+    """The whole ``features`` object of one row."""
+    q = sa.select(lowcap_positions.c.features).where(lowcap_positions.c.id == row_id)
+    with engine.connect() as conn:
+        value = conn.execute(q).scalar_one_or_none()
+    if value is None:
+        raise StoreError(f"no lowcap_positions row with id {row_id}")
+    return _features(value)
+
+
+def insert_position(
+    engine: Engine,
+    *,
+    token_contract: str,
+    token_chain: str,
+    timeframe: str,
+    status: str,
+    book_id: str = "onchain_crypto",
+    bucket: str | None = None,
+    features: Mapping[str, Any] | None = None,
+) -> int:
+    """Insert one position row (hosts normally own these; used by tests, demos and benchmarks)."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.insert(lowcap_positions).values(
+                token_contract=token_contract,
+                token_chain=token_chain,
+                timeframe=timeframe,
+                status=status,
+                book_id=book_id,
+                bucket=bucket,
+                features=json.loads(dumps(dict(features or {}))),
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+def iter_lever_positions(
+    engine: Engine, *, book_ids: Sequence[str] | None = None, batch_rows: int = 1_000
+) -> Iterator[list[PositionRow]]:
+    """Positions with status active/watchlist (never regime drivers), in id order, ``batch_rows`` at a time.
+
+    ``market_cap_usd`` comes from ``tokens`` (same contract and chain) for bucket assignment.
+    """
+    p, tk = lowcap_positions, tokens
+    last_id = 0
+    while True:
+        q = (
+            sa.select(
+                p.c.id,
+                p.c.token_contract,
+                p.c.token_chain,
+                p.c.timeframe,
+                p.c.book_id,
+                p.c.status,
+                p.c.bucket,
+                p.c.features,
+                tk.c.market_cap_usd,
+            )
+            .select_from(
+                p.outerjoin(tk, sa.and_(tk.c.token_contract == p.c.token_contract, tk.c.token_chain == p.c.token_chain))
+            )
+            .where(p.c.status.in_(LEVER_POSITION_STATUSES), p.c.id > last_id)
+            .order_by(p.c.id)
+            .limit(batch_rows)
+        )
+        if book_ids is not None:
+            q = q.where(p.c.book_id.in_(list(book_ids)))
+        with engine.connect() as conn:
+            rows = conn.execute(q).all()
+        if not rows:
+            return
+        yield [
+            PositionRow(
+                id=int(r.id),
+                token_contract=r.token_contract,
+                token_chain=r.token_chain,
+                timeframe=r.timeframe,
+                book_id=r.book_id,
+                status=r.status,
+                bucket=r.bucket,
+                market_cap_usd=None if r.market_cap_usd is None else float(r.market_cap_usd),
+                features=_features(r.features),
+            )
+            for r in rows
+        ]
+        last_id = int(rows[-1].id)
+
+
+def upsert_tokens(engine: Engine, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert or update tokens (contract, chain, symbol, market_cap_usd, market_cap_as_of, source, simulated)."""
+    now = dt.datetime.now(dt.UTC)
+    records = [{**r, "updated_at": now} for r in rows]
+    with engine.begin() as conn:
+        return upsert_rows(
+            conn,
+            tokens,
+            records,
+            conflict_cols=("token_contract", "token_chain"),
+            update_cols=("symbol", "market_cap_usd", "market_cap_as_of", "source", "simulated", "updated_at"),
+        )
+
+
+def read_tokens(engine: Engine) -> list[dict[str, Any]]:
+    """Every token with its market cap."""
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(tokens).order_by(tokens.c.token_contract))]
+
+
+def check_driver(driver: str, timeframe: str) -> None:
+    """Raise UnknownInputError for a driver or timeframe outside the plan's tables."""
+    if driver not in DRIVERS:
+        raise UnknownInputError(f"unknown driver {driver!r}; expected one of {DRIVERS}")
+    if timeframe not in REGIME_TIMEFRAMES:
+        raise UnknownInputError(f"unknown regime timeframe {timeframe!r}; expected one of {REGIME_TIMEFRAMES}")

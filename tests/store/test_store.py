@@ -1,0 +1,229 @@
+"""Store layer on both back ends (SQLite always; PostgreSQL as a service test)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from regime_tasks.errors import DataValidationError, UnknownInputError
+from regime_tasks.store import bars as store_bars
+from regime_tasks.store import events, meta, positions
+from regime_tasks.store import dominance as store_dominance
+from regime_tasks.store.db import init_db, make_engine
+from regime_tasks.store.schema import regime_price_data_ohlc
+from tests.conftest import REPO_ROOT, real_file
+
+
+def _bars(n: int, start: str = "2024-01-01", freq: str = "1h", base: float = 100.0) -> pd.DataFrame:
+    idx = pd.date_range(start, periods=n, freq=freq, tz="UTC", name="timestamp")
+    close = base + np.arange(n, dtype=float)
+    return pd.DataFrame(
+        {"open": close - 0.5, "high": close + 1.0, "low": close - 1.0, "close": close, "volume": np.full(n, 10.0)},
+        index=idx,
+    )
+
+
+@pytest.fixture()
+def engine(db_url: str):
+    eng = make_engine(db_url, cached=False)
+    init_db(eng)
+    yield eng
+    eng.dispose()
+
+
+def _count(engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar())
+
+
+def test_init_db_twice_changes_nothing_the_second_time(db_url: str) -> None:
+    eng = make_engine(db_url, cached=False)
+    first = init_db(eng)
+    second = init_db(eng)
+    assert any("regime_price_data_ohlc" in c for c in first)
+    assert second == []
+    eng.dispose()
+
+
+def test_upsert_twice_keeps_one_row_per_key_with_second_values(engine) -> None:
+    key = {"driver": "ALT"}
+    first = _bars(48).assign(constituents=4)
+    second = first.copy()
+    second["close"] = second["close"] + 0.25
+    second["high"] = second["high"] + 0.25
+
+    store_bars.upsert_bars(engine, "regime", key, "1h", first, source="composite")
+    store_bars.upsert_bars(engine, "regime", key, "1h", second, source="composite")
+    back = store_bars.read_bars(engine, "regime", key, "1h")
+
+    assert _count(engine, regime_price_data_ohlc) == 48
+    np.testing.assert_allclose(back["close"].to_numpy(), second["close"].to_numpy())
+    assert back.index.equals(second.index)
+    assert (back["constituents"] == 4).all()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("close", float("nan")), ("low", -1.0), ("high", 50.0)],  # NaN, negative price, high < low
+)
+def test_batch_with_one_invalid_bar_writes_nothing_and_names_the_bar(engine, field: str, value: float) -> None:
+    frame = _bars(30)
+    bad_ts = frame.index[17]
+    frame.loc[bad_ts, field] = value
+
+    with pytest.raises(DataValidationError) as err:
+        store_bars.upsert_bars(engine, "majors", {"token_contract": "BTC"}, "1h", frame)
+
+    assert str(bad_ts.year) in str(err.value) and "majors:BTC:1h" in str(err.value)
+    assert err.value.timestamp is not None
+    assert store_bars.count_bars(engine, "majors", {"token_contract": "BTC"}, "1h") == 0
+
+
+def test_read_bars_limit_returns_last_closed_bars_ascending(engine) -> None:
+    frame = _bars(100)
+    store_bars.upsert_bars(engine, "lowcap", {"token_contract": "PURR", "token_chain": "hyperliquid"}, "1h", frame)
+
+    tail = store_bars.read_bars(engine, "lowcap", {"token_contract": "PURR", "token_chain": "hyperliquid"}, "1h", limit=10)
+
+    assert list(tail.index) == list(frame.index[-10:])
+    assert str(tail.index.tz) == "UTC"
+    last = store_bars.last_bar_ts(engine, "lowcap", {"token_contract": "PURR", "token_chain": "hyperliquid"}, "1h")
+    assert last == frame.index[-1]
+
+
+def test_real_candles_round_trip_exactly(engine) -> None:
+    raw = pd.read_csv(real_file("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv"))
+    frame = raw.assign(timestamp=pd.to_datetime(raw["timestamp"], utc=True)).set_index("timestamp")
+    frame = frame[["open", "high", "low", "close", "volume"]].astype("float64")
+
+    store_bars.upsert_bars(engine, "majors", {"token_contract": "BTC"}, "1d", frame, source="file")
+    back = store_bars.read_bars(engine, "majors", {"token_contract": "BTC"}, "1d")
+
+    pd.testing.assert_frame_equal(back, frame, check_freq=False)
+
+
+def test_unknown_series_key_is_rejected(engine) -> None:
+    with pytest.raises(UnknownInputError):
+        store_bars.upsert_bars(engine, "majors", {"driver": "BTC"}, "1h", _bars(2))
+
+
+def test_driver_rows_are_created_once_per_book(engine) -> None:
+    assert positions.ensure_driver_rows(engine, "onchain_crypto") == 24
+    assert positions.ensure_driver_rows(engine, "onchain_crypto") == 0
+    assert len(positions.driver_row_ids(engine, "onchain_crypto")) == 24
+
+
+def test_feature_write_from_another_process_keeps_both_keys(engine, db_url: str) -> None:
+    positions.ensure_driver_rows(engine, "onchain_crypto")
+    ids = positions.driver_row_ids(engine, "onchain_crypto")
+    row_id, other_id = ids[("ALT", "1h")], ids[("BTC", "1h")]
+    positions.set_feature(engine, row_id, "ta", {"latest_price": 101.5})
+    positions.set_feature(engine, other_id, "ta", {"latest_price": 7.0})
+
+    script = (
+        "from regime_tasks.store.db import make_engine; from regime_tasks.store.positions import set_feature;"
+        f"set_feature(make_engine({db_url!r}), {row_id}, 'uptrend_engine_v4', {{'state': 'S3'}})"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT, timeout=60)
+    positions.set_feature(engine, row_id, "regime_engine_v4", {"delta_a_raw": 0.2})
+
+    feats = positions.get_features(engine, row_id)
+    assert feats == {
+        "ta": {"latest_price": 101.5},
+        "uptrend_engine_v4": {"state": "S3"},
+        "regime_engine_v4": {"delta_a_raw": 0.2},
+    }
+    assert positions.get_features(engine, other_id) == {"ta": {"latest_price": 7.0}}
+
+
+def test_feature_values_with_nan_are_stored_as_null(engine) -> None:
+    positions.ensure_driver_rows(engine, "onchain_crypto")
+    row_id = positions.driver_row_ids(engine, "onchain_crypto")[("BTC", "1d")]
+
+    positions.set_feature(engine, row_id, "ta", {"ema333": float("nan"), "ema20": np.float64(3.5)})
+
+    assert positions.get_features(engine, row_id)["ta"] == {"ema333": None, "ema20": 3.5}
+
+
+def test_bulk_feature_update_with_unknown_row_rolls_back(engine) -> None:
+    positions.ensure_driver_rows(engine, "onchain_crypto")
+    row_id = positions.driver_row_ids(engine, "onchain_crypto")[("BTC", "1d")]
+
+    with pytest.raises(Exception, match="matched"):
+        positions.set_features_bulk(engine, [(row_id, "levers", {"A": 1}), (999_999, "levers", {"A": 2})])
+
+    assert "levers" not in positions.get_features(engine, row_id)
+
+
+def test_lever_positions_exclude_regime_drivers_and_join_market_caps(engine) -> None:
+    positions.ensure_driver_rows(engine, "onchain_crypto")
+    active = positions.insert_position(engine, token_contract="0xabc", token_chain="base", timeframe="1h", status="active")
+    positions.insert_position(engine, token_contract="0xdef", token_chain="base", timeframe="1h", status="closed")
+    watch = positions.insert_position(
+        engine, token_contract="0x123", token_chain="sol", timeframe="15m", status="watchlist", bucket="mid"
+    )
+    positions.upsert_tokens(
+        engine, [{"token_contract": "0xabc", "token_chain": "base", "symbol": "ABC", "market_cap_usd": 12e6}]
+    )
+
+    rows = [r for batch in positions.iter_lever_positions(engine, batch_rows=1) for r in batch]
+
+    assert [r.id for r in rows] == [active, watch]
+    assert rows[0].market_cap_usd == 12e6 and rows[0].bucket is None
+    assert rows[1].bucket == "mid" and rows[1].market_cap_usd is None
+
+
+def test_state_events_are_idempotent_per_bar(engine) -> None:
+    ev = {"state": "S1", "prev_state": "S0", "bar_ts": "2024-01-01T05:00:00Z", "price": 10.0, "flags": {"buy": False}}
+
+    events.append_events(engine, [ev], book_id="onchain_crypto", driver="BTC", timeframe="1h")
+    events.append_events(engine, [ev], book_id="onchain_crypto", driver="BTC", timeframe="1h")
+
+    stored = events.read_events(engine, book_id="onchain_crypto")
+    assert len(stored) == 1 and stored[0]["state"] == "S1"
+
+
+def test_dominance_samples_upsert_and_reject_out_of_range(engine) -> None:
+    samples = pd.DataFrame(
+        {
+            "fetched_at": pd.to_datetime(["2024-05-23T15:05:01Z", "2024-05-23T15:06:01Z"], utc=True),
+            "btc_d": [50.07, 50.08],
+            "usdt_d": [4.19, 4.19],
+            "updated_at": pd.to_datetime(["2024-05-23T15:04:40Z"] * 2, utc=True),
+            "source": ["coingecko"] * 2,
+        }
+    )
+    store_dominance.insert_samples(engine, samples)
+    store_dominance.insert_samples(engine, samples)
+    assert len(store_dominance.read_samples(engine)) == 2
+
+    bad = samples.assign(usdt_d=[4.19, 140.0])
+    with pytest.raises(DataValidationError, match="usdt_d"):
+        store_dominance.insert_samples(engine, bad)
+
+
+def test_meta_round_trip(engine) -> None:
+    meta.set_meta(engine, "bootstrap:onchain_crypto", {"completed_at": "2025-07-26T05:00:00Z"})
+    meta.set_meta(engine, "bootstrap:onchain_crypto", {"completed_at": "2025-07-27T05:00:00Z"})
+    assert meta.get_meta(engine, "bootstrap:onchain_crypto") == {"completed_at": "2025-07-27T05:00:00Z"}
+    assert meta.get_meta(engine, "missing") is None
+
+
+@pytest.mark.service
+def test_large_postgres_upsert_uses_copy_path_and_is_idempotent(pg_url: str) -> None:
+    eng = make_engine(pg_url, cached=False)
+    init_db(eng)
+    frame = _bars(30_000, freq="1min")
+
+    store_bars.upsert_bars(eng, "majors", {"token_contract": "ETH"}, "1m", frame, copy_threshold_rows=1_000)
+    store_bars.upsert_bars(eng, "majors", {"token_contract": "ETH"}, "1m", frame.assign(close=frame["close"] + 0.1), copy_threshold_rows=1_000)
+
+    back = store_bars.read_bars(eng, "majors", {"token_contract": "ETH"}, "1m", limit=5)
+    assert store_bars.count_bars(eng, "majors", {"token_contract": "ETH"}, "1m") == 30_000
+    np.testing.assert_allclose(back["close"].to_numpy(), frame["close"].to_numpy()[-5:] + 0.1)
+    eng.dispose()

@@ -1,0 +1,63 @@
+"""docker-compose.yml cannot run on CI machines (no Docker engine); keep it honest against the code."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from regime_tasks.config import ENV_PREFIX, Settings
+from tests.conftest import REPO_ROOT
+
+COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def _command(service: str) -> str:
+    cmd = SERVICES[service]["command"]
+    return " ".join(cmd) if isinstance(cmd, list) else cmd
+
+
+def _env(service: str) -> dict[str, str]:
+    return SERVICES[service].get("environment", {})
+
+
+def test_compose_has_the_production_services() -> None:
+    assert {"postgres", "redis", "schema-init", "worker", "beat", "flower"} <= set(SERVICES)
+
+
+def test_postgres_has_a_healthcheck_and_redis_never_evicts() -> None:
+    assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])
+    assert "--maxmemory-policy noeviction" in _command("redis")
+
+
+def test_schema_init_runs_the_cli_and_gates_worker_and_beat() -> None:
+    assert _command("schema-init") == "regime db init"
+    for svc in ("worker", "beat"):
+        assert SERVICES[svc]["depends_on"]["schema-init"]["condition"] == "service_completed_successfully"
+
+
+def test_worker_beat_flower_use_the_package_app_and_queues() -> None:
+    from celeryconfig import task_queues
+
+    assert _command("worker").startswith("celery -A regime_tasks worker")
+    queues = re.search(r"-Q (\S+)", _command("worker")).group(1).split(",")
+    assert set(queues) == {q.name for q in task_queues}
+    assert "redbeat.RedBeatScheduler" in _command("beat")
+    assert SERVICES["beat"]["deploy"]["replicas"] == 1
+    assert "celery -A regime_tasks flower" in _command("flower")
+
+
+def test_flower_basic_auth_comes_from_the_environment_without_a_default() -> None:
+    assert "--basic-auth=$${REGIME_FLOWER_BASIC_AUTH}" in _command("flower")
+    value = _env("flower")["REGIME_FLOWER_BASIC_AUTH"]
+    assert value.startswith("${REGIME_FLOWER_BASIC_AUTH:?"), "no default password may live in the file"
+
+
+def test_every_regime_variable_in_compose_is_a_setting() -> None:
+    fields = {name.upper() for name in Settings.model_fields}
+    for name, svc in SERVICES.items():
+        for var in _env(name):
+            if var.startswith(ENV_PREFIX):
+                assert var.removeprefix(ENV_PREFIX) in fields, f"{name}: {var} is not a setting"
+    assert {"REGIME_DATABASE_URL", "REGIME_REDIS_URL", "REGIME_BROKER_URL"} <= set(_env("worker"))
