@@ -126,33 +126,42 @@ def _copy_upsert(
     pk: tuple[str, ...],
     update_cols: tuple[str, ...],
 ) -> None:
-    cols = [*SERIES_KEYS[table], "timeframe", "timestamp", *_DB_PRICE_COLUMNS, "source"]
-    data: dict[str, Any] = {k: key[k] for k in SERIES_KEYS[table]}
-    data["timeframe"] = timeframe
-    data["timestamp"] = frame.index.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    # Only the per-bar columns travel through COPY (written by Arrow's C++ CSV writer, ~5x faster than
+    # DataFrame.to_csv); the series key, timeframe and source are constants bound in the INSERT … SELECT.
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    bar_cols = ["timestamp", *_DB_PRICE_COLUMNS]
+    arrays = {"timestamp": pa.array(frame.index.as_unit("us").asi8, type=pa.timestamp("us", tz="UTC"))}
     for db_col, col in zip(_DB_PRICE_COLUMNS, BAR_COLUMNS, strict=True):
-        data[db_col] = frame[col].to_numpy(dtype=np.float64)
-    data["source"] = source
+        arrays[db_col] = pa.array(frame[col].to_numpy(dtype=np.float64))
     if table == "regime":
-        cols.append("constituents")
-        data["constituents"] = (
-            frame["constituents"].astype("int64").to_numpy() if "constituents" in frame.columns else None
+        bar_cols.append("constituents")
+        arrays["constituents"] = (
+            pa.array(frame["constituents"].astype("int64").to_numpy())
+            if "constituents" in frame.columns
+            else pa.nulls(len(frame), pa.int64())
         )
-    staged = pd.DataFrame(data, columns=cols)
-    buf = io.StringIO()
-    staged.to_csv(buf, index=False, header=False)
+    buf = io.BytesIO()
+    pacsv.write_csv(pa.table(arrays), buf, pacsv.WriteOptions(include_header=False))
     buf.seek(0)
     stage = f"stage_{tbl.name}"
-    col_list = ", ".join(f'"{c}"' for c in cols)
+    types = {"timestamp": "timestamptz", "constituents": "integer"}
+    stage_cols = ", ".join(f'"{c}" {types.get(c, "double precision")}' for c in bar_cols)
+    key_cols = [*SERIES_KEYS[table], "timeframe"]
+    insert_cols = ", ".join(f'"{c}"' for c in [*key_cols, *bar_cols, "source"])
+    select_cols = ", ".join([*(f"%({c})s" for c in key_cols), *(f'"{c}"' for c in bar_cols), "%(source)s"])
     updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in update_cols)
+    params = {**{k: key[k] for k in SERIES_KEYS[table]}, "timeframe": timeframe, "source": source}
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     with dbapi.cursor() as cur:
-        cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" (LIKE "{tbl.name}" INCLUDING DEFAULTS) ON COMMIT DROP')
-        cur.copy_expert(f'COPY "{stage}" ({col_list}) FROM STDIN WITH (FORMAT csv)', buf)
+        cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" ({stage_cols}) ON COMMIT DROP')
+        cur.copy_expert(f'COPY "{stage}" ({", ".join(bar_cols)}) FROM STDIN WITH (FORMAT csv)', buf)
         cur.execute(
-            f'INSERT INTO "{tbl.name}" ({col_list}) SELECT {col_list} FROM "{stage}" '
-            f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET {updates}"
+            f'INSERT INTO "{tbl.name}" ({insert_cols}) SELECT {select_cols} FROM "{stage}" '
+            f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET {updates}",
+            params,
         )
 
 

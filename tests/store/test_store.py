@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from regime_tasks.errors import DataValidationError, UnknownInputError
 from regime_tasks.store import bars as store_bars
-from regime_tasks.store import events, meta, positions
 from regime_tasks.store import dominance as store_dominance
+from regime_tasks.store import events, meta, positions
 from regime_tasks.store.db import init_db, make_engine
 from regime_tasks.store.schema import regime_price_data_ohlc
 from tests.conftest import REPO_ROOT, real_file
@@ -88,7 +88,9 @@ def test_read_bars_limit_returns_last_closed_bars_ascending(engine) -> None:
     frame = _bars(100)
     store_bars.upsert_bars(engine, "lowcap", {"token_contract": "PURR", "token_chain": "hyperliquid"}, "1h", frame)
 
-    tail = store_bars.read_bars(engine, "lowcap", {"token_contract": "PURR", "token_chain": "hyperliquid"}, "1h", limit=10)
+    tail = store_bars.read_bars(
+        engine, "lowcap", {"token_contract": "PURR", "token_chain": "hyperliquid"}, "1h", limit=10
+    )
 
     assert list(tail.index) == list(frame.index[-10:])
     assert str(tail.index.tz) == "UTC"
@@ -100,6 +102,10 @@ def test_real_candles_round_trip_exactly(engine) -> None:
     raw = pd.read_csv(real_file("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv"))
     frame = raw.assign(timestamp=pd.to_datetime(raw["timestamp"], utc=True)).set_index("timestamp")
     frame = frame[["open", "high", "low", "close", "volume"]].astype("float64")
+    # The real file has four empty rows (e.g. 2020-04-17): the store refuses them, naming the first one.
+    with pytest.raises(DataValidationError, match="2020-04-17"):
+        store_bars.upsert_bars(engine, "majors", {"token_contract": "BTC"}, "1d", frame, source="file")
+    frame = frame.dropna()
 
     store_bars.upsert_bars(engine, "majors", {"token_contract": "BTC"}, "1d", frame, source="file")
     back = store_bars.read_bars(engine, "majors", {"token_contract": "BTC"}, "1d")
@@ -162,7 +168,9 @@ def test_bulk_feature_update_with_unknown_row_rolls_back(engine) -> None:
 
 def test_lever_positions_exclude_regime_drivers_and_join_market_caps(engine) -> None:
     positions.ensure_driver_rows(engine, "onchain_crypto")
-    active = positions.insert_position(engine, token_contract="0xabc", token_chain="base", timeframe="1h", status="active")
+    active = positions.insert_position(
+        engine, token_contract="0xabc", token_chain="base", timeframe="1h", status="active"
+    )
     positions.insert_position(engine, token_contract="0xdef", token_chain="base", timeframe="1h", status="closed")
     watch = positions.insert_position(
         engine, token_contract="0x123", token_chain="sol", timeframe="15m", status="watchlist", bucket="mid"
@@ -221,7 +229,14 @@ def test_large_postgres_upsert_uses_copy_path_and_is_idempotent(pg_url: str) -> 
     frame = _bars(30_000, freq="1min")
 
     store_bars.upsert_bars(eng, "majors", {"token_contract": "ETH"}, "1m", frame, copy_threshold_rows=1_000)
-    store_bars.upsert_bars(eng, "majors", {"token_contract": "ETH"}, "1m", frame.assign(close=frame["close"] + 0.1), copy_threshold_rows=1_000)
+    store_bars.upsert_bars(
+        eng,
+        "majors",
+        {"token_contract": "ETH"},
+        "1m",
+        frame.assign(close=frame["close"] + 0.1),
+        copy_threshold_rows=1_000,
+    )
 
     back = store_bars.read_bars(eng, "majors", {"token_contract": "ETH"}, "1m", limit=5)
     assert store_bars.count_bars(eng, "majors", {"token_contract": "ETH"}, "1m") == 30_000
