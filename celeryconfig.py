@@ -59,3 +59,9 @@ redbeat_redis_url = _s.redis_url or _s.broker_url
 redbeat_lock_timeout = _s.beat_lock_timeout_secs
 redbeat_key_prefix = f"redbeat:{_s.book_id}:"
 beat_max_loop_interval = 5
+
+if _s.embedded:
+    # One process, in-memory transport: poll quickly so a tick is not dominated by idle waits.
+    broker_transport_options = {"polling_interval": 0.01}
+    result_chord_retry_interval = 0.05
+    worker_hijack_root_logger = False

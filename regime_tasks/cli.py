@@ -50,10 +50,66 @@ def _add_db(sub: argparse._SubParsersAction) -> None:
     init.set_defaults(handler=_cmd_db_init)
 
 
+# --- pipeline: bootstrap, tick, demo ----------------------------------------------------------------
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+    from regime_tasks.runner import print_bootstrap_report, run_bootstrap
+
+    report = run_bootstrap(book_id=args.book, now=args.now)
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print_bootstrap_report(report)
+    if not report.ok:
+        print(
+            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required),
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def _cmd_tick(args: argparse.Namespace) -> int:
+    from regime_tasks.runner import run_tick_command
+
+    result = run_tick_command(args.timeframe, until=args.until, book_id=args.book, wait=not args.no_wait)
+    _print_json(result) if args.json else print(json.dumps(result, default=str))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from regime_tasks.runner import run_demo
+
+    return run_demo(as_json=args.json, minutes=args.minutes)
+
+
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bootstrap", help="create driver rows, backfill, replay history, fill the cache (plan §12)")
+    p.add_argument("--book", default=None, help="book id (default REGIME_BOOK_ID)")
+    p.add_argument("--now", default=None, help="pretend the time is this ISO-8601 UTC instant (file source)")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(handler=_cmd_bootstrap)
+
+    p = sub.add_parser("tick", help="run one timeframe tick through Celery (what beat triggers)")
+    p.add_argument("timeframe", choices=["1m", "1h", "1d"])
+    p.add_argument("--until", default=None, help="open time of the last closed bar (default: by the clock)")
+    p.add_argument("--book", default=None, help="book id (default REGIME_BOOK_ID)")
+    p.add_argument("--no-wait", action="store_true", help="send and return without waiting for the result")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_tick)
+
+    p = sub.add_parser(
+        "demo", help="embedded end-to-end run on bundled data: bootstrap, live-like ticks, regime table, A/E"
+    )
+    p.add_argument("--minutes", type=int, default=5, help="1m ticks to run after the bootstrap (default 5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_demo)
+
+
 # --- command registry -----------------------------------------------------------------
 # Each entry adds one sub-command. Keep one function per command family.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_db,
+    _add_pipeline,
     # >>> more commands register here (one line each) <<<
 ]
 

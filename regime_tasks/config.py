@@ -56,9 +56,13 @@ class Settings(BaseSettings):
     task_soft_time_limit_secs: int = Field(300, gt=0, description="Soft time limit of one task.")
     task_time_limit_secs: int = Field(360, gt=0, description="Hard time limit of one task; < visibility timeout.")
     beat_lock_timeout_secs: int = Field(60, gt=0, description="RedBeat lock: another beat takes over after this.")
+    beat_heartbeat_secs: int = Field(30, gt=0, description="Beat heartbeat period; `regime status` shows its age.")
     flower_basic_auth: str | None = Field(None, description="user:password for Flower; required outside embedded mode.")
 
     # --- product -----------------------------------------------------------------
+    levers_snapshot_ttl_secs: float = Field(
+        1.0, ge=0, description="compute_levers() reuses a book's entries this long (0 = read the cache every call)."
+    )
     book_id: str = Field("onchain_crypto", min_length=1, description="Book whose drivers this deployment computes.")
     source: Literal["file", "live"] = Field("file", description="file = bundled/user files; live = venues' APIs.")
     files_dir: Path = Field(BUNDLED_DATA_DIR, description="Root of the file source (bundled data by default).")

@@ -101,9 +101,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        tables = conn.execute(
-            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-        ).scalars().all()
+        tables = (
+            conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")).scalars().all()
+        )
         if tables:
             conn.execute(sa.text("DROP TABLE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
     engine.dispose()

@@ -56,7 +56,7 @@ def test_flower_basic_auth_comes_from_the_environment_without_a_default() -> Non
 
 def test_every_regime_variable_in_compose_is_a_setting() -> None:
     fields = {name.upper() for name in Settings.model_fields}
-    for name, svc in SERVICES.items():
+    for name in SERVICES:
         for var in _env(name):
             if var.startswith(ENV_PREFIX):
                 assert var.removeprefix(ENV_PREFIX) in fields, f"{name}: {var} is not a setting"

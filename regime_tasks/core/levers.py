@@ -1,0 +1,202 @@
+"""compute_levers() arithmetic: driver deltas → A, E, size with diagnostics (plan §4, §5.5; D2, D8, D11, D12).
+
+    A = 0.5 + Σ_driver Σ_tf delta_a_raw[driver, tf] × DRIVER_WEIGHT[driver] × EXEC_TF_MULTIPLIERS[X][tf]
+    (same for E), then intent deltas (each capped at ±0.4), clamp to [0, 1], size = 0.10 + 0.50 × A.
+
+Drivers for a position in bucket B: BTC, ALT, B, BTC.d, USDT.d. A driver × timeframe whose latest bar closed
+more than 3 of its bars before ``now`` is stale and counts 0, 0 (D8); missing ones too. Without BTC or ALT the
+result is ``degraded``. Pure: the caller passes the entries (from the cache or the database) and the time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from regime_tasks.core.constants import (
+    BUCKETS,
+    CRYPTO_BOOK_IDS,
+    DEFAULT_BOOK_ID,
+    DRIVER_WEIGHTS,
+    EXEC_TF_MULTIPLIERS,
+    INTENT_CAP,
+    INTENT_WEIGHTS_A,
+    INTENT_WEIGHTS_E,
+    NEUTRAL_A,
+    NEUTRAL_E,
+    POSITION_SIZE_BASE,
+    POSITION_SIZE_PER_A,
+    REGIME_TIMEFRAMES,
+    REQUIRED_DRIVERS,
+    STALE_AFTER_BARS,
+    TF_WEIGHTS,
+    TIMEFRAME_SECONDS,
+)
+from regime_tasks.errors import UnknownInputError
+
+EntryKey = tuple[str, str]  # (driver, regime timeframe)
+
+
+def regime_book_id(book_id: str) -> str:
+    """The book whose drivers a position reads: crypto books share ``onchain_crypto``'s (D12)."""
+    return DEFAULT_BOOK_ID if book_id in CRYPTO_BOOK_IDS else book_id
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return lo if x < lo else hi if x > hi else x
+
+
+def _parse_utc(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def entry_age_bars(entry: Mapping[str, Any], timeframe: str, now: dt.datetime) -> float | None:
+    """Bars elapsed since the entry's bar **closed** (open time + one bar), or None without ``bar_ts``."""
+    bar_ts = entry.get("bar_ts")
+    if not bar_ts:
+        return None
+    seconds = TIMEFRAME_SECONDS[timeframe]
+    closed_at = _parse_utc(bar_ts) + dt.timedelta(seconds=seconds)
+    return (now - closed_at).total_seconds() / seconds
+
+
+def is_stale(entry: Mapping[str, Any], timeframe: str, now: dt.datetime) -> bool:
+    """Stale when more than ``STALE_AFTER_BARS`` bars have passed since the bar closed (D8)."""
+    age = entry_age_bars(entry, timeframe, now)
+    return age is None or age > STALE_AFTER_BARS
+
+
+def intent_deltas(features: Mapping[str, Any]) -> dict[str, Any]:
+    """Intent ΔA/ΔE from ``features.intent_metrics`` (each metric 0–1), before and after the ±0.4 cap (D11)."""
+    metrics = features.get("intent_metrics") or {}
+    if not isinstance(metrics, Mapping):
+        raise UnknownInputError(f"features.intent_metrics must be an object, got {type(metrics).__name__}")
+    used: dict[str, float] = {}
+    for name in INTENT_WEIGHTS_A:
+        value = metrics.get(name, 0.0)
+        try:
+            v = float(value or 0.0)
+        except (TypeError, ValueError):
+            raise UnknownInputError(f"features.intent_metrics.{name} must be a number, got {value!r}") from None
+        used[name] = _clamp(v, 0.0, 1.0)
+    da = sum(INTENT_WEIGHTS_A[k] * used[k] for k in used)
+    de = sum(INTENT_WEIGHTS_E[k] * used[k] for k in used)
+    return {
+        "metrics": used,
+        "delta_a_raw": da,
+        "delta_e_raw": de,
+        "delta_a": _clamp(da, -INTENT_CAP, INTENT_CAP),
+        "delta_e": _clamp(de, -INTENT_CAP, INTENT_CAP),
+    }
+
+
+def _regime_sum(
+    entries: Mapping[EntryKey, Mapping[str, Any]],
+    drivers: list[str],
+    tf_weights: Mapping[str, float],
+    now: dt.datetime,
+    driver_scale: Mapping[str, float] | None = None,
+) -> tuple[float, float, list[dict[str, Any]], list[str], list[str]]:
+    da = de = 0.0
+    contributions: list[dict[str, Any]] = []
+    stale: list[str] = []
+    missing: list[str] = []
+    for driver in drivers:
+        weight = DRIVER_WEIGHTS[driver] * (driver_scale or {}).get(driver, 1.0)
+        for tf in REGIME_TIMEFRAMES:
+            mult = tf_weights[tf]
+            entry = entries.get((driver, tf))
+            status = "ok"
+            raw_a = raw_e = 0.0
+            if entry is None:
+                status = "missing"
+                missing.append(f"{driver}|{tf}")
+            elif is_stale(entry, tf, now):
+                status = "stale"
+                stale.append(f"{driver}|{tf}")
+            else:
+                raw_a = float(entry.get("delta_a_raw") or 0.0)
+                raw_e = float(entry.get("delta_e_raw") or 0.0)
+            ca, ce = raw_a * weight * mult, raw_e * weight * mult
+            da += ca
+            de += ce
+            contributions.append(
+                {
+                    "driver": driver,
+                    "timeframe": tf,
+                    "status": status,
+                    "state": None if entry is None else entry.get("state"),
+                    "bar_ts": None if entry is None else entry.get("bar_ts"),
+                    "delta_a_raw": raw_a,
+                    "delta_e_raw": raw_e,
+                    "driver_weight": weight,
+                    "tf_multiplier": mult,
+                    "contribution_a": ca,
+                    "contribution_e": ce,
+                }
+            )
+    return da, de, contributions, stale, missing
+
+
+def compute_levers_from_entries(
+    entries: Mapping[EntryKey, Mapping[str, Any]],
+    features: Mapping[str, Any] | None,
+    execution_timeframe: str,
+    position_bucket: str | None,
+    *,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """A, E, size and diagnostics for one position (plan §5.5 return keys)."""
+    if execution_timeframe not in EXEC_TF_MULTIPLIERS:
+        raise UnknownInputError(
+            f"unknown execution timeframe {execution_timeframe!r}; expected one of {sorted(EXEC_TF_MULTIPLIERS)}"
+        )
+    if position_bucket is not None and position_bucket not in BUCKETS:
+        raise UnknownInputError(f"unknown bucket {position_bucket!r}; expected one of {BUCKETS} or None")
+    drivers = ["BTC", "ALT", *([position_bucket] if position_bucket else []), "BTC.d", "USDT.d"]
+    da, de, contributions, stale, missing = _regime_sum(entries, drivers, EXEC_TF_MULTIPLIERS[execution_timeframe], now)
+    intent = intent_deltas(features or {})
+    a_pre = NEUTRAL_A + da + intent["delta_a"]
+    e_pre = NEUTRAL_E + de + intent["delta_e"]
+    a, e = _clamp(a_pre, 0.0, 1.0), _clamp(e_pre, 0.0, 1.0)
+    unusable = set(stale) | set(missing)
+    degraded = any(f"{d}|{tf}" in unusable for d in REQUIRED_DRIVERS for tf in REGIME_TIMEFRAMES)
+    return {
+        "A_value": a,
+        "E_value": e,
+        "position_size_frac": POSITION_SIZE_BASE + POSITION_SIZE_PER_A * a,
+        "diagnostics": {
+            "execution_timeframe": execution_timeframe,
+            "bucket": position_bucket,
+            "delta_a_regime": da,
+            "delta_e_regime": de,
+            "contributions": contributions,
+            "stale": stale,
+            "missing": missing,
+            "intent": intent,
+            "clamped": {"A_before": a_pre, "E_before": e_pre, "A": a != a_pre, "E": e != e_pre},
+            "degraded": degraded,
+        },
+    }
+
+
+def market_summary(entries: Mapping[EntryKey, Mapping[str, Any]], *, now: dt.datetime) -> dict[str, Any]:
+    """Market-wide A/E with the fixed timeframe weights (D2): BTC, ALT, BTC.d, USDT.d and the four buckets
+    at a quarter of the bucket weight each (their mean), so no single bucket dominates the summary."""
+    drivers = ["BTC", "ALT", *BUCKETS, "BTC.d", "USDT.d"]
+    scale = {b: 1.0 / len(BUCKETS) for b in BUCKETS}
+    da, de, contributions, stale, missing = _regime_sum(entries, drivers, TF_WEIGHTS, now, scale)
+    unusable = set(stale) | set(missing)
+    a, e = _clamp(NEUTRAL_A + da, 0.0, 1.0), _clamp(NEUTRAL_E + de, 0.0, 1.0)
+    return {
+        "A_value": a,
+        "E_value": e,
+        "position_size_frac": POSITION_SIZE_BASE + POSITION_SIZE_PER_A * a,
+        "delta_a_regime": da,
+        "delta_e_regime": de,
+        "stale": stale,
+        "missing": missing,
+        "degraded": any(f"{d}|{tf}" in unusable for d in REQUIRED_DRIVERS for tf in REGIME_TIMEFRAMES),
+        "contributions": contributions,
+    }

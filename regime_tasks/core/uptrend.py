@@ -1,0 +1,699 @@
+"""Uptrend Engine v4: the single-timeframe trend-state machine of ``shared/spec/uptrend_engine_v4.md``.
+
+One step per closed bar: ``step(history, i, prev_payload, settings)`` reads the TA of bar ``i`` (and, for EDX
+and S/R levels, the bars before it) plus the previous bar's payload, and returns the new payload and, on a state
+change, the ``uptrend_state_change`` event. The live path (TA on the last 3,000 bars, step the new bars) and the
+replay path (TA once over the history, step every bar) both go through :func:`run_engine_frame`, so they cannot
+disagree. EDX windows use prefix sums, so a long S3 episode costs O(1) per bar, not O(episode length).
+
+Interpretations where the spec is terse (each documented in docs/ENGINE.md):
+- Bars since S3 start ``n`` counts bars of the series' own timeframe; W1 is the last ``n`` bars.
+- ``slope10(X over the window)`` is the least-squares slope of X over the whole window (points per bar);
+  the EMA250/EMA333 *normalised* slopes are that slope divided by the latest EMA value.
+- The above-EMA333 episode (for rebuy) is the run of consecutive S2/S3 bars.
+- A step only computes the checks of the state it ends in (S0→S1 runs the S1 buy check; S2→S3 the S3 checks;
+  the S1→S2 bar runs no S2 check because the spec names none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from regime_tasks.core.constants import MIN_BARS_FOR_STATE, STATES, WARMING_UP
+from regime_tasks.core.ta import NEVER, Pivot, compute_ta_frame, sr_levels, swing_pivots
+
+EMA_KEYS = ("ema20", "ema30", "ema60", "ema144", "ema250", "ema333")
+BUY_THRESHOLD = 0.60
+TRIM_OX = 0.65
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    """``bootstrap``: ``spec`` (S3/S0/S4 on the first bar, S4→S3 allowed) or ``as_run`` (the host: S0 or S4
+    only). ``sr_levels``: ``swing`` (levels from zig-zag pivots, spec §7) or ``none`` (the host: no levels)."""
+
+    bootstrap: Literal["spec", "as_run"] = "spec"
+    sr_levels: Literal["swing", "none"] = "swing"
+
+
+def sigmoid(x: float) -> float:
+    """σ(x) = 1/(1 + e^(−x)), overflow-safe."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
+    return lo if x < lo else hi if x > hi else x
+
+
+def _num(x: Any) -> float:
+    """A finite float or NaN."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
+def _json_num(x: float) -> float | None:
+    return x if isinstance(x, float) and math.isfinite(x) else (None if isinstance(x, float) else x)
+
+
+# --- EMA orders (spec §2) -------------------------------------------------------------------------------
+def s3_order(e: Mapping[str, float]) -> bool:
+    return e["ema20"] > e["ema60"] and e["ema30"] > e["ema60"] and e["ema60"] > e["ema144"] > e["ema250"] > e["ema333"]
+
+
+def s0_order(e: Mapping[str, float]) -> bool:
+    return e["ema20"] < e["ema60"] and e["ema30"] < e["ema60"] and e["ema60"] < e["ema144"] < e["ema250"] < e["ema333"]
+
+
+def fast_band_above_60(e: Mapping[str, float]) -> bool:
+    return e["ema20"] > e["ema60"] and e["ema30"] > e["ema60"]
+
+
+def all_below_333(e: Mapping[str, float]) -> bool:
+    return all(e[k] < e["ema333"] for k in ("ema20", "ema30", "ema60", "ema144", "ema250"))
+
+
+# --- scores (spec §4) -------------------------------------------------------------------------------------
+def trend_strength(rsi_slope_10: float, adx_slope_10: float) -> float:
+    """TS = (clamp((rsi_slope_10 + 5)/10) + clamp((adx_slope_10 + 2)/4)) / 2; an undefined slope counts 0."""
+    rs = 0.0 if math.isnan(rsi_slope_10) else rsi_slope_10
+    ad = 0.0 if math.isnan(adx_slope_10) else adx_slope_10
+    return (clamp((rs + 5.0) / 10.0) + clamp((ad + 2.0) / 4.0)) / 2.0
+
+
+def sr_boost(anchor: float, levels: list[Mapping[str, float]], atr: float) -> float:
+    """Max over levels within 1.0·ATR of the anchor of ``strength × (1 − distance/halo) × 0.25`` (halo = ATR)."""
+    if not levels or not (atr > 0) or math.isnan(anchor):
+        return 0.0
+    best = 0.0
+    for lv in levels:
+        d = abs(lv["price"] - anchor)
+        if d <= atr:
+            best = max(best, lv["strength"] * (1.0 - d / atr) * 0.25)
+    return best
+
+
+def ox_base(v: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+    """OX_base and its parts."""
+    p, a = v["price"], v["atr"]
+
+    def rail(ema: float, k: float) -> float:
+        return sigmoid((p - ema) / (k * a)) if a > 0 else 0.0
+
+    atr_mean = v["atr_mean_20"]
+    parts = {
+        "rail_fast": rail(v["ema20"], 1.5),
+        "rail_mid": rail(v["ema60"], 2.0),
+        "rail_144": rail(v["ema144"], 1.5),
+        "rail_250": rail(v["ema250"], 2.0),
+        "exp_fast": sigmoid(_z(v["dsep_fast_5"]) / 0.0015),
+        "exp_mid": sigmoid(_z(v["dsep_mid_5"]) / 0.0010),
+        "atr_surge": sigmoid(a / atr_mean - 1.0) if atr_mean > 0 else 0.5,
+        "fragility": sigmoid(-_z(v["ema20_slope"]) / 0.0008),
+    }
+    base = (
+        0.35 * parts["rail_fast"]
+        + 0.20 * parts["rail_mid"]
+        + 0.10 * parts["rail_144"]
+        + 0.10 * parts["rail_250"]
+        + 0.10 * parts["exp_fast"]
+        + 0.05 * parts["exp_mid"]
+        + 0.05 * parts["atr_surge"]
+        + 0.05 * parts["fragility"]
+    )
+    return base, parts
+
+
+def _z(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def dx_score(v: Mapping[str, float], edx: float) -> tuple[float, dict[str, float]]:
+    """DX (discount inside the trend) and its parts (spec §4)."""
+    p, e144, e333, a = v["price"], v["ema144"], v["ema333"], v["atr"]
+    if e144 > e333:
+        band = e144 - e333
+        x = clamp((p - e333) / band)
+    elif e333 > e144:
+        band = e333 - e144
+        x = clamp((p - e144) / band)
+    else:
+        band = 0.01 * e144
+        x = 1.0 if p <= e144 else 0.0
+    comp = sigmoid((0.03 - band / p) / 0.02)
+    location = math.exp(-3.0 * x) * (1.0 + 0.3 * comp)
+    exhaustion = sigmoid(-_z(v["vo_z"]))
+    atr_mean = v["atr_mean_20"]
+    atr_relief = sigmoid((a / atr_mean - 0.9) / 0.05) if atr_mean > 0 else 0.5
+    rsi_relief = sigmoid(_z(v["rsi_slope_10"]) / 0.5)
+    adx_relief = sigmoid(_z(v["adx_slope_10"]) / 0.3) if v["adx"] >= 18 else 0.0
+    relief = 0.5 * atr_relief + 0.25 * rsi_relief + 0.25 * adx_relief
+    curl = 1.0 if v["d_ema144_slope"] > 0 else 0.0
+    base = 0.45 * location + 0.25 * exhaustion + 0.25 * relief + 0.05 * curl
+    dx = clamp(base * (1.0 - 0.5 * clamp(edx - 0.6, 0.0, 0.4)))
+    parts = {
+        "x": x,
+        "band": band,
+        "comp": comp,
+        "location": location,
+        "exhaustion": exhaustion,
+        "atr_relief": atr_relief,
+        "rsi_relief": rsi_relief,
+        "adx_relief": adx_relief,
+        "relief": relief,
+        "curl": curl,
+        "dx_base": base,
+    }
+    return dx, parts
+
+
+def dx_threshold(price: float, ema144: float, ema333: float, edx: float) -> tuple[float, dict[str, float]]:
+    """``0.60 + supp − pos`` floored at 0 (spec §5, S3 DX buy)."""
+    if edx >= 0.7:
+        supp = 0.15
+    elif edx >= 0.5:
+        supp = (edx - 0.5) * 0.5
+    else:
+        supp = 0.0
+    pos = 0.0
+    q = math.nan
+    if price <= ema144 and ema333 > ema144:
+        q = (price - ema144) / (ema333 - ema144)
+        pos = 0.10 * q - 0.05 * (1.0 - q)
+    return max(0.0, BUY_THRESHOLD + supp - pos), {"supp": supp, "pos": pos, "q": q}
+
+
+def combine_windows(values: list[float]) -> float:
+    """Combine a component over W1 (, W2 (, W3)) per spec §4."""
+    if len(values) == 1:
+        return values[0]
+    w1, w2 = values[0], values[1]
+    if len(values) == 2:
+        return 0.3 * w1 + 0.7 * w2 if w2 > w1 else (w1 + w2) / 2.0
+    w3 = values[2]
+    if w3 > w2 > w1:
+        return 0.2 * w1 + 0.3 * w2 + 0.5 * w3
+    if w2 > w1:
+        return 0.3 * w1 + 0.7 * w2
+    return (w1 + w2) / 2.0
+
+
+# --- history with prefix sums ------------------------------------------------------------------------------
+class EngineHistory:
+    """The TA frame as arrays, plus prefix sums for O(1) window regressions and AVWAP, and pivot versions."""
+
+    def __init__(self, ta_frame: pd.DataFrame, settings: EngineSettings) -> None:
+        self.index = ta_frame.index
+        self.stamps = ta_frame.index.strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
+        self.n = len(ta_frame)
+        self.cols = {c: ta_frame[c].to_numpy(dtype=np.float64) for c in ta_frame.columns if c != "filled"}
+        self.price = self.cols["close"]
+        self._prefix: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        for name in ("ema250", "ema333", "rsi", "adx"):
+            self._prefix[name] = self._make_prefix(self.cols[name])
+        vol = self.cols["volume"]
+        self.has_volume = bool(np.any(vol > 0))
+        self.cum_v = np.cumsum(vol)
+        self.cum_cv = np.cumsum(self.price * vol)
+        ratio144 = (self.cols["ema144"] - self.cols["ema333"]) / self.cols["ema333"]
+        ratio250 = (self.cols["ema250"] - self.cols["ema333"]) / self.cols["ema333"]
+        from regime_tasks.core.ta import ls_slope
+
+        self.compression_slope = (ls_slope(ratio144) + ls_slope(ratio250)) / 2.0
+        # pivots feed EDX structure whatever the S/R setting; S/R levels are built from them only under "swing"
+        self.pivots = swing_pivots(self.cols["high"], self.cols["low"], self.cols["atr"], keep_versions=True)
+        self._piv_conf = np.array([p.confirmed_at for p in self.pivots], dtype=np.int64)
+        self._piv_sup = np.array([p.superseded_at for p in self.pivots], dtype=np.int64)
+        self._piv_idx = np.array([p.index for p in self.pivots], dtype=np.int64)
+
+    @staticmethod
+    def _make_prefix(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        finite = np.isfinite(y)
+        ref = float(y[finite][0]) if finite.any() else 0.0
+        yc = np.where(finite, y - ref, 0.0)
+        k = np.arange(len(y), dtype=np.float64)
+        return np.concatenate([[0.0], np.cumsum(yc)]), np.concatenate([[0.0], np.cumsum(k * yc)]), ref
+
+    def window_slope(self, name: str, start: int, end: int) -> float:
+        """Least-squares slope (per bar) of column ``name`` over bars ``start..end`` inclusive, O(1)."""
+        p0, p1, _ = self._prefix[name]
+        n = end - start + 1
+        if n < 2:
+            return math.nan
+        sy = p0[end + 1] - p0[start]
+        sky = p1[end + 1] - p1[start]
+        sxy = sky - start * sy  # Σ (k − start)·y
+        sx = n * (n - 1) / 2.0
+        sxx = (n - 1) * n * (2 * n - 1) / 6.0
+        return (n * sxy - sx * sy) / (n * sxx - sx * sx)
+
+    def avwap(self, anchor: int, at: int) -> float:
+        v = self.cum_v[at] - (self.cum_v[anchor - 1] if anchor > 0 else 0.0)
+        cv = self.cum_cv[at] - (self.cum_cv[anchor - 1] if anchor > 0 else 0.0)
+        return cv / v if v > 0 else math.nan
+
+    def pivots_at(self, t: int, start: int = 0) -> list[Pivot]:
+        """Pivots known at bar t (confirmed, not superseded) with index ≥ start."""
+        mask = (self._piv_conf <= t) & (self._piv_sup > t) & (self._piv_idx >= start)
+        return [self.pivots[j] for j in np.flatnonzero(mask)]
+
+    def values(self, i: int) -> dict[str, float]:
+        v = {k: float(arr[i]) for k, arr in self.cols.items()}
+        v["price"] = v["close"]
+        return v
+
+
+# --- EDX (spec §4) ---------------------------------------------------------------------------------------------
+def _structure(pivots: list[Pivot]) -> float:
+    if len(pivots) < 4:
+        return 0.5
+    highs = [p.price for p in pivots if p.kind == "high"]
+    lows = [p.price for p in pivots if p.kind == "low"]
+    hh = sum(1 for a, b in itertools.pairwise(highs) if b > a)
+    lh = sum(1 for a, b in itertools.pairwise(highs) if b < a)
+    hl = sum(1 for a, b in itertools.pairwise(lows) if b > a)
+    ll = sum(1 for a, b in itertools.pairwise(lows) if b < a)
+    total = hh + lh + hl + ll
+    return 0.5 if total == 0 else 1.0 - (hh + hl) / total
+
+
+def _window_components(h: EngineHistory, t: int, length: int) -> dict[str, float]:
+    if length < 10:
+        return {"slow": 0.5, "structure": 0.5, "participation": 0.5, "compression": 0.5}
+    s = t - length + 1
+    e250, e333 = h.cols["ema250"][t], h.cols["ema333"][t]
+    norm = (h.window_slope("ema250", s, t) / e250 + h.window_slope("ema333", s, t) / e333) / 2.0
+    slow = (
+        sigmoid(1000.0 * norm) + sigmoid(h.window_slope("rsi", s, t) / 5.0) + sigmoid(h.window_slope("adx", s, t) / 2.0)
+    ) / 3.0
+    structure = _structure(h.pivots_at(t, start=s))
+    if h.has_volume:
+        av = [h.avwap(s, k) for k in range(max(s, t - 9), t + 1)]
+        av_arr = np.array(av)
+        if len(av_arr) >= 2 and np.all(np.isfinite(av_arr)) and av_arr[-1] > 0:
+            x = np.arange(len(av_arr)) - (len(av_arr) - 1) / 2.0
+            slope = float(np.sum(x * av_arr) / np.sum(x * x))
+            participation = sigmoid(-1000.0 * slope / av_arr[-1])
+        else:
+            participation = 0.5
+    else:
+        participation = 0.5
+    comp = h.compression_slope[t]
+    compression = sigmoid(-100.0 * comp) if length >= 144 and math.isfinite(comp) else 0.5
+    return {"slow": slow, "structure": structure, "participation": participation, "compression": compression}
+
+
+def edx_score(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dict[str, Any]]:
+    """EDX (trend decay since S3 start) with the per-window components (spec §4)."""
+    n = bars_since_s3
+    if n < 10:
+        return 0.5, {"n": n, "windows": []}
+    n = min(n, t + 1)  # an episode older than the available history uses what there is
+    lengths = [n]
+    if (2 * n) // 3 >= 10:
+        lengths.append((2 * n) // 3)
+        if n // 3 >= 10:
+            lengths.append(n // 3)
+    comps = [_window_components(h, t, length) for length in lengths]
+    combined = {
+        k: combine_windows([c[k] for c in comps]) for k in ("slow", "structure", "participation", "compression")
+    }
+    edx = clamp(
+        0.30 * combined["slow"]
+        + 0.25 * combined["structure"]
+        + 0.20 * combined["participation"]
+        + 0.10 * combined["compression"]
+    )
+    return edx, {"n": n, "windows": lengths, "components": combined}
+
+
+# --- the step --------------------------------------------------------------------------------------------
+def _levels(h: EngineHistory, i: int, settings: EngineSettings, v: Mapping[str, float]) -> list[dict[str, float]]:
+    if settings.sr_levels == "none" or not (v["atr"] > 0):
+        return []
+    window_start = max(0, i - 2999)
+    return sr_levels(h.pivots_at(i, start=window_start), v["price"], v["atr"])
+
+
+def step(
+    h: EngineHistory, i: int, prev: Mapping[str, Any] | None, settings: EngineSettings
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Advance the engine by bar ``i``. Returns (payload, state-change event or None)."""
+    v = h.values(i)
+    bar_ts = h.stamps[i]
+    prev_state = prev.get("state") if prev else None
+    prev_meta = dict(prev.get("meta") or {}) if prev else {}
+    ema = {k: v[k] for k in EMA_KEYS}
+    base: dict[str, Any] = {
+        "state": WARMING_UP,
+        "prev_state": prev_state,
+        "bar_ts": bar_ts,
+        "price": v["price"],
+        "ema": {k: _json_num(v[k]) for k in (*EMA_KEYS, "ema50")},
+        "buy_signal": False,
+        "buy_flag": False,
+        "rebuy_flag": False,
+        "trim_flag": False,
+        "emergency_exit": False,
+        "reclaimed_ema333": False,
+        "exit_position": False,
+        "exit_reason": None,
+        "scores": {"ts": None, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None},
+        "diagnostics": {},
+        "meta": {"s3_start_ts": None, "trimmed_in_episode": False, "bars_since_s3": None, "episode_start_ts": None},
+    }
+    if i + 1 < MIN_BARS_FOR_STATE or any(math.isnan(x) for x in ema.values()) or math.isnan(v["atr"]):
+        base["diagnostics"] = {"warming_up": {"bars": i + 1, "needed": MIN_BARS_FOR_STATE}}
+        return base, None
+
+    prev_known = prev_state if prev_state in STATES else None
+    order = {
+        "s3_order": s3_order(ema),
+        "s0_order": s0_order(ema),
+        "fast_band_above_60": fast_band_above_60(ema),
+        "all_below_333": all_below_333(ema),
+        "price_above_ema60": v["price"] > v["ema60"],
+        "price_above_ema333": v["price"] > v["ema333"],
+    }
+    diag: dict[str, Any] = {"order": order}
+    flags = {
+        k: False
+        for k in (
+            "buy_signal",
+            "buy_flag",
+            "rebuy_flag",
+            "trim_flag",
+            "emergency_exit",
+            "reclaimed_ema333",
+            "exit_position",
+        )
+    }
+    exit_reason = None
+    meta = {
+        "s3_start_ts": prev_meta.get("s3_start_ts"),
+        "trimmed_in_episode": bool(prev_meta.get("trimmed_in_episode")),
+        "bars_since_s3": None,
+        "episode_start_ts": prev_meta.get("episode_start_ts"),
+    }
+
+    # --- transition (spec §3): exactly one per step
+    if prev_known is None:
+        if settings.bootstrap == "spec" and order["s3_order"]:
+            state = "S3"
+        elif order["s0_order"]:
+            state = "S0"
+        else:
+            state = "S4"
+        diag["transition"] = f"bootstrap ({settings.bootstrap})"
+    elif prev_known == "S4":
+        if settings.bootstrap == "spec" and order["s3_order"]:
+            state = "S3"
+        elif order["s0_order"]:
+            state = "S0"
+        else:
+            state = "S4"
+    elif prev_known == "S0":
+        state = "S1" if order["fast_band_above_60"] and order["price_above_ema60"] else "S0"
+    elif prev_known == "S1":
+        if order["s0_order"]:
+            state = "S0"
+            flags["exit_position"] = flags["emergency_exit"] = True
+            exit_reason = "s1_to_s0_bearish_order"
+        elif order["price_above_ema333"]:
+            state = "S2"
+        else:
+            state = "S1"
+    elif prev_known == "S2":
+        if v["price"] < v["ema333"]:
+            state = "S1"
+        elif order["s3_order"]:
+            state = "S3"
+        else:
+            state = "S2"
+    else:  # S3
+        if order["all_below_333"]:
+            state = "S0"
+            flags["exit_position"] = True
+            exit_reason = "all_emas_below_333"
+        else:
+            state = "S3"
+
+    # --- episode metadata
+    if state == "S3" and prev_known != "S3":
+        meta["s3_start_ts"] = bar_ts
+    if state != "S3":
+        meta["s3_start_ts"] = None
+    in_episode = state in ("S2", "S3")
+    if in_episode and prev_known not in ("S2", "S3"):
+        meta["episode_start_ts"] = bar_ts
+        meta["trimmed_in_episode"] = False
+    if not in_episode:
+        meta["episode_start_ts"] = None
+        meta["trimmed_in_episode"] = False
+    trimmed_before = meta["trimmed_in_episode"]
+
+    # --- scores and checks
+    atr = v["atr"]
+    ts = trend_strength(v["rsi_slope_10"], v["adx_slope_10"])
+    levels = _levels(h, i, settings, v) if state in ("S1", "S2", "S3") else []
+    scores: dict[str, Any] = {"ts": ts, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None}
+    diag["ts"] = {"rsi_slope_10": _json_num(v["rsi_slope_10"]), "adx_slope_10": _json_num(v["adx_slope_10"]), "ts": ts}
+    diag["sr_levels"] = levels
+
+    run_s1 = state == "S1"  # includes the S0→S1 bar
+    run_s2 = state == "S2" and prev_known == "S2"
+    run_s3 = state == "S3"
+
+    if run_s1:
+        boost = sr_boost(v["ema60"], levels, atr)
+        near = abs(v["price"] - v["ema60"]) <= 1.0 * atr
+        slope_ok = v["ema60_slope"] > 0 or v["ema144_slope"] >= 0
+        strength_ok = ts + boost >= BUY_THRESHOLD
+        flags["buy_signal"] = near and slope_ok and strength_ok
+        scores.update(sr_boost=boost, ts_with_boost=ts + boost)
+        diag["s1_buy"] = {
+            "near_ema60": near,
+            "distance_atr": abs(v["price"] - v["ema60"]) / atr,
+            "slope_ok": slope_ok,
+            "ema60_slope": v["ema60_slope"],
+            "ema144_slope": v["ema144_slope"],
+            "ts_plus_boost": ts + boost,
+            "strength_ok": strength_ok,
+            "result": flags["buy_signal"],
+        }
+
+    if run_s2 or run_s3:
+        ob, ox_parts = ox_base(v)
+        edx = 0.5
+        if run_s3:
+            s3_start = meta["s3_start_ts"]
+            n_bars = _bars_between(h, s3_start, i)
+            meta["bars_since_s3"] = n_bars
+            edx, edx_diag = edx_score(h, i, n_bars)
+            diag["edx"] = edx_diag
+            ox = clamp(ob * (1.0 + 0.33 * clamp(edx - 0.5, 0.0, 0.5)))
+            scores["edx"] = edx
+        else:
+            ox = clamp(ob)
+        scores["ox"] = ox
+        diag["ox"] = {**ox_parts, "ox_base": ob}
+        near_level = [lv for lv in levels if abs(v["price"] - lv["price"]) <= 1.0 * atr]
+        flags["trim_flag"] = ox >= TRIM_OX and bool(near_level)
+        diag["trim"] = {
+            "ox": ox,
+            "ox_ok": ox >= TRIM_OX,
+            "levels_within_1atr": len(near_level),
+            "result": flags["trim_flag"],
+        }
+        boost = sr_boost(v["ema333"], levels, atr)
+        slope_ok = v["ema250_slope"] > 0 or v["ema333_slope"] >= 0
+        strength_ok = ts + boost >= BUY_THRESHOLD
+        scores.update(sr_boost=boost, ts_with_boost=ts + boost)
+        if run_s2:
+            near = abs(v["price"] - v["ema333"]) <= 0.5 * atr
+            flags["buy_flag"] = near and slope_ok and strength_ok
+            diag["s2_retest_buy"] = {
+                "near_ema333": near,
+                "distance_atr": abs(v["price"] - v["ema333"]) / atr,
+                "slope_ok": slope_ok,
+                "ts_plus_boost": ts + boost,
+                "strength_ok": strength_ok,
+                "result": flags["buy_flag"],
+            }
+        else:
+            flags["emergency_exit"] = v["price"] < v["ema333"]
+            prev_emergency = bool(prev.get("emergency_exit")) if prev and prev_known == "S3" else False
+            flags["reclaimed_ema333"] = prev_emergency and v["price"] >= v["ema333"]
+            dx, dx_parts = dx_score(v, edx)
+            threshold, thr_parts = dx_threshold(v["price"], v["ema144"], v["ema333"], edx)
+            scores["dx"] = dx
+            discount = v["price"] <= v["ema144"]
+            flags["buy_flag"] = (
+                discount and slope_ok and strength_ok and not flags["emergency_exit"] and dx >= threshold
+            )
+            diag["s3_dx_buy"] = {
+                "discount_zone": discount,
+                "slope_ok": slope_ok,
+                "ts_plus_boost": ts + boost,
+                "strength_ok": strength_ok,
+                "emergency_exit": flags["emergency_exit"],
+                "dx": dx,
+                "threshold": threshold,
+                **thr_parts,
+                "dx_parts": dx_parts,
+                "result": flags["buy_flag"],
+            }
+        flags["rebuy_flag"] = flags["buy_flag"] and trimmed_before
+        if flags["trim_flag"]:
+            meta["trimmed_in_episode"] = True
+        diag["rebuy"] = {
+            "buy_flag": flags["buy_flag"],
+            "trimmed_earlier_in_episode": trimmed_before,
+            "result": flags["rebuy_flag"],
+        }
+
+    for name in ("s1_buy", "s2_retest_buy", "s3_dx_buy", "trim", "rebuy"):
+        diag.setdefault(name, {"result": False, "why": f"not checked in {state}"})
+
+    payload = {
+        **base,
+        "state": state,
+        "buy_signal": flags["buy_signal"],
+        "buy_flag": flags["buy_flag"],
+        "rebuy_flag": flags["rebuy_flag"],
+        "trim_flag": flags["trim_flag"],
+        "emergency_exit": flags["emergency_exit"],
+        "reclaimed_ema333": flags["reclaimed_ema333"],
+        "exit_position": flags["exit_position"],
+        "exit_reason": exit_reason,
+        "scores": {k: _json_num(x) if isinstance(x, float) else x for k, x in scores.items()},
+        "diagnostics": _clean(diag),
+        "meta": meta,
+    }
+    event = None
+    if state != prev_state:
+        event = {
+            "state": state,
+            "prev_state": prev_state,
+            "bar_ts": bar_ts,
+            "price": v["price"],
+            "flags": {
+                k: payload[k]
+                for k in ("buy_signal", "buy_flag", "rebuy_flag", "trim_flag", "emergency_exit", "exit_position")
+            },
+            "exit_reason": exit_reason,
+        }
+    return payload, event
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _clean(x) for k, x in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(x) for x in obj]
+    if isinstance(obj, np.floating | float):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _bars_between(h: EngineHistory, start_ts: str | None, i: int) -> int:
+    if start_ts is None:
+        return 0
+    start = pd.Timestamp(start_ts)
+    step_ns = (h.index[1] - h.index[0]).value if h.n > 1 else 1
+    return max(0, round((h.index[i] - start).value / step_ns))
+
+
+# --- runners --------------------------------------------------------------------------------------------------
+def run_engine_frame(
+    ta_frame: pd.DataFrame,
+    settings: EngineSettings | None = None,
+    *,
+    prev_payload: Mapping[str, Any] | None = None,
+    start_at: pd.Timestamp | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Step the engine over ``ta_frame`` (from ``compute_ta_frame`` on grid-filled bars).
+
+    ``start_at``: the first bar to step (earlier rows are history only); ``prev_payload``: the payload of the bar
+    before it. Returns the payloads of the stepped bars and the state-change events among them.
+    """
+    settings = settings or EngineSettings()
+    if ta_frame.empty:
+        return [], []
+    h = EngineHistory(ta_frame, settings)
+    first = 0 if start_at is None else int(h.index.searchsorted(pd.Timestamp(start_at)))
+    prev = dict(prev_payload) if prev_payload else None
+    payloads, events = [], []
+    for i in range(first, h.n):
+        payload, event = step(h, i, prev, settings)
+        payloads.append(payload)
+        if event is not None:
+            events.append(event)
+        prev = payload
+    return payloads, events
+
+
+def run_engine(bars: pd.DataFrame, settings: EngineSettings | None = None) -> list[dict[str, Any]]:
+    """Replay a whole (grid-filled) bar series: one payload per bar."""
+    return run_engine_frame(compute_ta_frame(bars), settings)[0]
+
+
+def payloads_to_frame(payloads: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per bar: state, flags, scores — for replay reports and the CLI."""
+    rows = []
+    for p in payloads:
+        s = p["scores"]
+        rows.append(
+            {
+                "bar_ts": p["bar_ts"],
+                "state": p["state"],
+                "price": p["price"],
+                "buy_signal": p["buy_signal"],
+                "buy_flag": p["buy_flag"],
+                "rebuy_flag": p["rebuy_flag"],
+                "trim_flag": p["trim_flag"],
+                "emergency_exit": p["emergency_exit"],
+                "reclaimed_ema333": p["reclaimed_ema333"],
+                "exit_position": p["exit_position"],
+                "ts": s["ts"],
+                "ox": s["ox"],
+                "dx": s["dx"],
+                "edx": s["edx"],
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame.index = pd.DatetimeIndex(pd.to_datetime(frame["bar_ts"], utc=True), name="timestamp")
+    return frame
+
+
+__all__ = [
+    "NEVER",
+    "EngineHistory",
+    "EngineSettings",
+    "dx_score",
+    "dx_threshold",
+    "edx_score",
+    "ox_base",
+    "payloads_to_frame",
+    "run_engine",
+    "run_engine_frame",
+    "sr_boost",
+    "step",
+    "trend_strength",
+]

@@ -1,0 +1,225 @@
+"""The public ``compute_levers()`` and the levers task (plan §5.5; DECISIONS D1, D8–D12).
+
+A trading system calls::
+
+    from regime_tasks import compute_levers
+    levers = compute_levers(position["features"], "1h", "small")
+    levers["A_value"], levers["E_value"], levers["position_size_frac"], levers["diagnostics"]
+
+Driver payloads come from the cache (one Redis HGETALL, or the in-process cache in embedded mode). If the cache
+is down or empty they come from the database, and the cache is repopulated. If both fail,
+:class:`~regime_tasks.errors.RegimeUnavailable` is raised — never a silent neutral (D9) — unless the caller
+passes ``neutral_on_unavailable=True``.
+
+Warm path: the entries of a book are kept in process for ``REGIME_LEVERS_SNAPSHOT_TTL_SECS`` (default 1 s), so a
+position loop does one cache round trip per second instead of one per position; a new tick is visible to every
+caller within that TTL (ticks are a minute apart).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from regime_tasks.config import bucket_for_market_cap, get_settings
+from regime_tasks.core.constants import DEFAULT_BOOK_ID, DRIVERS, REGIME_TIMEFRAMES
+from regime_tasks.core.levers import EntryKey, compute_levers_from_entries, regime_book_id
+from regime_tasks.errors import RegimeUnavailable, StoreError
+from regime_tasks.logs import kv
+from regime_tasks.store.cache import CacheUnavailable, MemoryRegimeCache, RedisRegimeCache, RegimeCache
+
+log = logging.getLogger(__name__)
+
+_CACHE_LOCK = threading.Lock()
+_DEFAULT_CACHE: RegimeCache | None = None
+_SNAPSHOTS: dict[tuple[int, str], tuple[float, dict[EntryKey, dict[str, Any]], str]] = {}
+
+
+def get_default_cache() -> RegimeCache:
+    """Process-wide cache from settings: Redis when ``REGIME_REDIS_URL`` is set, else in-process."""
+    global _DEFAULT_CACHE
+    with _CACHE_LOCK:
+        if _DEFAULT_CACHE is None:
+            s = get_settings()
+            _DEFAULT_CACHE = (
+                RedisRegimeCache(s.redis_url, socket_timeout_secs=s.redis_socket_timeout_secs)
+                if s.redis_url
+                else MemoryRegimeCache()
+            )
+        return _DEFAULT_CACHE
+
+
+def reset_default_cache() -> None:
+    """Forget the process-wide cache and warm snapshots (tests; after settings change)."""
+    global _DEFAULT_CACHE
+    with _CACHE_LOCK:
+        _DEFAULT_CACHE = None
+        _SNAPSHOTS.clear()
+
+
+def invalidate_snapshots() -> None:
+    """Drop warm snapshots so the next call reads the cache (after a local publish)."""
+    _SNAPSHOTS.clear()
+
+
+def _parse_fields(raw: Mapping[str, Mapping[str, Any]]) -> dict[EntryKey, dict[str, Any]]:
+    out: dict[EntryKey, dict[str, Any]] = {}
+    for field, payload in raw.items():
+        driver, _, tf = field.partition("|")
+        if driver in DRIVERS and tf in REGIME_TIMEFRAMES:
+            out[(driver, tf)] = dict(payload)
+    return out
+
+
+def _default_engine() -> Engine:
+    from regime_tasks.store.db import make_engine
+
+    return make_engine(get_settings().effective_database_url)
+
+
+def load_entries(
+    book_id: str, *, cache: RegimeCache | None = None, engine: Engine | None = None
+) -> tuple[dict[EntryKey, dict[str, Any]], str]:
+    """Driver payloads of a book and where they came from (``cache`` or ``database``)."""
+    from regime_tasks.store.positions import read_driver_features
+
+    book = regime_book_id(book_id)
+    cache = cache or get_default_cache()
+    cache_error: Exception | None = None
+    try:
+        entries = _parse_fields(cache.read(book))
+        if entries:
+            return entries, "cache"
+    except CacheUnavailable as exc:
+        cache_error = exc
+        log.warning("cache unavailable, reading the database %s", kv(book=book, error=exc))
+    try:
+        rows = read_driver_features(engine or _default_engine(), book, keys=("regime_engine_v4",))
+    except (StoreError, sa.exc.SQLAlchemyError) as exc:
+        why = f"cache: {cache_error or 'empty'}; database: {exc}"
+        raise RegimeUnavailable(f"regime state of book {book!r} unavailable ({why})") from exc
+    entries = {k: f["regime_engine_v4"] for k, f in rows.items() if f.get("regime_engine_v4")}
+    if entries and cache_error is None:
+        try:
+            cache.publish(book, {f"{d}|{tf}": p for (d, tf), p in entries.items()})
+            log.info("cache repopulated from the database %s", kv(book=book, entries=len(entries)))
+        except CacheUnavailable as exc:
+            log.warning("cache repopulation failed %s", kv(book=book, error=exc))
+    return entries, "database"
+
+
+def _snapshot(book_id: str, cache: RegimeCache, engine: Engine | None) -> tuple[dict[EntryKey, dict[str, Any]], str]:
+    ttl = get_settings().levers_snapshot_ttl_secs
+    key = (id(cache), regime_book_id(book_id))
+    hit = _SNAPSHOTS.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1], hit[2]
+    entries, source = load_entries(book_id, cache=cache, engine=engine)
+    if ttl > 0:
+        _SNAPSHOTS[key] = (now, entries, source)
+    return entries, source
+
+
+def compute_levers(
+    features: Mapping[str, Any] | None,
+    execution_timeframe: str,
+    position_bucket: str | None,
+    *,
+    book_id: str = DEFAULT_BOOK_ID,
+    cache: RegimeCache | None = None,
+    now: dt.datetime | None = None,
+    neutral_on_unavailable: bool = False,
+    engine: Engine | None = None,
+) -> dict[str, Any]:
+    """A, E and position size for one position, with diagnostics (plan §5.5).
+
+    ``now`` (default: the wall clock) judges staleness (D8). Raises ``UnknownInputError`` for an execution
+    timeframe or bucket outside the plan's tables and ``RegimeUnavailable`` when neither cache nor database
+    answers (unless ``neutral_on_unavailable``: then A = E = 0.5 with ``diagnostics.unavailable = True``).
+    """
+    clock = now or dt.datetime.now(dt.UTC)
+    try:
+        entries, source = _snapshot(book_id, cache or get_default_cache(), engine)
+    except RegimeUnavailable as exc:
+        if not neutral_on_unavailable:
+            raise
+        log.error("regime unavailable, neutral levers returned on request %s", kv(book=book_id, error=exc))
+        result = compute_levers_from_entries({}, features, execution_timeframe, position_bucket, now=clock)
+        result.update(A_value=0.5, E_value=0.5, position_size_frac=0.35)
+        result["diagnostics"]["unavailable"] = True
+        result["diagnostics"]["error"] = str(exc)
+        return result
+    result = compute_levers_from_entries(entries, features, execution_timeframe, position_bucket, now=clock)
+    result["diagnostics"]["source"] = source
+    result["diagnostics"]["regime_book_id"] = regime_book_id(book_id)
+    return result
+
+
+def _books_reading(book_id: str) -> list[str]:
+    from regime_tasks.core.constants import CRYPTO_BOOK_IDS
+
+    return sorted(CRYPTO_BOOK_IDS) if regime_book_id(book_id) == DEFAULT_BOOK_ID else [book_id]
+
+
+def run_levers_task(
+    engine: Engine,
+    cache: RegimeCache,
+    *,
+    book_id: str,
+    now: dt.datetime | None = None,
+    batch_rows: int = 1_000,
+) -> dict[str, Any]:
+    """Write ``features.levers`` for every active/watchlist position whose book reads ``book_id``'s drivers.
+
+    One transaction per batch; only the ``levers`` key of each row changes. A row without a usable bucket or
+    timeframe gets an error in the summary (and no levers), the others proceed.
+    """
+    from regime_tasks.store.positions import iter_lever_positions, set_features_bulk
+
+    clock = now or dt.datetime.now(dt.UTC)
+    entries, source = load_entries(book_id, cache=cache, engine=engine)
+    settings = get_settings()
+    written, errors = 0, []
+    for batch in iter_lever_positions(engine, book_ids=_books_reading(book_id), batch_rows=batch_rows):
+        updates = []
+        for row in batch:
+            bucket = row.bucket
+            if bucket is None and row.market_cap_usd is not None:
+                bucket = bucket_for_market_cap(row.market_cap_usd, settings)
+            try:
+                res = compute_levers_from_entries(entries, row.features, row.timeframe, bucket, now=clock)
+            except Exception as exc:
+                errors.append({"id": row.id, "error": str(exc)})
+                continue
+            diag = res["diagnostics"]
+            updates.append(
+                (
+                    row.id,
+                    "levers",
+                    {
+                        "A_value": res["A_value"],
+                        "E_value": res["E_value"],
+                        "position_size_frac": res["position_size_frac"],
+                        "bucket": bucket,
+                        "execution_timeframe": row.timeframe,
+                        "degraded": diag["degraded"],
+                        "stale": diag["stale"],
+                        "missing": diag["missing"],
+                        "intent": {"delta_a": diag["intent"]["delta_a"], "delta_e": diag["intent"]["delta_e"]},
+                        "source": source,
+                        "computed_at": clock.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    },
+                )
+            )
+        written += set_features_bulk(engine, updates)
+    if errors:
+        log.error("levers task skipped rows %s", kv(book=book_id, rows=len(errors), first=errors[0]))
+    return {"book_id": book_id, "written": written, "errors": errors, "source": source}

@@ -1,0 +1,234 @@
+"""Where the pipeline's input bars come from: the file source (embedded default) or the live venues.
+
+``collect`` (steps.py) asks a :class:`MarketSource` for new closed bars and stores them; this module is the
+seam between the pipeline and ``sources/``:
+
+- :class:`FileMarket` replays the bundled data (or ``REGIME_FILES_DIR``) as if it were a venue serving bars up
+  to ``until`` — majors, lowcaps with market caps (tokens.csv) and imported dominance history.
+- :class:`LiveMarket` uses Binance klines (BTC, ETH, SOL, BNB), Hyperliquid ``candleSnapshot`` (HYPE) and
+  CoinGecko ``/global`` (dominance samples, 1m ticks); lowcap bars are the host's (read from the database).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import pandas as pd
+
+from regime_tasks.config import Settings
+from regime_tasks.core.bars import normalize_bars, timeframe_delta
+from regime_tasks.core.dominance import history_to_bars, read_history_csv
+from regime_tasks.errors import DataValidationError, SourceError
+from regime_tasks.logs import kv
+
+if TYPE_CHECKING:
+    from regime_tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[pd.DataFrame], None]
+LOWCAP_CHAIN = "hyperliquid"
+
+
+class MarketSource(Protocol):
+    name: str
+
+    def majors(self, symbol: str, timeframe: str, start: pd.Timestamp, until: pd.Timestamp, sink: Sink) -> None: ...
+
+    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int: ...
+
+    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int: ...
+
+    def simulated_series(self) -> set[tuple[str, str]]: ...
+
+
+# --- files ----------------------------------------------------------------------------------------------
+class FileMarket:
+    """The file source in the layout of docs/CONTRACTS.md §8."""
+
+    name = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SourceError(f"file source folder {self.root} does not exist", source="file")
+        manifest = self.root / "MANIFEST.json"
+        self.manifest: dict[str, Any] = json.loads(manifest.read_text()) if manifest.exists() else {"files": {}}
+
+    def _path(self, kind: str, timeframe: str, symbol: str) -> Path | None:
+        for suffix in (".csv", ".csv.gz", ".parquet"):
+            p = self.root / kind / timeframe / f"{symbol}{suffix}"
+            if p.exists():
+                return p
+        return None
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one FileMarket per process; files are immutable
+    def _read(self, path: Path, series: str, timeframe: str) -> pd.DataFrame:
+        raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        raw = raw.dropna(subset=[c for c in ("open", "high", "low", "close") if c in raw.columns], how="all")
+        return normalize_bars(raw, series=series, timeframe=timeframe)
+
+    def bars(self, kind: str, symbol: str, timeframe: str) -> pd.DataFrame:
+        """All bars of one file (empty if absent)."""
+        path = self._path(kind, timeframe, symbol)
+        if path is None:
+            return pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
+        return self._read(path, f"file:{kind}/{timeframe}/{symbol}", timeframe)
+
+    def symbols(self, kind: str, timeframe: str) -> list[str]:
+        folder = self.root / kind / timeframe
+        if not folder.is_dir():
+            return []
+        return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.is_file()})
+
+    def latest(self, timeframe: str = "1m", symbol: str = "BTC") -> pd.Timestamp | None:
+        """Open time of the newest bar of a majors file (the demo's notion of 'now')."""
+        frame = self.bars("majors", symbol, timeframe)
+        return None if frame.empty else frame.index[-1]
+
+    def majors(self, symbol: str, timeframe: str, start: pd.Timestamp, until: pd.Timestamp, sink: Sink) -> None:
+        frame = self.bars("majors", symbol, timeframe)
+        if frame.empty:
+            log.warning("no file for %s", kv(kind="majors", symbol=symbol, timeframe=timeframe))
+            return
+        part = frame[(frame.index >= start) & (frame.index <= until)]
+        if not part.empty:
+            sink(part)
+
+    def tokens(self) -> pd.DataFrame:
+        path = self.root / "tokens.csv"
+        if not path.exists():
+            return pd.DataFrame(columns=["symbol", "chain", "market_cap_usd", "as_of", "simulated"])
+        return pd.read_csv(path)
+
+    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
+        from regime_tasks.store import bars as store_bars
+        from regime_tasks.store.positions import upsert_tokens
+
+        tokens = self.tokens()
+        rows = []
+        for rec in tokens.to_dict("records"):
+            as_of = pd.Timestamp(rec["as_of"]) if pd.notna(rec.get("as_of")) else None
+            rows.append(
+                {
+                    "token_contract": rec["symbol"],
+                    "token_chain": rec.get("chain") or LOWCAP_CHAIN,
+                    "symbol": rec["symbol"],
+                    "market_cap_usd": float(rec["market_cap_usd"]),
+                    "market_cap_as_of": None
+                    if as_of is None
+                    else as_of.tz_localize("UTC")
+                    if as_of.tzinfo is None
+                    else as_of,
+                    "source": "file",
+                    "simulated": bool(rec.get("simulated", False)),
+                }
+            )
+        if rows:
+            upsert_tokens(rt.engine, rows)
+        written = 0
+        for rec in rows:
+            key = {"token_contract": rec["token_contract"], "token_chain": rec["token_chain"]}
+            frame = self.bars("lowcaps", rec["symbol"], timeframe)
+            if frame.empty:
+                continue
+            last = store_bars.last_bar_ts(rt.engine, "lowcap", key, timeframe)
+            part = frame[frame.index <= until]
+            if last is not None:
+                part = part[part.index > last]
+            written += store_bars.upsert_bars(rt.engine, "lowcap", key, timeframe, part, source="file")
+        return written
+
+    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
+        """Imported history (D4): ``dominance/<tf>.csv`` becomes flat BTC.d/USDT.d bars."""
+        from regime_tasks.store import bars as store_bars
+
+        path = self.root / "dominance" / f"{timeframe}.csv"
+        if not path.exists():
+            return 0
+        bars = history_to_bars(read_history_csv(path), timeframe)
+        written = 0
+        for driver, frame in bars.items():
+            key = {"driver": driver}
+            last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+            part = frame[frame.index <= until]
+            if last is not None:
+                part = part[part.index > last]
+            written += store_bars.upsert_bars(rt.engine, "regime", key, timeframe, part, source="file")
+        return written
+
+    def simulated_series(self) -> set[tuple[str, str]]:
+        """(driver, timeframe) whose inputs include simulated files (per MANIFEST.json)."""
+        out: set[tuple[str, str]] = set()
+        for rel, info in self.manifest.get("files", {}).items():
+            if not info.get("simulated"):
+                continue
+            parts = Path(rel).parts
+            if len(parts) >= 3 and parts[0] == "majors":
+                sym = parts[2].split(".")[0]
+                drivers = ["BTC"] if sym == "BTC" else ["ALT"]
+                out.update((d, parts[1]) for d in drivers)
+            elif len(parts) >= 3 and parts[0] == "lowcaps":
+                out.update((b, parts[1]) for b in ("nano", "small", "mid", "big"))
+            elif parts[0] == "dominance":
+                tf = Path(parts[-1]).name.split(".")[0]
+                out.update((d, tf) for d in ("BTC.d", "USDT.d"))
+            elif parts[0] == "tokens.csv":
+                out.update((b, tf) for b in ("nano", "small", "mid", "big") for tf in ("1d", "1h", "1m"))
+        return out
+
+
+# --- live venues ---------------------------------------------------------------------------------------
+class LiveMarket:
+    """Binance (BTC, ETH, SOL, BNB), Hyperliquid (HYPE), CoinGecko (dominance)."""
+
+    name = "live"
+    BINANCE_SYMBOLS: ClassVar[dict[str, str]] = {"BTC": "BTCUSDT", "ETH": "ETHUSDT", "SOL": "SOLUSDT", "BNB": "BNBUSDT"}
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def majors(self, symbol: str, timeframe: str, start: pd.Timestamp, until: pd.Timestamp, sink: Sink) -> None:
+        end = until + timeframe_delta(timeframe) - pd.Timedelta(milliseconds=1)
+        if symbol in self.BINANCE_SYMBOLS:
+            from regime_tasks.sources.binance import BinanceClient
+
+            BinanceClient(self.settings).backfill(self.BINANCE_SYMBOLS[symbol], timeframe, start, end, sink=sink)
+        else:
+            from regime_tasks.sources.hyperliquid import HyperliquidClient
+
+            frame = HyperliquidClient(self.settings).candle_snapshot(symbol, timeframe, start, end)
+            frame = frame[frame.index <= until]
+            if not frame.empty:
+                sink(frame)
+
+    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
+        return 0  # lowcap bars and market caps are written by the host system (plan §5.1)
+
+    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
+        if timeframe != "1m":
+            return 0
+        from regime_tasks.sources.coingecko import CoinGeckoClient
+        from regime_tasks.store.dominance import insert_samples
+
+        sample = CoinGeckoClient(self.settings).global_dominance()
+        frame = pd.DataFrame([sample.as_record()])
+        return insert_samples(rt.engine, frame)
+
+    def simulated_series(self) -> set[tuple[str, str]]:
+        return set()
+
+
+@functools.lru_cache(maxsize=4)
+def get_market_source(settings: Settings) -> MarketSource:
+    """The source selected by ``REGIME_SOURCE``."""
+    if settings.source == "file":
+        return FileMarket(settings.files_dir)
+    if settings.source == "live":
+        return LiveMarket(settings)
+    raise DataValidationError(f"unknown source {settings.source!r}", field="REGIME_SOURCE")

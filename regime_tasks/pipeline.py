@@ -1,0 +1,210 @@
+"""The task graph: which chain runs for which timeframe, the beat schedule, and the bootstrap order.
+
+Per timeframe tick (plan §7.2, issue 7)::
+
+    collect(tf) ─▶ composite(tf) ─▶ chord( driver_update(BTC, tf) … driver_update(USDT.d, tf) )
+                                          └─▶ publish(tf) ─▶ levers
+
+``collect`` runs on the ``regime.io`` queue (rate-limited venue calls); the rest on ``regime.compute``.
+A failing driver returns an ``error`` status instead of raising, so the chord always reaches ``publish``
+and the other seven drivers are published; the stale rule (D8) covers the missing one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery import chain, chord
+from celery.canvas import Signature
+from celery.schedules import crontab
+
+from regime_tasks import steps
+from regime_tasks.core.constants import DRIVERS, MIN_BARS_FOR_STATE, REGIME_TIMEFRAMES, REQUIRED_DRIVERS
+from regime_tasks.logs import kv
+from regime_tasks.runtime import Runtime
+from regime_tasks.store import meta, positions
+
+log = logging.getLogger(__name__)
+
+# Seconds after a bar closes before its tick starts (venues publish the closed bar with a small delay).
+TICK_DELAY_SECS = {"1m": 5, "1h": 10, "1d": 30}
+# A 1m tick older than this is dropped by the broker instead of replayed after an outage.
+ONE_MINUTE_TICK_EXPIRES_SECS = 50
+
+
+def utcnow() -> dt.datetime:
+    """The wall clock; a single place to pin time in tests and demos."""
+    return dt.datetime.now(dt.UTC)
+
+
+def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
+    """The Celery canvas of one timeframe tick for the bar whose open time is ``until_iso``."""
+    from regime_tasks import tasks
+
+    header = [tasks.driver_update.si(driver, timeframe, until_iso, book_id) for driver in DRIVERS]
+    body = chain(tasks.publish.s(timeframe, until_iso, book_id), tasks.levers.si(until_iso, book_id))
+    return chain(
+        tasks.collect.si(timeframe, until_iso, book_id).set(queue="regime.io"),
+        tasks.composite.si(timeframe, until_iso, book_id),
+        chord(header, body),
+    )
+
+
+def beat_schedule(heartbeat_secs: int = 30) -> dict[str, dict[str, Any]]:
+    """Beat entries: each timeframe a few seconds after its bar closes; 1m entries expire (no backlog replay).
+
+    The heartbeat entry lets operators (``regime status``) and tests see that exactly one beat is scheduling.
+    """
+    return {
+        "regime-beat-heartbeat": {
+            "task": "regime.beat.heartbeat",
+            "schedule": float(heartbeat_secs),
+            "options": {"expires": heartbeat_secs},
+        },
+        "regime-tick-1m": {
+            "task": "regime.tick",
+            "schedule": crontab(minute="*"),
+            "args": ("1m",),
+            "options": {"countdown": TICK_DELAY_SECS["1m"], "expires": ONE_MINUTE_TICK_EXPIRES_SECS},
+        },
+        "regime-tick-1h": {
+            "task": "regime.tick",
+            "schedule": crontab(minute=0),
+            "args": ("1h",),
+            "options": {"countdown": TICK_DELAY_SECS["1h"]},
+        },
+        "regime-tick-1d": {
+            "task": "regime.tick",
+            "schedule": crontab(minute=0, hour=0),
+            "args": ("1d",),
+            "options": {"countdown": TICK_DELAY_SECS["1d"]},
+        },
+    }
+
+
+def record_heartbeat(rt: Runtime, task_id: str | None) -> dict[str, Any]:
+    """Store the beat heartbeat: last time, and a count of heartbeats received (for monitoring and tests)."""
+    previous = meta.get_meta(rt.engine, "beat:heartbeat") or {}
+    value = {"at": steps.iso(utcnow()), "count": int(previous.get("count", 0)) + 1, "task_id": task_id}
+    meta.set_meta(rt.engine, "beat:heartbeat", value)
+    return value
+
+
+# --- bootstrap (plan §12, D15) ----------------------------------------------------------------------
+def _bootstrap_key(book_id: str) -> str:
+    return f"bootstrap:{book_id}"
+
+
+def bootstrap_completed(rt: Runtime, book_id: str) -> bool:
+    """True once a bootstrap of the book has finished (the schedules refuse to run before)."""
+    return meta.get_meta(rt.engine, _bootstrap_key(book_id)) is not None
+
+
+@dataclasses.dataclass
+class BootstrapReport:
+    """What the bootstrap achieved per driver × timeframe: ready, warming_up, missing or error."""
+
+    book_id: str
+    status: dict[str, dict[str, str]]  # driver -> tf -> status
+    bars: dict[str, dict[str, int]]
+    errors: list[str]
+    seconds: float
+
+    @property
+    def missing_required(self) -> list[str]:
+        return [
+            f"{d}/{tf}"
+            for d in sorted(REQUIRED_DRIVERS)
+            for tf in REGIME_TIMEFRAMES
+            if self.status.get(d, {}).get(tf) in {"missing", "error"}
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_required
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "book_id": self.book_id,
+            "ok": self.ok,
+            "missing_required": self.missing_required,
+            "status": self.status,
+            "bars": self.bars,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def bootstrap(
+    rt: Runtime,
+    *,
+    book_id: str,
+    now: dt.datetime | None = None,
+    timeframes: tuple[str, ...] = REGIME_TIMEFRAMES,
+    progress: Progress | None = None,
+) -> BootstrapReport:
+    """Create driver rows, backfill, build series, replay history through TA/engine/mapper, fill the cache.
+
+    Each timeframe's replay runs the engine bar by bar over the stored history (D15), so the present starts
+    in the state its history implies. The completion marker is written even when optional drivers are
+    missing; without BTC or ALT the report is not ``ok`` and the marker is not written.
+    """
+    t0 = time.perf_counter()
+    clock = now or utcnow()
+    positions.ensure_driver_rows(rt.engine, book_id)
+    status: dict[str, dict[str, str]] = {d: {} for d in DRIVERS}
+    nbars: dict[str, dict[str, int]] = {d: {} for d in DRIVERS}
+    errors: list[str] = []
+    steps_total = len(timeframes) * (2 + len(DRIVERS) + 1)
+    done = 0
+
+    def advance(phase: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(phase, done, steps_total)
+
+    for tf in timeframes:
+        until = steps.last_closed_bar(tf, clock)
+        try:
+            steps.collect(rt, tf, until)
+        except Exception as exc:
+            errors.append(f"collect {tf}: {exc}")
+            log.exception("bootstrap collect failed %s", kv(timeframe=tf))
+        advance(f"collect {tf}")
+        try:
+            steps.build_driver_series(rt, tf, until)
+        except Exception as exc:
+            errors.append(f"series {tf}: {exc}")
+            log.exception("bootstrap series failed %s", kv(timeframe=tf))
+        advance(f"series {tf}")
+        results = []
+        for driver in DRIVERS:
+            result = steps.update_driver_safely(rt, book_id, driver, tf, until)
+            results.append(result)
+            nbars[driver][tf] = int(result.get("bars", 0))
+            if result["status"] == "error":
+                status[driver][tf] = "error"
+                errors.append(f"{driver}/{tf}: {result.get('error')}")
+            elif result["status"] == "missing":
+                status[driver][tf] = "missing"
+            elif result.get("state") == "warming_up" or nbars[driver][tf] < MIN_BARS_FOR_STATE:
+                status[driver][tf] = "warming_up"
+            else:
+                status[driver][tf] = "ready"
+            advance(f"engine {driver}/{tf}")
+        steps.publish(rt, book_id, tf, results)
+        advance(f"publish {tf}")
+    steps.run_levers(rt, book_id)
+    report = BootstrapReport(book_id, status, nbars, errors, time.perf_counter() - t0)
+    if report.ok:
+        meta.set_meta(rt.engine, _bootstrap_key(book_id), {"completed_at": steps.iso(clock), **report.as_dict()})
+    return report

@@ -1,0 +1,313 @@
+"""What the ``bootstrap``, ``tick`` and ``demo`` commands do, with progress and printing.
+
+Library code logs; this module is the user-facing edge and prints (rich tables on a terminal).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from regime_tasks import pipeline, steps
+from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
+from regime_tasks.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def progress_reporter(title: str) -> Iterator[pipeline.Progress]:
+    """A rich progress bar on a terminal, plain log lines otherwise."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(title, total=None)
+
+            def report(phase: str, done: int, total: int) -> None:
+                bar.update(task, description=f"{title}: {phase}", completed=done, total=total)
+
+            yield report
+    else:
+        last_phase = [""]
+
+        def report(phase: str, done: int, total: int) -> None:
+            head = phase.split(" ")[0]
+            if head != last_phase[0] or done == total:
+                log.info("%s: %s (%d/%d)", title, phase, done, total)
+                last_phase[0] = head
+
+        yield report
+
+
+def run_bootstrap(*, book_id: str | None = None, now: str | dt.datetime | None = None) -> pipeline.BootstrapReport:
+    """Run the bootstrap in this process with progress output."""
+    rt = get_runtime()
+    clock = steps.parse_ts(now).to_pydatetime() if now is not None else None
+    with progress_reporter("bootstrap") as progress:
+        return pipeline.bootstrap(rt, book_id=book_id or rt.book_id, now=clock, progress=progress)
+
+
+def print_bootstrap_report(report: pipeline.BootstrapReport) -> None:
+    """Readable summary: which drivers are ready, warming up or missing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bootstrap of book {report.book_id} ({report.seconds:.1f} s)")
+    table.add_column("driver")
+    for tf in REGIME_TIMEFRAMES:
+        table.add_column(tf)
+    colours = {"ready": "green", "warming_up": "yellow", "missing": "red", "error": "red"}
+    for driver in DRIVERS:
+        cells = []
+        for tf in REGIME_TIMEFRAMES:
+            st = report.status.get(driver, {}).get(tf, "missing")
+            cells.append(f"[{colours.get(st, 'white')}]{st}[/] ({report.bars.get(driver, {}).get(tf, 0)} bars)")
+        table.add_row(driver, *cells)
+    console = Console()
+    console.print(table)
+    for err in report.errors:
+        console.print(f"[red]error[/]: {err}")
+    if report.missing_required:
+        console.print(f"[red]required drivers missing:[/] {', '.join(report.missing_required)}")
+    else:
+        console.print("[green]bootstrap complete[/]: required drivers BTC and ALT are present")
+
+
+def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, wait: bool) -> dict[str, Any]:
+    """Send one tick through Celery (embedded: on an in-process worker) and optionally wait for it."""
+    from regime_tasks.embedded import in_process_worker, run_tick
+
+    rt = get_runtime()
+    book = book_id or rt.book_id
+    bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
+    if rt.settings.embedded:
+        with in_process_worker():
+            return {
+                "timeframe": timeframe,
+                "until": steps.iso(bar),
+                "result": run_tick(timeframe, steps.iso(bar), book),
+            }
+    result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
+    if not wait:
+        return {"timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
+    return {"timeframe": timeframe, "until": steps.iso(bar), "result": result.get(timeout=600)}
+
+
+# --- demo --------------------------------------------------------------------------------------------
+DEMO_EXEC_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+DEMO_BUCKETS = ("nano", "small", "mid", "big")
+
+
+def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """The 24 driver rows: state, flags, deltas, bar time, age in bars, stale, simulated input."""
+    from regime_tasks.core.constants import STALE_AFTER_BARS
+    from regime_tasks.store.positions import read_driver_features
+
+    rt = get_runtime()
+    feats = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4", "regime_engine_v4"))
+    simulated = rt.market.simulated_series()
+    rows = []
+    for driver in DRIVERS:
+        for tf in REGIME_TIMEFRAMES:
+            f = feats.get((driver, tf), {})
+            eng, reg = f.get("uptrend_engine_v4") or {}, f.get("regime_engine_v4") or {}
+            bar_ts = reg.get("bar_ts") or eng.get("bar_ts")
+            age = None
+            if bar_ts:
+                age = int((steps.parse_ts(now) - steps.parse_ts(bar_ts)) / steps.bar_delta(tf)) - 1
+            flags = [name for name, on in (reg.get("flags") or {}).items() if on]
+            for extra in ("emergency_exit", "exit_position", "reclaimed_ema333"):
+                if eng.get(extra):
+                    flags.append(extra)
+            rows.append(
+                {
+                    "driver": driver,
+                    "timeframe": tf,
+                    "state": reg.get("state") or eng.get("state") or "missing",
+                    "prev_state": reg.get("prev_state"),
+                    "flags": flags,
+                    "transition": reg.get("transition"),
+                    "delta_a_raw": reg.get("delta_a_raw"),
+                    "delta_e_raw": reg.get("delta_e_raw"),
+                    "bar_ts": bar_ts,
+                    "age_bars": age,
+                    "stale": age is None or age >= STALE_AFTER_BARS,
+                    "simulated": (driver, tf) in simulated,
+                }
+            )
+    return rows
+
+
+def levers_grid(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """A, E and size for every bucket × execution timeframe, read through the public compute_levers()."""
+    from regime_tasks.levers import compute_levers
+
+    out = []
+    for bucket in DEMO_BUCKETS:
+        for exec_tf in DEMO_EXEC_TIMEFRAMES:
+            res = compute_levers({}, exec_tf, bucket, book_id=book_id, now=now)
+            diag = res.get("diagnostics", {})
+            out.append(
+                {
+                    "bucket": bucket,
+                    "execution_timeframe": exec_tf,
+                    "A_value": res["A_value"],
+                    "E_value": res["E_value"],
+                    "position_size_frac": res["position_size_frac"],
+                    "degraded": bool(diag.get("degraded")),
+                    "stale_or_missing": len(diag.get("stale", [])) + len(diag.get("missing", [])),
+                }
+            )
+    return out
+
+
+def _demo_environment() -> None:
+    """The demo always runs embedded on a fresh SQLite file of its own, on the file source."""
+    import os
+
+    from regime_tasks.config import get_settings
+    from regime_tasks.runtime import reset_runtime
+
+    data_dir = get_settings().data_dir
+    demo_db = (data_dir / "demo.db").resolve()
+    for suffix in ("", "-wal", "-shm"):
+        p = demo_db.with_name(demo_db.name + suffix)
+        if p.exists():
+            p.unlink()
+    os.environ.update(
+        {
+            "REGIME_DATABASE_URL": f"sqlite:///{demo_db}",
+            "REGIME_BROKER_URL": "memory://",
+            "REGIME_RESULT_BACKEND": "cache+memory://",
+            "REGIME_REDIS_URL": "",
+            "REGIME_SOURCE": "file",
+        }
+    )
+    reset_runtime()
+
+
+def run_demo(*, as_json: bool, minutes: int) -> int:
+    """Bootstrap on bundled data, run live-like ticks through the Celery graph, print the regime and levers."""
+    import time
+
+    from regime_tasks.embedded import in_process_worker, run_tick
+    from regime_tasks.errors import ConfigError
+
+    if minutes < 0:
+        raise ConfigError("--minutes must be ≥ 0")
+    t0 = time.perf_counter()
+    _demo_environment()
+    rt = get_runtime()
+    book = rt.book_id
+    latest = rt.market.latest("1m")  # open time of the newest bundled 1m bar
+    if latest is None:
+        raise ConfigError(f"no bundled 1m BTC bars under {rt.settings.files_dir}")
+    end = latest + steps.bar_delta("1m")  # the moment that bar closed: the demo's "now"
+    boot_now = end - minutes * steps.bar_delta("1m")
+    report = run_bootstrap(book_id=book, now=boot_now.to_pydatetime())
+    if not report.ok:
+        print_bootstrap_report(report)
+        raise ConfigError("bootstrap failed: " + ", ".join(report.missing_required))
+    ticks = []
+    with in_process_worker():
+        for k in range(1, minutes + 1):
+            clock = boot_now + k * steps.bar_delta("1m")
+            bar = steps.last_closed_bar("1m", clock)
+            ticks.append({"timeframe": "1m", "until": steps.iso(bar), "result": run_tick("1m", steps.iso(bar), book)})
+        for tf in ("1h", "1d"):
+            bar = steps.last_closed_bar(tf, end)
+            ticks.append({"timeframe": tf, "until": steps.iso(bar), "result": run_tick(tf, steps.iso(bar), book)})
+    now = end.to_pydatetime()
+    from regime_tasks.levers import invalidate_snapshots
+
+    invalidate_snapshots()
+    table = regime_table(book, now)
+    grid = levers_grid(book, now)
+    from regime_tasks.core.levers import market_summary
+    from regime_tasks.levers import load_entries
+
+    entries, _ = load_entries(book)
+    summary = market_summary(entries, now=now)
+    summary.pop("contributions", None)
+    result = {
+        "book_id": book,
+        "now": steps.iso(now),
+        "data": "bundled real candles; rows marked simulated use simulated inputs (regime_tasks/data/MANIFEST.json)",
+        "bootstrap": report.as_dict(),
+        "ticks": [{"timeframe": t["timeframe"], "until": t["until"]} for t in ticks],
+        "drivers": table,
+        "market_summary": summary,
+        "levers": grid,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if as_json:
+        import json
+
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_demo(result)
+    return 0
+
+
+def print_demo(result: dict[str, Any]) -> None:
+    """Readable demo output: driver table, market summary, levers grid."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=140)
+    console.print(
+        f"[bold]regime-engine demo[/] — book {result['book_id']}, now {result['now']} "
+        f"(bootstrap + {len(result['ticks'])} ticks through the Celery graph, {result['seconds']} s)"
+    )
+    t = Table(title="24 driver series (state, flags, ΔA/ΔE raw, last bar)")
+    for col in ("driver", "tf", "state", "prev", "flags", "ΔA", "ΔE", "bar (open, UTC)", "age", "data"):
+        t.add_column(col)
+    colours = {"S0": "red", "S1": "cyan", "S2": "yellow", "S3": "green", "S4": "white", "warming_up": "dim"}
+    for r in result["drivers"]:
+        st = r["state"]
+        t.add_row(
+            r["driver"],
+            r["timeframe"],
+            f"[{colours.get(st, 'white')}]{st}[/]",
+            str(r["prev_state"] or ""),
+            ",".join(r["flags"]) + (f" {r['transition']}" if r["transition"] else ""),
+            "" if r["delta_a_raw"] is None else f"{r['delta_a_raw']:+.2f}",
+            "" if r["delta_e_raw"] is None else f"{r['delta_e_raw']:+.2f}",
+            r["bar_ts"] or "",
+            "" if r["age_bars"] is None else f"{r['age_bars']}" + (" stale" if r["stale"] else ""),
+            "[magenta]simulated[/]" if r["simulated"] else "real",
+        )
+    console.print(t)
+    s = result["market_summary"]
+    console.print(
+        f"[bold]market summary[/] (fixed timeframe weights 1d 0.50 / 1h 0.40 / 1m 0.10): "
+        f"A={s['A_value']:.3f} E={s['E_value']:.3f} size={s['position_size_frac']:.3f}"
+        + (" [red]DEGRADED[/]" if s["degraded"] else "")
+    )
+    g = Table(title="levers per bucket × execution timeframe (A / E / size)")
+    g.add_column("bucket")
+    for tf in DEMO_EXEC_TIMEFRAMES:
+        g.add_column(tf)
+    for bucket in DEMO_BUCKETS:
+        cells = [
+            f"{x['A_value']:.2f} / {x['E_value']:.2f} / {x['position_size_frac']:.2f}"
+            for x in result["levers"]
+            if x["bucket"] == bucket
+        ]
+        g.add_row(bucket, *cells)
+    console.print(g)
+    console.print(
+        "Bucket drivers and dominance 1h/1m use simulated inputs (market caps, minute bars): "
+        "see regime_tasks/data/MANIFEST.json."
+    )

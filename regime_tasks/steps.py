@@ -1,0 +1,361 @@
+"""The pipeline's steps as plain functions: load → call core → save.
+
+Celery tasks (``tasks.py``) are thin wrappers around these; the bootstrap, the demo and the tests call them
+directly too. Every step is keyed by (book, timeframe, bar time) and idempotent: running it again for the same
+bar rewrites the same rows and publishes the same cache entries.
+
+Time convention: ``until`` is the **open time of the last closed bar** to include (D5).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from regime_tasks.core.constants import (
+    ALT_CONSTITUENTS,
+    BUCKETS,
+    DOMINANCE_DRIVERS,
+    MAJORS,
+    MAX_BUCKET_CONSTITUENTS,
+    TIMEFRAME_SECONDS,
+)
+from regime_tasks.logs import kv
+from regime_tasks.runtime import Runtime
+from regime_tasks.store import bars as store_bars
+
+log = logging.getLogger(__name__)
+
+COMPOSITE_DRIVERS = ("ALT", *BUCKETS)
+
+
+def bar_delta(timeframe: str) -> pd.Timedelta:
+    """Length of one bar."""
+    return pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+
+
+def last_closed_bar(timeframe: str, now: dt.datetime | pd.Timestamp) -> pd.Timestamp:
+    """Open time of the newest bar of ``timeframe`` that has closed at ``now``."""
+    now_ts = pd.Timestamp(now)
+    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+    return now_ts.floor(bar_delta(timeframe)) - bar_delta(timeframe)
+
+
+def iso(ts: pd.Timestamp | dt.datetime | None) -> str | None:
+    """ISO-8601 UTC with a Z, the payload convention."""
+    if ts is None:
+        return None
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(value: str | pd.Timestamp | dt.datetime) -> pd.Timestamp:
+    """Parse an ISO time (or pass a timestamp through) as tz-aware UTC."""
+    t = pd.Timestamp(value)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+# --- collect ------------------------------------------------------------------------------------------
+def history_start(rt: Runtime, timeframe: str, until: pd.Timestamp) -> pd.Timestamp:
+    """Where a first backfill of ``timeframe`` starts (settings ``REGIME_HISTORY_*_DAYS``)."""
+    days = {
+        "1d": rt.settings.history_1d_days,
+        "1h": rt.settings.history_1h_days,
+        "1m": rt.settings.history_1m_days,
+    }[timeframe]
+    return (until - pd.Timedelta(days=days)).floor(bar_delta(timeframe))
+
+
+def collect(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
+    """Bring every input series of ``timeframe`` up to ``until`` (resumable: continues after the last stored bar)."""
+    market = rt.market
+    summary: dict[str, Any] = {"timeframe": timeframe, "until": iso(until), "majors": {}, "lowcaps": 0}
+    for symbol in MAJORS:
+        key = {"token_contract": symbol}
+        last = store_bars.last_bar_ts(rt.engine, "majors", key, timeframe)
+        start = history_start(rt, timeframe, until) if last is None else last + bar_delta(timeframe)
+        if start > until:
+            summary["majors"][symbol] = 0
+            continue
+        written = 0
+
+        def sink(frame: pd.DataFrame, _key: Mapping[str, str] = key) -> None:
+            nonlocal written
+            frame = frame[frame.index <= until]
+            written += store_bars.upsert_bars(rt.engine, "majors", _key, timeframe, frame, source=market.name)
+
+        market.majors(symbol, timeframe, start, until, sink)
+        summary["majors"][symbol] = written
+    summary["lowcaps"] = market.collect_lowcaps(rt, timeframe, until)
+    summary["dominance"] = market.collect_dominance(rt, timeframe, until)
+    log.info("collected %s", kv(timeframe=timeframe, until=iso(until), majors=summary["majors"]))
+    return summary
+
+
+# --- driver price series (composites, BTC, dominance) ---------------------------------------------------
+def bucket_members(rt: Runtime) -> dict[str, list[dict[str, str]]]:
+    """Bucket → lowcap series keys, by market cap (largest first, at most 64 per bucket; D3)."""
+    from regime_tasks.core.composite import select_bucket_members
+    from regime_tasks.store.positions import read_tokens
+
+    tokens = [t for t in read_tokens(rt.engine) if t.get("market_cap_usd")]
+    caps = {f"{t['token_contract']}@{t['token_chain']}": float(t["market_cap_usd"]) for t in tokens}
+    s = rt.settings
+    chosen = select_bucket_members(
+        caps,
+        nano_max_usd=s.bucket_nano_max_usd,
+        small_max_usd=s.bucket_small_max_usd,
+        mid_max_usd=s.bucket_mid_max_usd,
+        max_members=MAX_BUCKET_CONSTITUENTS,
+    )
+    out: dict[str, list[dict[str, str]]] = {}
+    for bucket in BUCKETS:
+        keys = []
+        for name in chosen.get(bucket, []):
+            contract, chain = name.rsplit("@", 1)
+            keys.append({"token_contract": contract, "token_chain": chain})
+        out[bucket] = keys
+    return out
+
+
+def _composite_series(
+    rt: Runtime, driver: str, timeframe: str, until: pd.Timestamp, members: list[tuple[str, dict[str, str]]]
+) -> int:
+    """Extend the stored chain-linked index of ``driver`` up to ``until``; returns bars written.
+
+    Chain-linking is multiplicative, so the index is extended from a short recent window and rescaled so that
+    it continues exactly from the last stored level; with nothing stored the whole history is built (base 100).
+    """
+    from regime_tasks.core.composite import chain_linked_composite
+
+    key = {"driver": driver}
+    step = bar_delta(timeframe)
+    last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+    if last is not None and last >= until:
+        return 0
+    start = None if last is None else last - 2 * step
+    frames = {}
+    for table, mkey in members:
+        frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=start, end=until)  # type: ignore[arg-type]
+        if not frame.empty:
+            frames["/".join(mkey.values())] = frame
+    if not frames:
+        return 0
+    comp = chain_linked_composite(frames)
+    if last is not None:
+        stored = store_bars.read_bars(rt.engine, "regime", key, timeframe, start=last, end=last)
+        if last in comp.index and not stored.empty:
+            scale = float(stored["close"].iloc[-1]) / float(comp.loc[last, "close"])
+            comp = comp[comp.index > last].copy()
+            for col in ("open", "high", "low", "close"):
+                comp[col] = comp[col] * scale
+        else:  # the window cannot be anchored (a gap longer than the window): rebuild the whole index
+            full = {
+                n: store_bars.read_bars(rt.engine, t, k, timeframe, end=until)  # type: ignore[arg-type]
+                for n, (t, k) in zip(frames, members, strict=False)
+            }
+            comp = chain_linked_composite({n: f for n, f in full.items() if not f.empty})
+    return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp, source="composite")
+
+
+def _copy_major(rt: Runtime, symbol: str, timeframe: str, until: pd.Timestamp) -> int:
+    key = {"driver": symbol}
+    last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+    start = None if last is None else last + bar_delta(timeframe)
+    frame = store_bars.read_bars(rt.engine, "majors", {"token_contract": symbol}, timeframe, start=start, end=until)
+    if frame.empty:
+        return 0
+    return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, frame.assign(constituents=1), source="majors")
+
+
+def build_driver_series(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
+    """Write ``regime_price_data_ohlc`` for all eight drivers of ``timeframe`` up to ``until``."""
+    written: dict[str, int] = {"BTC": _copy_major(rt, "BTC", timeframe, until)}
+    alt_members = [("majors", {"token_contract": s}) for s in ALT_CONSTITUENTS]
+    written["ALT"] = _composite_series(rt, "ALT", timeframe, until, alt_members)
+    for bucket, keys in bucket_members(rt).items():
+        written[bucket] = _composite_series(rt, bucket, timeframe, until, [("lowcap", k) for k in keys])
+    written.update(build_dominance_series(rt, timeframe, until))
+    log.info("driver series built %s", kv(timeframe=timeframe, until=iso(until), written=written))
+    return {"timeframe": timeframe, "until": iso(until), "written": written}
+
+
+def build_dominance_series(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, int]:
+    """Extend BTC.d/USDT.d bars: 1m from raw samples, 1h/1d rolled up from 1m (D4). Imported history is kept."""
+    from regime_tasks.core.bars import rollup
+    from regime_tasks.core.dominance import samples_to_1m_bars
+    from regime_tasks.store.dominance import read_samples
+
+    written = {}
+    for driver in DOMINANCE_DRIVERS:
+        key = {"driver": driver}
+        last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+        if last is not None and last >= until:
+            written[driver] = 0
+            continue
+        start = None if last is None else last + bar_delta(timeframe)
+        if timeframe == "1m":
+            # one bar before the start so the first new minute can be a flat bar at the previous close
+            samples = read_samples(
+                rt.engine, start=None if start is None else start - pd.Timedelta(hours=1), end=until + bar_delta("1m")
+            )
+            if samples.empty:
+                written[driver] = 0
+                continue
+            frame = samples_to_1m_bars(samples, end=until)[driver]
+        else:
+            lower = "1m" if timeframe == "1h" else "1h"
+            src = store_bars.read_bars(rt.engine, "regime", key, lower, start=start, end=until + bar_delta(timeframe))
+            if src.empty:
+                written[driver] = 0
+                continue
+            frame = rollup(src, timeframe, now=until + bar_delta(timeframe))
+        if start is not None:
+            frame = frame[frame.index >= start]
+        frame = frame[frame.index <= until]
+        written[driver] = store_bars.upsert_bars(rt.engine, "regime", key, timeframe, frame, source="dominance")
+    return written
+
+
+# --- per driver: TA → engine → mapper ------------------------------------------------------------------
+
+
+def _driver_row(rt: Runtime, book_id: str, driver: str, timeframe: str) -> tuple[int, dict[str, Any]]:
+    from regime_tasks.store.positions import driver_row_ids, ensure_driver_rows, get_features
+
+    ids = driver_row_ids(rt.engine, book_id)
+    if (driver, timeframe) not in ids:
+        ensure_driver_rows(rt.engine, book_id)
+        ids = driver_row_ids(rt.engine, book_id)
+    row_id = ids[(driver, timeframe)]
+    return row_id, get_features(rt.engine, row_id)
+
+
+def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
+    """Advance one driver × timeframe to ``until``: every closed bar after the last processed one is stepped.
+
+    - No previous engine payload: the whole stored history is replayed bar by bar (D15).
+    - Otherwise the TA frame is computed on the last ``ta_window_bars`` bars plus the bars to catch up, and the
+      engine steps from the bar after the stored ``bar_ts`` (bars are computed by bar time, not run time).
+    - Re-running for a bar already processed changes nothing and returns the stored payload.
+    """
+    from regime_tasks.core.bars import fill_gaps
+    from regime_tasks.core.mapper import map_engine_payload
+    from regime_tasks.core.ta import compute_ta, compute_ta_frame
+    from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
+    from regime_tasks.store.events import append_events
+    from regime_tasks.store.positions import set_features_bulk
+
+    key = {"driver": driver}
+    row_id, features = _driver_row(rt, book_id, driver, timeframe)
+    prev = features.get("uptrend_engine_v4") or None
+    prev_bar = parse_ts(prev["bar_ts"]) if prev and prev.get("bar_ts") else None
+    base = {"driver": driver, "timeframe": timeframe, "until": iso(until)}
+    if prev_bar is not None and prev_bar >= until:
+        return {
+            **base,
+            "status": "unchanged",
+            "state": prev.get("state"),
+            "bars": None,
+            "payload": features.get("regime_engine_v4"),
+        }
+
+    window = rt.settings.ta_window_bars
+    if prev_bar is None:
+        bars = store_bars.read_bars(rt.engine, "regime", key, timeframe, end=until)
+    else:
+        n_new = int((until - prev_bar) / bar_delta(timeframe))
+        bars = store_bars.read_bars(rt.engine, "regime", key, timeframe, end=until, limit=window + n_new)
+    if bars.empty:
+        return {**base, "status": "missing", "state": None, "bars": 0, "payload": None}
+    series = f"{driver}:{timeframe}"
+    filled, _ = fill_gaps(bars[["open", "high", "low", "close", "volume"]], timeframe)
+    ta_frame = compute_ta_frame(filled)
+    start_at = None if prev_bar is None else prev_bar + bar_delta(timeframe)
+    engine_settings = EngineSettings(bootstrap=rt.settings.engine_bootstrap, sr_levels=rt.settings.engine_sr_levels)
+    payloads, state_events = run_engine_frame(ta_frame, engine_settings, prev_payload=prev, start_at=start_at)
+    if not payloads:
+        return {
+            **base,
+            "status": "unchanged",
+            "state": prev.get("state") if prev else None,
+            "bars": len(bars),
+            "payload": features.get("regime_engine_v4"),
+        }
+    now_iso = iso(pd.Timestamp.now(tz="UTC"))
+    regime = map_engine_payload(payloads[-1])
+    last_engine = {**payloads[-1], "ts": now_iso}
+    regime = {**regime, "ts": now_iso}
+    ta_payload = compute_ta(
+        filled, series=series, timeframe=timeframe, window_bars=window, sr_levels=rt.settings.engine_sr_levels
+    ).to_dict()
+    ta_payload["ts"] = now_iso
+    set_features_bulk(
+        rt.engine,
+        [(row_id, "ta", ta_payload), (row_id, "uptrend_engine_v4", last_engine), (row_id, "regime_engine_v4", regime)],
+    )
+    if state_events:
+        append_events(rt.engine, state_events, book_id=book_id, driver=driver, timeframe=timeframe)
+    return {
+        **base,
+        "status": "ok",
+        "state": regime["state"],
+        "bars": len(bars),
+        "stepped": len(payloads),
+        "payload": regime,
+    }
+
+
+def update_driver_safely(rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
+    """``update_driver`` that turns a computation failure into an ``error`` status (logged with traceback).
+
+    Infrastructure failures (database, cache) still raise so that Celery retries the task.
+    """
+    import sqlalchemy as sa
+
+    from regime_tasks.errors import StoreError
+
+    try:
+        return update_driver(rt, book_id, driver, timeframe, until)
+    except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError):
+        raise
+    except Exception as exc:
+        log.exception("driver update failed %s", kv(driver=driver, timeframe=timeframe, until=iso(until)))
+        return {
+            "driver": driver,
+            "timeframe": timeframe,
+            "until": iso(until),
+            "status": "error",
+            "error": f"{type(exc).__name__}: {exc}",
+            "state": None,
+            "bars": 0,
+            "payload": None,
+        }
+
+
+def publish(rt: Runtime, book_id: str, timeframe: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Publish the timeframe's driver payloads to the cache in one atomic write (D10)."""
+    entries = {
+        f"{r['driver']}|{timeframe}": r["payload"]
+        for r in results
+        if r.get("payload") and r.get("status") in {"ok", "unchanged"}
+    }
+    if entries:
+        rt.cache.publish(book_id, entries)
+    statuses = {r["driver"]: r["status"] for r in results}
+    failed = sorted(d for d, s in statuses.items() if s == "error")
+    if failed:
+        log.error("drivers failed this tick %s", kv(timeframe=timeframe, drivers=",".join(failed)))
+    return {"timeframe": timeframe, "published": sorted(entries), "statuses": statuses, "failed": failed}
+
+
+def run_levers(rt: Runtime, book_id: str) -> dict[str, Any]:
+    """Levers for every active/watchlist position of the book (D1)."""
+    from regime_tasks.levers import run_levers_task
+
+    return run_levers_task(rt.engine, rt.cache, book_id=book_id)

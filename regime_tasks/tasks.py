@@ -1,0 +1,89 @@
+"""Thin Celery tasks: arguments in, a step from ``steps.py`` called, a JSON-able summary out.
+
+Retries and routing live here only. I/O failures (venue down, database unreachable) are retried with
+exponential backoff; every step is idempotent per (book, timeframe, bar time), so a retry or a redelivered
+message after a worker crash rewrites the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from celery import Task
+
+from regime_tasks import pipeline, steps
+from regime_tasks.celery_app import app
+from regime_tasks.errors import SourceError, StoreError
+from regime_tasks.logs import kv
+from regime_tasks.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+# Errors worth retrying: the outside world is briefly unavailable. Bad data is not retried.
+TRANSIENT_ERRORS = (SourceError, StoreError, sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError)
+RETRY_OPTS: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+@app.task(name="regime.tick", bind=True, **RETRY_OPTS)
+def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | None = None) -> dict[str, Any]:
+    """Entry point of beat: resolve the bar to compute (by bar time) and launch the timeframe's chain."""
+    rt = get_runtime()
+    book = book_id or rt.book_id
+    if not pipeline.bootstrap_completed(rt, book):
+        log.error("tick refused: bootstrap has not completed %s", kv(book=book, timeframe=timeframe))
+        return {"status": "not_bootstrapped", "book_id": book, "timeframe": timeframe}
+    bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
+    result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
+    return {"status": "launched", "book_id": book, "timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
+
+
+@app.task(name="regime.collect.tick", bind=True, **RETRY_OPTS)
+def collect(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
+    """Fetch/import the input bars of one timeframe up to ``until`` (queue regime.io)."""
+    return steps.collect(get_runtime(), timeframe, steps.parse_ts(until))
+
+
+@app.task(name="regime.composite.build", bind=True, **RETRY_OPTS)
+def composite(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
+    """Build the driver price series (BTC, ALT, buckets, dominance) of one timeframe up to ``until``."""
+    return steps.build_driver_series(get_runtime(), timeframe, steps.parse_ts(until))
+
+
+@app.task(name="regime.driver.update", bind=True, **RETRY_OPTS)
+def driver_update(self: Task, driver: str, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
+    """TA + engine + mapper for one driver × timeframe; returns a status so one failure never blocks the rest."""
+    return steps.update_driver_safely(get_runtime(), book_id, driver, timeframe, steps.parse_ts(until))
+
+
+@app.task(name="regime.tick.publish", bind=True, **RETRY_OPTS)
+def publish(self: Task, results: list[dict[str, Any]], timeframe: str, until: str, book_id: str) -> dict[str, Any]:
+    """Chord body: publish the timeframe's driver payloads to the cache in one atomic write."""
+    return steps.publish(get_runtime(), book_id, timeframe, results)
+
+
+@app.task(name="regime.levers.run", bind=True, **RETRY_OPTS)
+def levers(self: Task, until: str, book_id: str) -> dict[str, Any]:
+    """Write ``features.levers`` for every active/watchlist position of the book."""
+    return steps.run_levers(get_runtime(), book_id)
+
+
+@app.task(name="regime.bootstrap.run", bind=True)
+def bootstrap(self: Task, book_id: str | None = None) -> dict[str, Any]:
+    """Run the bootstrap (plan §12) inside a worker; the CLI runs the same function in-process."""
+    rt = get_runtime()
+    return pipeline.bootstrap(rt, book_id=book_id or rt.book_id).as_dict()
+
+
+@app.task(name="regime.beat.heartbeat", bind=True)
+def heartbeat(self: Task) -> dict[str, Any]:
+    """Record that a beat is alive and scheduling (one row, updated in place; counted by the beat test)."""
+    rt = get_runtime()
+    return pipeline.record_heartbeat(rt, self.request.id)
