@@ -5,7 +5,9 @@ replay and the engine's history windows use; ``compute_ta(...)`` takes the last 
 and returns the payload of the latest bar (``features.ta``). Both are vectorised with numpy/pandas.
 
 Library use: EMA and RSI come from the ``ta`` package (``EMAIndicator`` = pandas ``ewm(span=n, adjust=False)``,
-seeded with the first close, NaN for the first n−1 bars; ``RSIIndicator`` = Wilder smoothing with α = 1/14).
+seeded with the first close, NaN for the first n−1 bars; ``RSIIndicator`` = Wilder smoothing with α = 1/14,
+where ``ta`` counts the first bar as a zero change — the spec notes RSI only moves TS slightly, and a reference
+implementation of exactly this definition is in tests/core/test_ta.py).
 ATR and ADX are our own vectorised Wilder implementations: ``ta``'s ``AverageTrueRange`` and ``ADXIndicator``
 loop over rows in Python (seconds per year of 1m bars) and return 0 during warm-up, which would read as "no
 volatility" to the engine. Regression slopes are ours too (a 10-tap convolution).
