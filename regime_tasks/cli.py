@@ -105,11 +105,42 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_demo)
 
 
+# --- engine ---------------------------------------------------------------------------------------------
+def _cmd_engine(args: argparse.Namespace) -> int:
+    from regime_tasks.core.uptrend import EngineSettings
+    from regime_tasks.engine_cli import print_jsonl, print_table, run_file, summarise
+
+    settings = EngineSettings(bootstrap=args.bootstrap, sr_levels=args.sr_levels)
+    payloads, n_filled = run_file(args.file, args.timeframe, settings)
+    summary = summarise(payloads)
+    if args.jsonl:
+        print_jsonl(payloads)
+    elif args.json:
+        _print_json({"summary": summary, "bars": [p for p in payloads]})
+    else:
+        print_table(payloads, summary, n_filled=n_filled, tail=None if args.all else args.tail)
+    return 0
+
+
+def _add_engine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("engine", help="run the Uptrend Engine v4 over a candle file (CSV or Parquet)")
+    p.add_argument("file", help="candles: timestamp,open,high,low,close,volume (timestamp ISO-8601 UTC or epoch ms)")
+    p.add_argument("--timeframe", required=True, choices=["1m", "5m", "15m", "1h", "4h", "1d"])
+    p.add_argument("--bootstrap", choices=["spec", "as_run"], default="spec", help="first-state rule (D14)")
+    p.add_argument("--sr-levels", choices=["swing", "none"], default="swing", help="S/R levels (D14)")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per bar")
+    p.add_argument("--json", action="store_true", help="one JSON document: summary and full payloads")
+    p.add_argument("--tail", type=int, default=40, help="table rows to show (default the last 40)")
+    p.add_argument("--all", action="store_true", help="show every bar in the table")
+    p.set_defaults(handler=_cmd_engine)
+
+
 # --- command registry -----------------------------------------------------------------
 # Each entry adds one sub-command. Keep one function per command family.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_db,
     _add_pipeline,
+    _add_engine,
     # >>> more commands register here (one line each) <<<
 ]
 

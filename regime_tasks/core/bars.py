@@ -121,19 +121,19 @@ def validate_bars(
     for name, arr in zip(PRICE_COLUMNS, (o, h, lo, c), strict=True):
         bad = arr <= 0
         if bad.any():
-            fail(f"{name} must be > 0, got {arr[np.argmax(bad)]!r}", int(np.argmax(bad)), name)
+            fail(f"{name} must be > 0, got {float(arr[np.argmax(bad)])!r}", int(np.argmax(bad)), name)
     bad = v < 0
     if bad.any():
-        fail(f"volume must be ≥ 0, got {v[np.argmax(bad)]!r}", int(np.argmax(bad)), "volume")
+        fail(f"volume must be ≥ 0, got {float(v[np.argmax(bad)])!r}", int(np.argmax(bad)), "volume")
     bad = h < lo
     if bad.any():
         i = int(np.argmax(bad))
-        fail(f"high {h[i]!r} < low {lo[i]!r}", i, "high")
+        fail(f"high {float(h[i])!r} < low {float(lo[i])!r}", i, "high")
     for name, arr in (("open", o), ("close", c)):
         bad = (arr < lo) | (arr > h)
         if bad.any():
             i = int(np.argmax(bad))
-            fail(f"{name} {arr[i]!r} outside [low {lo[i]!r}, high {h[i]!r}]", i, name)
+            fail(f"{name} {float(arr[i])!r} outside [low {float(lo[i])!r}, high {float(h[i])!r}]", i, name)
     if require_increasing and len(idx) > 1:
         steps = np.diff(idx.asi8)
         bad = steps <= 0

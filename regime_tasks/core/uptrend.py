@@ -269,6 +269,12 @@ class EngineHistory:
         mask = (self._piv_conf <= t) & (self._piv_sup > t) & (self._piv_idx >= start)
         return [self.pivots[j] for j in np.flatnonzero(mask)]
 
+    def levels_at(self, i: int, price: float, atr: float, mode: str) -> list[dict[str, float]]:
+        """S/R levels (spec §7) from the pivots known at bar ``i`` within the last 3,000 bars; none under ``none``."""
+        if mode == "none" or not (atr > 0):
+            return []
+        return sr_levels(self.pivots_at(i, start=max(0, i - 2999)), price, atr)
+
     def values(self, i: int) -> dict[str, float]:
         v = {k: float(arr[i]) for k, arr in self.cols.items()}
         v["price"] = v["close"]
@@ -340,13 +346,6 @@ def edx_score(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dict
 
 
 # --- the step --------------------------------------------------------------------------------------------
-def _levels(h: EngineHistory, i: int, settings: EngineSettings, v: Mapping[str, float]) -> list[dict[str, float]]:
-    if settings.sr_levels == "none" or not (v["atr"] > 0):
-        return []
-    window_start = max(0, i - 2999)
-    return sr_levels(h.pivots_at(i, start=window_start), v["price"], v["atr"])
-
-
 def step(
     h: EngineHistory, i: int, prev: Mapping[str, Any] | None, settings: EngineSettings
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -467,7 +466,7 @@ def step(
     # --- scores and checks
     atr = v["atr"]
     ts = trend_strength(v["rsi_slope_10"], v["adx_slope_10"])
-    levels = _levels(h, i, settings, v) if state in ("S1", "S2", "S3") else []
+    levels = h.levels_at(i, v["price"], v["atr"], settings.sr_levels) if state in ("S1", "S2", "S3") else []
     scores: dict[str, Any] = {"ts": ts, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None}
     diag["ts"] = {"rsi_slope_10": _json_num(v["rsi_slope_10"]), "adx_slope_10": _json_num(v["adx_slope_10"]), "ts": ts}
     diag["sr_levels"] = levels

@@ -1,0 +1,66 @@
+"""`regime engine FILE`: the command a quant runs on any candle file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from regime_tasks.cli import main
+from tests.conftest import REPO_ROOT, real_file
+
+
+def test_jsonl_has_one_line_per_bar_with_iso_times_states_flags_scores(capsys) -> None:
+    path = real_file("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv")
+    assert main(["engine", str(path), "--timeframe", "1d", "--jsonl"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 666  # 662 real rows + 4 empty rows filled flat
+    assert lines[0]["state"] == "warming_up" and lines[331]["state"] == "warming_up"
+    assert lines[332]["state"] in {"S0", "S1", "S2", "S3", "S4"}
+    assert lines[-1]["bar_ts"] == "2021-10-27T00:00:00Z"
+    assert {"buy_signal", "buy_flag", "trim_flag", "rebuy_flag", "emergency_exit"} <= set(lines[-1])
+    assert set(lines[-1]["scores"]) == {"ts", "ts_with_boost", "sr_boost", "ox", "dx", "edx"}
+
+
+def test_parquet_input_and_engine_settings(tmp_path, capsys) -> None:
+    raw = pd.read_csv(real_file("alts_2018_5m", "ETH_BTC-5m.csv"))
+    path = tmp_path / "eth.parquet"
+    raw.to_parquet(path)
+    assert (
+        main(["engine", str(path), "--timeframe", "5m", "--bootstrap", "as_run", "--sr-levels", "none", "--json"]) == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["summary"]["bars"] == len(doc["bars"]) and doc["summary"]["flags"]["trim_flag"] == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("timestamp,open,high,low,close\n2024-01-01T00:00:00Z,1,2,0.5,1.5\n", "missing column"),
+        ("timestamp,open,high,low,close,volume\nyesterday,1,2,0.5,1.5,3\n", "unparsable time"),
+        ("timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,-1.5,3\n", "close must be > 0"),
+    ],
+)
+def test_bad_files_get_a_one_line_error_and_exit_2(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "regime_tasks.cli", "engine", str(path), "--timeframe", "1h"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    err = [x for x in proc.stderr.splitlines() if x.startswith("regime: error:")]
+    assert len(err) == 1 and message in err[0] and "Traceback" not in proc.stderr
+
+
+def test_table_output_has_a_summary(capsys) -> None:
+    path = real_file("alts_2018_5m", "ADA_BTC-5m.csv")
+    assert main(["engine", str(path), "--timeframe", "5m", "--tail", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "transitions:" in out and "per state:" in out and "filled flat" in out
