@@ -53,9 +53,7 @@ def run_file(path: str | Path, timeframe: str, settings: EngineSettings) -> tupl
 
 def summarise(payloads: list[dict[str, Any]]) -> dict[str, Any]:
     states = [p["state"] for p in payloads]
-    transitions = collections.Counter(
-        f"{a}→{b}" for a, b in itertools.pairwise(states) if a != b and a != "warming_up"
-    )
+    transitions = collections.Counter(f"{a}→{b}" for a, b in itertools.pairwise(states) if a != b and a != "warming_up")
     return {
         "bars": len(payloads),
         "bars_per_state": dict(collections.Counter(states)),

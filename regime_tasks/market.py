@@ -12,19 +12,19 @@ seam between the pipeline and ``sources/``:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import pandas as pd
 
 from regime_tasks.config import Settings
-from regime_tasks.core.bars import normalize_bars, timeframe_delta
+from regime_tasks.core.bars import timeframe_delta
 from regime_tasks.core.dominance import history_to_bars, read_history_csv
-from regime_tasks.errors import DataValidationError, SourceError
+from regime_tasks.errors import DataValidationError
 from regime_tasks.logs import kv
+from regime_tasks.sources.files import FileSource
 
 if TYPE_CHECKING:
     from regime_tasks.runtime import Runtime
@@ -48,48 +48,10 @@ class MarketSource(Protocol):
 
 
 # --- files ----------------------------------------------------------------------------------------------
-class FileMarket:
-    """The file source in the layout of docs/CONTRACTS.md §8."""
+class FileMarket(FileSource):
+    """The file source as a market: bars up to ``until`` are 'served' like a venue would (CONTRACTS §8)."""
 
     name = "file"
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise SourceError(f"file source folder {self.root} does not exist", source="file")
-        manifest = self.root / "MANIFEST.json"
-        self.manifest: dict[str, Any] = json.loads(manifest.read_text()) if manifest.exists() else {"files": {}}
-
-    def _path(self, kind: str, timeframe: str, symbol: str) -> Path | None:
-        for suffix in (".csv", ".csv.gz", ".parquet"):
-            p = self.root / kind / timeframe / f"{symbol}{suffix}"
-            if p.exists():
-                return p
-        return None
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - one FileMarket per process; files are immutable
-    def _read(self, path: Path, series: str, timeframe: str) -> pd.DataFrame:
-        raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        raw = raw.dropna(subset=[c for c in ("open", "high", "low", "close") if c in raw.columns], how="all")
-        return normalize_bars(raw, series=series, timeframe=timeframe)
-
-    def bars(self, kind: str, symbol: str, timeframe: str) -> pd.DataFrame:
-        """All bars of one file (empty if absent)."""
-        path = self._path(kind, timeframe, symbol)
-        if path is None:
-            return pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
-        return self._read(path, f"file:{kind}/{timeframe}/{symbol}", timeframe)
-
-    def symbols(self, kind: str, timeframe: str) -> list[str]:
-        folder = self.root / kind / timeframe
-        if not folder.is_dir():
-            return []
-        return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.is_file()})
-
-    def latest(self, timeframe: str = "1m", symbol: str = "BTC") -> pd.Timestamp | None:
-        """Open time of the newest bar of a majors file (the demo's notion of 'now')."""
-        frame = self.bars("majors", symbol, timeframe)
-        return None if frame.empty else frame.index[-1]
 
     def majors(self, symbol: str, timeframe: str, start: pd.Timestamp, until: pd.Timestamp, sink: Sink) -> None:
         frame = self.bars("majors", symbol, timeframe)
@@ -99,12 +61,6 @@ class FileMarket:
         part = frame[(frame.index >= start) & (frame.index <= until)]
         if not part.empty:
             sink(part)
-
-    def tokens(self) -> pd.DataFrame:
-        path = self.root / "tokens.csv"
-        if not path.exists():
-            return pd.DataFrame(columns=["symbol", "chain", "market_cap_usd", "as_of", "simulated"])
-        return pd.read_csv(path)
 
     def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
         from regime_tasks.store import bars as store_bars

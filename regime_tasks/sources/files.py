@@ -1,0 +1,76 @@
+"""The file source: bundled real data (or any folder in the same layout) read as validated bar frames.
+
+Layout (docs/CONTRACTS.md §8)::
+
+    MANIFEST.json                 per file: origin, real|simulated, notes
+    majors/<tf>/<SYMBOL>.csv[.gz|.parquet]
+    lowcaps/<tf>/<SYMBOL>.csv[.gz|.parquet]
+    tokens.csv                    symbol,chain,market_cap_usd,as_of,simulated
+    dominance/<tf>.csv            timestamp,btc_d,usdt_d
+
+Rows whose prices are all empty are absent bars and are skipped; any other bad row raises
+``DataValidationError`` naming the file, time and field.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from regime_tasks.core.bars import normalize_bars
+from regime_tasks.errors import SourceError
+
+
+class FileSource:
+    """Read-only access to a data folder in the layout above."""
+
+    name = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SourceError(f"file source folder {self.root} does not exist", source="file")
+        manifest = self.root / "MANIFEST.json"
+        self.manifest: dict[str, Any] = json.loads(manifest.read_text()) if manifest.exists() else {"files": {}}
+
+    def _path(self, kind: str, timeframe: str, symbol: str) -> Path | None:
+        for suffix in (".csv", ".csv.gz", ".parquet"):
+            p = self.root / kind / timeframe / f"{symbol}{suffix}"
+            if p.exists():
+                return p
+        return None
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one FileMarket per process; files are immutable
+    def _read(self, path: Path, series: str, timeframe: str) -> pd.DataFrame:
+        raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        raw = raw.dropna(subset=[c for c in ("open", "high", "low", "close") if c in raw.columns], how="all")
+        return normalize_bars(raw, series=series, timeframe=timeframe)
+
+    def bars(self, kind: str, symbol: str, timeframe: str) -> pd.DataFrame:
+        """All bars of one file (empty if absent)."""
+        path = self._path(kind, timeframe, symbol)
+        if path is None:
+            return pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
+        return self._read(path, f"file:{kind}/{timeframe}/{symbol}", timeframe)
+
+    def symbols(self, kind: str, timeframe: str) -> list[str]:
+        folder = self.root / kind / timeframe
+        if not folder.is_dir():
+            return []
+        return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.is_file()})
+
+    def latest(self, timeframe: str = "1m", symbol: str = "BTC") -> pd.Timestamp | None:
+        """Open time of the newest bar of a majors file (the demo's notion of 'now')."""
+        frame = self.bars("majors", symbol, timeframe)
+        return None if frame.empty else frame.index[-1]
+
+    def tokens(self) -> pd.DataFrame:
+        """tokens.csv: symbol, chain, market_cap_usd, as_of, simulated (empty if absent)."""
+        path = self.root / "tokens.csv"
+        if not path.exists():
+            return pd.DataFrame(columns=["symbol", "chain", "market_cap_usd", "as_of", "simulated"])
+        return pd.read_csv(path)
