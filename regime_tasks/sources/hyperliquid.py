@@ -254,8 +254,10 @@ class HyperliquidCandleStream:
             try:
                 final = self.rest.candle_snapshot(coin, self.interval, open_ts, open_ts)
             except SourceError as exc:
-                log.warning("REST confirmation failed, using the last update %s", kv(source=SOURCE, coin=coin,
-                                                                                     bar=open_ts, error=exc))
+                log.warning(
+                    "REST confirmation failed, using the last update %s",
+                    kv(source=SOURCE, coin=coin, bar=open_ts, error=exc),
+                )
                 final = None
             if final is not None and not final.empty:
                 self._deliver(coin, final)

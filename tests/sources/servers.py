@@ -19,6 +19,7 @@ whose path contains ``path``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -164,10 +165,8 @@ class VenueServer:
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             h.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     # --- venues
     def _window(

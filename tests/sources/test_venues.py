@@ -13,8 +13,8 @@ from regime_tasks.core.bars import validate_bars
 from regime_tasks.errors import InvalidResponseError, RateLimitedError, SourceUnavailableError
 from regime_tasks.sources.binance import BinanceClient
 from regime_tasks.sources.coingecko import CoinGeckoClient
-from regime_tasks.sources.hyperliquid import HyperliquidCandleStream, HyperliquidClient
 from regime_tasks.sources.http import HttpClient
+from regime_tasks.sources.hyperliquid import HyperliquidCandleStream, HyperliquidClient
 from tests.sources.servers import Fault, HyperliquidWsServer, candles
 
 MAJORS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
@@ -158,7 +158,7 @@ def test_coingecko_sample_and_key_header(venues, sleeps) -> None:
     assert sample.updated_at == dt.datetime(2024, 5, 23, 15, 4, 40, tzinfo=dt.UTC)
     assert client.http.session.headers["x-cg-demo-api-key"] == "demo-key"
     venues.global_pct = {"usdt": "4.1"}
-    with pytest.raises(InvalidResponseError, match="market_cap_percentage.usdt"):
+    with pytest.raises(InvalidResponseError, match=r"market_cap_percentage\.usdt"):
         client.global_dominance()
 
 
