@@ -15,7 +15,7 @@ Celery's guidance for Redis brokers:
 
 from __future__ import annotations
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from regime_tasks.config import get_settings
 
@@ -46,7 +46,12 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 task_default_queue = "regime.compute"
-task_queues = (Queue("regime.compute"), Queue("regime.io"))
+task_queues = (
+    Queue("regime.compute", Exchange("regime.compute", type="direct"), routing_key="regime.compute"),
+    Queue("regime.io", Exchange("regime.io", type="direct"), routing_key="regime.io"),
+)
+task_default_exchange = "regime.compute"
+task_default_routing_key = "regime.compute"
 task_routes = {
     "regime.collect.*": {"queue": "regime.io"},
     "regime.bootstrap.*": {"queue": "regime.io"},

@@ -135,12 +135,68 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_engine)
 
 
+# --- imports ------------------------------------------------------------------------------------------
+def _engine_from_settings():
+    from regime_tasks.runtime import get_runtime
+
+    return get_runtime().engine
+
+
+def _cmd_import_dominance(args: argparse.Namespace) -> int:
+    from regime_tasks.importers import import_dominance
+
+    result = import_dominance(_engine_from_settings(), args.file, timeframe=args.timeframe)
+    _print_json(result) if args.json else print(
+        f"imported {result['written']} bars per driver ({result['timeframe']}, {result['first']} → {result['last']})"
+    )
+    return 0
+
+
+def _cmd_import_candles(args: argparse.Namespace) -> int:
+    from regime_tasks.importers import import_candles
+
+    result = import_candles(_engine_from_settings(), args.file, series=args.series, timeframe=args.timeframe)
+    _print_json(result) if args.json else print(
+        f"imported {result['written']} {result['timeframe']} bars into {result['series']} "
+        f"({result['first']} → {result['last']})"
+    )
+    return 0
+
+
+def _cmd_import_tokens(args: argparse.Namespace) -> int:
+    from regime_tasks.importers import import_tokens
+
+    n = import_tokens(_engine_from_settings(), args.file)
+    _print_json({"tokens": n}) if args.json else print(f"imported {n} tokens")
+    return 0
+
+
+def _add_imports(sub: argparse._SubParsersAction) -> None:
+    tfs = ["1m", "5m", "15m", "1h", "4h", "1d"]
+    p = sub.add_parser("import-dominance", help="import BTC.d/USDT.d history: CSV timestamp,btc_d,usdt_d (D4)")
+    p.add_argument("file")
+    p.add_argument("--timeframe", choices=tfs, default=None, help="bar length (default: inferred from the rows)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_import_dominance)
+    p = sub.add_parser("import-candles", help="import a candle file into one price series")
+    p.add_argument("file", help="CSV/Parquet: timestamp,open,high,low,close,volume")
+    p.add_argument("--series", required=True, help="majors:BTC | lowcap:SYMBOL[@chain] | regime:DRIVER")
+    p.add_argument("--timeframe", choices=tfs, default=None, help="bar length (default: inferred from the rows)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_import_candles)
+    p = sub.add_parser("import-tokens", help="import token market caps (symbol,chain,market_cap_usd,as_of)")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_import_tokens)
+
+
 # --- command registry -----------------------------------------------------------------
 # Each entry adds one sub-command. Keep one function per command family.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_db,
     _add_pipeline,
     _add_engine,
+    _add_imports,
     # >>> more commands register here (one line each) <<<
 ]
 

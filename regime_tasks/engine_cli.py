@@ -12,35 +12,18 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from regime_tasks.core.bars import fill_gaps, normalize_bars
+from regime_tasks.core.bars import fill_gaps
 from regime_tasks.core.ta import compute_ta_frame
 from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
-from regime_tasks.errors import DataValidationError
+from regime_tasks.sources.files import read_candle_file as read_bars_file
 
 log = logging.getLogger(__name__)
 FLAG_KEYS = ("buy_signal", "buy_flag", "rebuy_flag", "trim_flag", "emergency_exit", "reclaimed_ema333", "exit_position")
 
 
 def read_candle_file(path: str | Path, timeframe: str) -> tuple[pd.DataFrame, int]:
-    """Read a CSV/Parquet of candles (timestamp, open, high, low, close, volume) as a grid-filled bar frame.
-
-    Rows whose prices are all empty are absent bars (dropped, then grid-filled); anything else that is not a
-    valid candle raises :class:`DataValidationError` naming the file, time and field.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise DataValidationError("file not found", series=str(p))
-    try:
-        raw = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-    except Exception as exc:
-        raise DataValidationError(f"cannot read candles: {exc}", series=str(p)) from exc
-    prices = [c for c in ("open", "high", "low", "close") if c in raw.columns]
-    empty = raw[prices].isna().all(axis=1) if prices else pd.Series(False, index=raw.index)
-    if empty.any():
-        log.warning("%d rows without any price dropped from %s (absent bars, filled flat)", int(empty.sum()), p)
-        raw = raw[~empty]
-    bars = normalize_bars(raw, series=str(p), timeframe=timeframe)
-    filled, n_filled = fill_gaps(bars, timeframe)
+    """The file's bars on a regular grid (absent bars filled flat) and how many were filled."""
+    filled, n_filled = fill_gaps(read_bars_file(path, timeframe), timeframe)
     return filled.drop(columns="filled"), n_filled
 
 

@@ -63,30 +63,16 @@ class FileMarket(FileSource):
             sink(part)
 
     def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
+        from regime_tasks.importers import import_tokens
         from regime_tasks.store import bars as store_bars
-        from regime_tasks.store.positions import upsert_tokens
 
-        tokens = self.tokens()
-        rows = []
-        for rec in tokens.to_dict("records"):
-            as_of = pd.Timestamp(rec["as_of"]) if pd.notna(rec.get("as_of")) else None
-            rows.append(
-                {
-                    "token_contract": rec["symbol"],
-                    "token_chain": rec.get("chain") or LOWCAP_CHAIN,
-                    "symbol": rec["symbol"],
-                    "market_cap_usd": float(rec["market_cap_usd"]),
-                    "market_cap_as_of": None
-                    if as_of is None
-                    else as_of.tz_localize("UTC")
-                    if as_of.tzinfo is None
-                    else as_of,
-                    "source": "file",
-                    "simulated": bool(rec.get("simulated", False)),
-                }
-            )
-        if rows:
-            upsert_tokens(rt.engine, rows)
+        tokens_csv = self.root / "tokens.csv"
+        if tokens_csv.exists():
+            import_tokens(rt.engine, tokens_csv)
+        rows = [
+            {"symbol": r["symbol"], "token_contract": r["symbol"], "token_chain": r.get("chain") or LOWCAP_CHAIN}
+            for r in self.tokens().to_dict("records")
+        ]
         written = 0
         for rec in rows:
             key = {"token_contract": rec["token_contract"], "token_chain": rec["token_chain"]}

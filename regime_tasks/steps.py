@@ -244,7 +244,7 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
       engine steps from the bar after the stored ``bar_ts`` (bars are computed by bar time, not run time).
     - Re-running for a bar already processed changes nothing and returns the stored payload.
     """
-    from regime_tasks.core.bars import fill_gaps
+    from regime_tasks.core.bars import fill_gaps, validate_bars
     from regime_tasks.core.mapper import map_engine_payload
     from regime_tasks.core.ta import compute_ta, compute_ta_frame
     from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
@@ -274,6 +274,8 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     if bars.empty:
         return {**base, "status": "missing", "state": None, "bars": 0, "payload": None}
     series = f"{driver}:{timeframe}"
+    # rows may have been written by other programs sharing the database: re-check before computing
+    validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
     filled, _ = fill_gaps(bars[["open", "high", "low", "close", "volume"]], timeframe)
     ta_frame = compute_ta_frame(filled)
     start_at = None if prev_bar is None else prev_bar + bar_delta(timeframe)

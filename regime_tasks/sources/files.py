@@ -16,13 +16,37 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from regime_tasks.core.bars import normalize_bars
-from regime_tasks.errors import SourceError
+from regime_tasks.errors import DataValidationError, SourceError
+
+log = logging.getLogger(__name__)
+
+
+def read_candle_file(path: str | Path, timeframe: str | None) -> pd.DataFrame:
+    """Read a user's CSV/Parquet of candles (timestamp, open, high, low, close, volume) as a bar frame.
+
+    Rows whose prices are all empty are absent bars (dropped and logged); anything else that is not a valid
+    candle raises :class:`DataValidationError` naming the file, time and field.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataValidationError("file not found", series=str(p))
+    try:
+        raw = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    except Exception as exc:
+        raise DataValidationError(f"cannot read candles: {exc}", series=str(p)) from exc
+    prices = [c for c in ("open", "high", "low", "close") if c in raw.columns]
+    empty = raw[prices].isna().all(axis=1) if prices else pd.Series(False, index=raw.index)
+    if empty.any():
+        log.warning("%d rows without any price dropped from %s (absent bars)", int(empty.sum()), p)
+        raw = raw[~empty]
+    return normalize_bars(raw, series=str(p), timeframe=timeframe)
 
 
 class FileSource:
