@@ -224,8 +224,9 @@ def test_one_driver_failing_does_not_block_the_other_seven(stack: Stack) -> None
     with stack.admin.begin() as conn:
         conn.execute(
             sa.text(
-                f'INSERT INTO "{stack.schema}".regime_price_data_ohlc (driver, timeframe, "timestamp", open_usd, high_usd, '
-                "low_usd, close_usd, volume, source) VALUES ('mid', '1m', '2025-07-26T03:02:00Z', 10, 5, 8, 9, 1, 'bad')"
+                f'INSERT INTO "{stack.schema}".regime_price_data_ohlc (driver, timeframe, "timestamp", open_usd, '
+                "high_usd, low_usd, close_usd, volume, source) "
+                "VALUES ('mid', '1m', '2025-07-26T03:02:00Z', 10, 5, 8, 9, 1, 'bad')"
             )
         )
     stack.venues.now = pd.Timestamp("2025-07-26T03:03:30Z")
