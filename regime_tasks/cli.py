@@ -190,6 +190,39 @@ def _add_imports(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_import_tokens)
 
 
+# --- levers and status ------------------------------------------------------------------------------------
+def _cmd_levers(args: argparse.Namespace) -> int:
+    from regime_tasks.levers_cli import levers_report, parse_intent, parse_now, print_levers
+
+    res = levers_report(args.bucket, args.exec_tf, args.book, parse_intent(args.intent), parse_now(args.now))
+    _print_json(res) if args.json else print_levers(res)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from regime_tasks.levers_cli import parse_now, print_status, status_report
+
+    rep = status_report(args.book, parse_now(args.now))
+    _print_json(rep) if args.json else print_status(rep)
+    return 0
+
+
+def _add_levers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("levers", help="A, E and size for one bucket and execution timeframe, with contributions")
+    p.add_argument("--bucket", choices=["nano", "small", "mid", "big"], default=None)
+    p.add_argument("--exec-tf", required=True, help="execution timeframe: 1m 5m 15m 1h 4h 1d")
+    p.add_argument("--book", default="onchain_crypto")
+    p.add_argument("--intent", action="append", default=[], help="intent metric, e.g. hi_buy=1 (repeatable)")
+    p.add_argument("--now", default=None, help="judge staleness at this ISO-8601 UTC time (default: now)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_levers)
+    p = sub.add_parser("status", help="the 24 driver states and the market summary")
+    p.add_argument("--book", default="onchain_crypto")
+    p.add_argument("--now", default=None, help="judge staleness at this ISO-8601 UTC time (default: now)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_status)
+
+
 # --- command registry -----------------------------------------------------------------
 # Each entry adds one sub-command. Keep one function per command family.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -197,6 +230,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_pipeline,
     _add_engine,
     _add_imports,
+    _add_levers,
     # >>> more commands register here (one line each) <<<
 ]
 
@@ -230,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("regime: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 
 from regime_tasks.config import bucket_for_market_cap, get_settings
 from regime_tasks.core.constants import DEFAULT_BOOK_ID, DRIVERS, REGIME_TIMEFRAMES
-from regime_tasks.core.levers import EntryKey, compute_levers_from_entries, regime_book_id
+from regime_tasks.core.levers import EntryKey, check_inputs, compute_levers_from_entries, regime_book_id
 from regime_tasks.errors import RegimeUnavailable, StoreError
 from regime_tasks.logs import kv
 from regime_tasks.store.cache import CacheUnavailable, MemoryRegimeCache, RedisRegimeCache, RegimeCache
@@ -146,6 +146,7 @@ def compute_levers(
     answers (unless ``neutral_on_unavailable``: then A = E = 0.5 with ``diagnostics.unavailable = True``).
     """
     clock = now or dt.datetime.now(dt.UTC)
+    check_inputs(execution_timeframe, position_bucket)
     try:
         entries, source = _snapshot(book_id, cache or get_default_cache(), engine)
     except RegimeUnavailable as exc:

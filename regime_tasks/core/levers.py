@@ -139,6 +139,16 @@ def _regime_sum(
     return da, de, contributions, stale, missing
 
 
+def check_inputs(execution_timeframe: str, position_bucket: str | None) -> None:
+    """Raise UnknownInputError for an execution timeframe or bucket outside the plan's tables (D2)."""
+    if execution_timeframe not in EXEC_TF_MULTIPLIERS:
+        raise UnknownInputError(
+            f"unknown execution timeframe {execution_timeframe!r}; expected one of {sorted(EXEC_TF_MULTIPLIERS)}"
+        )
+    if position_bucket is not None and position_bucket not in BUCKETS:
+        raise UnknownInputError(f"unknown bucket {position_bucket!r}; expected one of {BUCKETS} or None")
+
+
 def compute_levers_from_entries(
     entries: Mapping[EntryKey, Mapping[str, Any]],
     features: Mapping[str, Any] | None,
@@ -148,12 +158,7 @@ def compute_levers_from_entries(
     now: dt.datetime,
 ) -> dict[str, Any]:
     """A, E, size and diagnostics for one position (plan §5.5 return keys)."""
-    if execution_timeframe not in EXEC_TF_MULTIPLIERS:
-        raise UnknownInputError(
-            f"unknown execution timeframe {execution_timeframe!r}; expected one of {sorted(EXEC_TF_MULTIPLIERS)}"
-        )
-    if position_bucket is not None and position_bucket not in BUCKETS:
-        raise UnknownInputError(f"unknown bucket {position_bucket!r}; expected one of {BUCKETS} or None")
+    check_inputs(execution_timeframe, position_bucket)
     drivers = ["BTC", "ALT", *([position_bucket] if position_bucket else []), "BTC.d", "USDT.d"]
     da, de, contributions, stale, missing = _regime_sum(entries, drivers, EXEC_TF_MULTIPLIERS[execution_timeframe], now)
     intent = intent_deltas(features or {})

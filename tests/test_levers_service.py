@@ -1,0 +1,145 @@
+"""compute_levers() against the CI Redis and PostgreSQL: one round trip, fallbacks, RegimeUnavailable (D9, D10)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+
+import pytest
+import redis
+
+from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
+from regime_tasks.errors import RegimeUnavailable
+from regime_tasks.levers import compute_levers, reset_default_cache, run_levers_task
+from regime_tasks.store import positions
+from regime_tasks.store.cache import MemoryRegimeCache, RedisRegimeCache
+from regime_tasks.store.db import init_db, make_engine
+
+pytestmark = pytest.mark.service
+NOW = dt.datetime(2025, 7, 26, 5, 0, 30, tzinfo=dt.UTC)
+BARS = {"1d": "2025-07-25T00:00:00Z", "1h": "2025-07-26T04:00:00Z", "1m": "2025-07-26T04:59:00Z"}
+
+
+def payload(tf: str) -> dict:
+    return {
+        "delta_a_raw": 0.2,
+        "delta_e_raw": -0.05,
+        "state": "S3",
+        "prev_state": "S3",
+        "flags": {"buy": False, "rebuy": False, "trim": False},
+        "transition": None,
+        "bar_ts": BARS[tf],
+    }
+
+
+@pytest.fixture()
+def engine(pg_url):
+    eng = make_engine(pg_url, cached=False)
+    init_db(eng)
+    with eng.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM lowcap_positions")
+    positions.ensure_driver_rows(eng, "onchain_crypto")
+    ids = positions.driver_row_ids(eng, "onchain_crypto")
+    positions.set_features_bulk(
+        eng, [(ids[(d, tf)], "regime_engine_v4", payload(tf)) for d in DRIVERS for tf in REGIME_TIMEFRAMES]
+    )
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(autouse=True)
+def no_snapshot(monkeypatch):
+    monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "0")
+    from regime_tasks.config import get_settings
+
+    get_settings.cache_clear()
+    reset_default_cache()
+    yield
+    get_settings.cache_clear()
+    reset_default_cache()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def commands(client: redis.Redis, name: str) -> int:
+    return int(client.info("commandstats").get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+def test_published_entries_are_read_in_one_round_trip(redis_url, engine) -> None:
+    cache = RedisRegimeCache(redis_url)
+    cache.publish("onchain_crypto", {f"{d}|{tf}": payload(tf) for d in DRIVERS for tf in REGIME_TIMEFRAMES})
+    client = redis.Redis.from_url(redis_url)
+    before = commands(client, "hgetall")
+
+    res = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+
+    assert commands(client, "hgetall") - before == 1
+    assert res["diagnostics"]["source"] == "cache"
+    assert res["A_value"] == pytest.approx(0.80) and res["E_value"] == pytest.approx(0.425)
+
+
+def test_flushed_redis_falls_back_to_database_and_repopulates(redis_url, engine) -> None:
+    cache = RedisRegimeCache(redis_url)
+    redis.Redis.from_url(redis_url).flushdb()
+
+    res = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+
+    assert res["diagnostics"]["source"] == "database" and res["A_value"] == pytest.approx(0.80)
+    assert len(cache.read("onchain_crypto")) == 24
+    assert compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)["diagnostics"]["source"] == "cache"
+
+
+def test_redis_down_database_up_still_answers(engine) -> None:
+    cache = RedisRegimeCache(f"redis://127.0.0.1:{closed_port()}/0", socket_timeout_secs=0.2)
+    res = compute_levers({}, "4h", "big", cache=cache, now=NOW, engine=engine)
+    assert res["diagnostics"]["source"] == "database" and res["A_value"] > 0.5
+
+
+def test_both_down_raise_regime_unavailable_unless_neutral_asked() -> None:
+    cache = RedisRegimeCache(f"redis://127.0.0.1:{closed_port()}/0", socket_timeout_secs=0.2)
+    dead_db = make_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{closed_port()}/test", cached=False)
+    with pytest.raises(RegimeUnavailable, match="unavailable"):
+        compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=dead_db)
+    res = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=dead_db, neutral_on_unavailable=True)
+    assert (res["A_value"], res["E_value"]) == (0.5, 0.5) and res["diagnostics"]["unavailable"] is True
+
+
+def test_spot_crypto_reads_onchain_crypto_drivers(engine) -> None:
+    cache = MemoryRegimeCache()
+    res = compute_levers({}, "1h", "small", book_id="spot_crypto", cache=cache, now=NOW, engine=engine)
+    assert res["diagnostics"]["regime_book_id"] == "onchain_crypto" and res["A_value"] == pytest.approx(0.80)
+
+
+def test_levers_task_writes_only_the_levers_key_of_active_and_watchlist_rows(engine) -> None:
+    active = positions.insert_position(
+        engine,
+        token_contract="0xa",
+        token_chain="base",
+        timeframe="1h",
+        status="active",
+        bucket="small",
+        features={"host": {"keep": 1}},
+    )
+    watch = positions.insert_position(
+        engine, token_contract="0xb", token_chain="base", timeframe="15m", status="watchlist", bucket="nano"
+    )
+    closed = positions.insert_position(
+        engine, token_contract="0xc", token_chain="base", timeframe="1h", status="closed", bucket="small"
+    )
+    bad = positions.insert_position(
+        engine, token_contract="0xd", token_chain="base", timeframe="2h", status="active", bucket="small"
+    )
+
+    summary = run_levers_task(engine, MemoryRegimeCache(), book_id="onchain_crypto", now=NOW)
+
+    assert summary["written"] == 2 and [e["id"] for e in summary["errors"]] == [bad]
+    feats = positions.get_features(engine, active)
+    assert feats["host"] == {"keep": 1} and feats["levers"]["A_value"] == pytest.approx(0.80)
+    assert positions.get_features(engine, watch)["levers"]["bucket"] == "nano"
+    assert "levers" not in positions.get_features(engine, closed)
+    driver_row = positions.driver_row_ids(engine, "onchain_crypto")[("BTC", "1h")]
+    assert "levers" not in positions.get_features(engine, driver_row)
