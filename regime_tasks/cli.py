@@ -223,6 +223,60 @@ def _add_levers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_status)
 
 
+# --- replay --------------------------------------------------------------------------------------------
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from regime_tasks.config import get_settings
+    from regime_tasks.core.uptrend import EngineSettings
+    from regime_tasks.replay import run_replay
+    from regime_tasks.report import write_report
+    from regime_tasks.runner import progress_reporter
+    from regime_tasks.sources.files import FileSource
+    from regime_tasks.steps import parse_ts
+
+    s = get_settings()
+    source = FileSource(Path(args.files) if args.files else s.files_dir)
+    tfs = tuple(args.timeframe) if args.timeframe else ("1d", "1h", "1m")
+    with progress_reporter("replay") as progress:
+        result = run_replay(
+            source,
+            start=parse_ts(args.start),
+            end=parse_ts(args.end),
+            timeframes=tfs,
+            settings=EngineSettings(bootstrap=s.engine_bootstrap, sr_levels=s.engine_sr_levels),
+            bucket_thresholds={
+                "nano_max_usd": s.bucket_nano_max_usd,
+                "small_max_usd": s.bucket_small_max_usd,
+                "mid_max_usd": s.bucket_mid_max_usd,
+            },
+            progress=progress,
+        )
+    paths = write_report(result, Path(args.out))
+    summary = {
+        "start": str(result.start),
+        "end": str(result.end),
+        "timeframes": list(tfs),
+        "series_bars": len(result.series),
+        "simulated_inputs": sorted(f"{d} {tf}" for d, tf in result.simulated),
+        "report": str(paths["html"]),
+        "files": {k: str(v) for k, v in paths.items()},
+    }
+    _print_json(summary) if args.json else print(f"report written to {paths['html']} ({len(result.series)} bars)")
+    return 0
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="run the pipeline bar by bar over history and write a validation report")
+    p.add_argument("--start", required=True, help="first bar to report, ISO-8601 UTC")
+    p.add_argument("--end", required=True, help="last bar to report, ISO-8601 UTC")
+    p.add_argument("--timeframe", action="append", choices=["1d", "1h", "1m"], help="repeatable; default all")
+    p.add_argument("--files", default=None, help="data folder in the bundled layout (default REGIME_FILES_DIR)")
+    p.add_argument("--out", default="replay_out", help="report folder (default ./replay_out)")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.set_defaults(handler=_cmd_replay)
+
+
 # --- command registry -----------------------------------------------------------------
 # Each entry adds one sub-command. Keep one function per command family.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -231,6 +285,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_engine,
     _add_imports,
     _add_levers,
+    _add_replay,
     # >>> more commands register here (one line each) <<<
 ]
 
