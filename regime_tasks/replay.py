@@ -112,7 +112,7 @@ def replay_series(bars: pd.DataFrame, timeframe: str, settings: EngineSettings) 
 
 
 def _levers_grid(per_series: dict[tuple[str, str], pd.DataFrame], grid: pd.DatetimeIndex) -> pd.DataFrame:
-    """A/E per bucket × exec tf on ``grid`` (times at which a decision is taken), as-of each driver's last closed bar."""
+    """A/E per bucket × exec tf at each ``grid`` time, from each driver's last bar closed by then."""
     known: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for (driver, tf), frame in per_series.items():
         step = pd.Timedelta(seconds=TIMEFRAME_SECONDS[tf])

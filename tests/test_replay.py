@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,6 @@ def test_charts_exist_and_are_non_empty_images(report) -> None:
         with Image.open(report["files"][key]) as img:
             assert img.size[0] > 500 and img.size[1] > 200
             assert len(set(img.convert("L").getdata())) > 10  # not a blank canvas
-    html = open(report["files"]["html"]).read()
+    html = Path(report["files"]["html"]).read_text()
     assert html.count("data:image/png;base64,") == 3 and "simulated" in html.lower()
     assert "nano 1h" in " ".join(report["simulated_inputs"])
