@@ -246,7 +246,7 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     """
     from regime_tasks.core.bars import fill_gaps, validate_bars
     from regime_tasks.core.mapper import map_engine_payload
-    from regime_tasks.core.ta import compute_ta, compute_ta_frame
+    from regime_tasks.core.ta import compute_ta_frame, ta_payload_from_frame
     from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
     from regime_tasks.store.events import append_events
     from regime_tasks.store.positions import set_features_bulk
@@ -293,8 +293,12 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     regime = map_engine_payload(payloads[-1])
     last_engine = {**payloads[-1], "ts": now_iso}
     regime = {**regime, "ts": now_iso}
-    ta_payload = compute_ta(
-        filled, series=series, timeframe=timeframe, window_bars=window, sr_levels=rt.settings.engine_sr_levels
+    ta_payload = ta_payload_from_frame(
+        ta_frame.iloc[-window:],
+        series=series,
+        timeframe=timeframe,
+        filled_bars=int(filled["filled"].iloc[-window:].sum()),
+        sr_levels=rt.settings.engine_sr_levels,
     ).to_dict()
     ta_payload["ts"] = now_iso
     set_features_bulk(

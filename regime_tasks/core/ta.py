@@ -374,16 +374,30 @@ def compute_ta(
 
     ``sr_levels``: ``"swing"`` computes S/R levels from zig-zag pivots (spec §7), ``"none"`` leaves them empty.
     """
-    mode = sr_levels
     filled, _ = fill_gaps(bars[["open", "high", "low", "close", "volume"]], timeframe)
     window = filled.iloc[-window_bars:]
     frame = compute_ta_frame(window.drop(columns="filled"))
+    return ta_payload_from_frame(
+        frame, series=series, timeframe=timeframe, filled_bars=int(window["filled"].sum()), sr_levels=sr_levels
+    )
+
+
+def ta_payload_from_frame(
+    frame: pd.DataFrame,
+    *,
+    series: str,
+    timeframe: str,
+    filled_bars: int,
+    sr_levels: str = "swing",
+    pivots: list[Pivot] | None = None,
+) -> TAPayload:
+    """The payload of the last row of an already computed TA frame (the live step computes the frame once)."""
     last = frame.iloc[-1]
     values = {k: _clean(last[k]) for k in TA_COLUMNS}
     levels: list[dict[str, float]] = []
-    if mode == "swing":
-        h, lo = frame["high"].to_numpy(), frame["low"].to_numpy()
-        pivots = swing_pivots(h, lo, frame["atr"].to_numpy())
+    if sr_levels == "swing":
+        if pivots is None:
+            pivots = swing_pivots(frame["high"].to_numpy(), frame["low"].to_numpy(), frame["atr"].to_numpy())
         levels = sr_levels_from(pivots, float(last["close"]), values["atr"])
     return TAPayload(
         series=series,
@@ -391,7 +405,7 @@ def compute_ta(
         bar_ts=frame.index[-1].strftime("%Y-%m-%dT%H:%M:%SZ"),
         latest_price=float(last["close"]),
         bars=len(frame),
-        filled_bars=int(window["filled"].sum()),
+        filled_bars=filled_bars,
         values=values,
         sr_levels=levels,
     )
