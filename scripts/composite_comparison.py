@@ -22,8 +22,10 @@ def atr_over_close(frame: pd.DataFrame) -> float:
 
 
 def main() -> None:
-    members = {s: normalize_bars(pd.read_csv(FOLDER / f"{s}.csv.gz"), series=s, timeframe="1h")
-               for s in ("SOL", "ETH", "BNB", "HYPE")}
+    members = {
+        s: normalize_bars(pd.read_csv(FOLDER / f"{s}.csv.gz"), series=s, timeframe="1h")
+        for s in ("SOL", "ETH", "BNB", "HYPE")
+    }
     start = max(f.index[0] for f in members.values())
     members = {s: f[f.index >= start] for s, f in members.items()}
     print("| series | median ATR(14)/close |\n|---|---|")

@@ -39,10 +39,7 @@ SWING_MIN_LEG_BARS = 4
 SR_CLUSTER_ATR = 0.5
 SR_MAX_LEVELS = 10
 
-TA_COLUMNS = (
-    *(f"ema{n}" for n in EMA_PERIODS),
-    *(f"ema{n}_slope" for n in SLOPE_EMAS),
-    *(f"d_ema{n}_slope" for n in DELTA_SLOPE_EMAS),
+SCALAR_COLUMNS = (
     "atr",
     "atr_mean_20",
     "atr_peak_10",
@@ -56,6 +53,12 @@ TA_COLUMNS = (
     "dsep_fast_5",
     "dsep_mid_5",
     "vo_z",
+)
+TA_COLUMNS = (
+    *(f"ema{n}" for n in EMA_PERIODS),
+    *(f"ema{n}_slope" for n in SLOPE_EMAS),
+    *(f"d_ema{n}_slope" for n in DELTA_SLOPE_EMAS),
+    *SCALAR_COLUMNS,
 )
 
 
@@ -335,24 +338,7 @@ class TAPayload:
                 **{f"ema{n}_slope": v[f"ema{n}_slope"] for n in SLOPE_EMAS},
                 **{f"d_ema{n}_slope": v[f"d_ema{n}_slope"] for n in DELTA_SLOPE_EMAS},
             },
-            **{
-                k: v[k]
-                for k in (
-                    "atr",
-                    "atr_mean_20",
-                    "atr_peak_10",
-                    "atr_norm",
-                    "adx",
-                    "adx_slope_10",
-                    "rsi",
-                    "rsi_slope_10",
-                    "sep_fast",
-                    "sep_mid",
-                    "dsep_fast_5",
-                    "dsep_mid_5",
-                    "vo_z",
-                )
-            },
+            **{k: v[k] for k in SCALAR_COLUMNS},
             "sr_levels": self.sr_levels,
         }
 

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from regime_tasks.config import Settings, get_settings
-from regime_tasks.core.bars import timeframe_delta, validate_bars
-from regime_tasks.errors import DataValidationError, InvalidResponseError
+from regime_tasks.core.bars import timeframe_delta
+from regime_tasks.errors import InvalidResponseError
 from regime_tasks.logs import kv
+from regime_tasks.sources.common import validate_response_bars
 from regime_tasks.sources.http import HttpClient
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,7 @@ def parse_klines(rows: Any, *, symbol: str, interval: str) -> pd.DataFrame:
         index=pd.DatetimeIndex(pd.to_datetime(open_ms, unit="ms", utc=True), name="timestamp"),
     )
     frame["close_ms"] = close_ms
-    try:
-        validate_bars(frame, series=series, timeframe=interval, source=SOURCE)
-    except DataValidationError as exc:
-        raise InvalidResponseError(
-            str(exc).split(" (")[0], source=SOURCE, series=series, timestamp=exc.timestamp, field=exc.field
-        ) from exc
-    return frame
+    return validate_response_bars(frame, source=SOURCE, series=series, interval=interval)
 
 
 def _row_ok(r: Any) -> bool:
