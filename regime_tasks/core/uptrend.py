@@ -216,7 +216,7 @@ class EngineHistory:
 
     def __init__(self, ta_frame: pd.DataFrame, settings: EngineSettings) -> None:
         self.index = ta_frame.index
-        self.stamps = ta_frame.index.strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
+        self._stamps: dict[int, str] = {}  # formatted lazily: a live step needs one, a replay all
         self.n = len(ta_frame)
         self.cols = {c: ta_frame[c].to_numpy(dtype=np.float64) for c in ta_frame.columns if c != "filled"}
         self.price = self.cols["close"]
@@ -245,6 +245,14 @@ class EngineHistory:
         yc = np.where(finite, y - ref, 0.0)
         k = np.arange(len(y), dtype=np.float64)
         return np.concatenate([[0.0], np.cumsum(yc)]), np.concatenate([[0.0], np.cumsum(k * yc)]), ref
+
+    def stamp(self, i: int) -> str:
+        """ISO-8601 UTC open time of bar ``i``."""
+        s = self._stamps.get(i)
+        if s is None:
+            s = self.index[i].strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._stamps[i] = s
+        return s
 
     def window_slope(self, name: str, start: int, end: int) -> float:
         """Least-squares slope (per bar) of column ``name`` over bars ``start..end`` inclusive, O(1)."""
@@ -351,7 +359,7 @@ def step(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Advance the engine by bar ``i``. Returns (payload, state-change event or None)."""
     v = h.values(i)
-    bar_ts = h.stamps[i]
+    bar_ts = h.stamp(i)
     prev_state = prev.get("state") if prev else None
     prev_meta = dict(prev.get("meta") or {}) if prev else {}
     ema = {k: v[k] for k in EMA_KEYS}
