@@ -76,10 +76,14 @@ def levers(self: Task, until: str, book_id: str) -> dict[str, Any]:
 
 
 @app.task(name="regime.bootstrap.run", bind=True)
-def bootstrap(self: Task, book_id: str | None = None) -> dict[str, Any]:
-    """Run the bootstrap (plan §12) inside a worker; the CLI runs the same function in-process."""
+def bootstrap(self: Task, book_id: str | None = None, now: str | None = None) -> dict[str, Any]:
+    """Run the bootstrap (plan §12) inside a worker; the CLI runs the same function in-process.
+
+    ``now`` (ISO-8601 UTC) pins the clock, as ``regime bootstrap --now`` does.
+    """
     rt = get_runtime()
-    return pipeline.bootstrap(rt, book_id=book_id or rt.book_id).as_dict()
+    clock = steps.parse_ts(now).to_pydatetime() if now else None
+    return pipeline.bootstrap(rt, book_id=book_id or rt.book_id, now=clock).as_dict()
 
 
 @app.task(name="regime.beat.heartbeat", bind=True)
