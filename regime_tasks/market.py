@@ -47,6 +47,19 @@ class MarketSource(Protocol):
     def simulated_series(self) -> set[tuple[str, str]]: ...
 
 
+def _append_new(
+    rt: Runtime, table: str, key: dict[str, str], timeframe: str, frame: pd.DataFrame, until: pd.Timestamp
+) -> int:
+    """Store the bars of ``frame`` after the last stored one and up to ``until`` (a venue serving closed bars)."""
+    from regime_tasks.store import bars as store_bars
+
+    last = store_bars.last_bar_ts(rt.engine, table, key, timeframe)  # type: ignore[arg-type]
+    part = frame[frame.index <= until]
+    if last is not None:
+        part = part[part.index > last]
+    return store_bars.upsert_bars(rt.engine, table, key, timeframe, part, source="file")  # type: ignore[arg-type]
+
+
 # --- files ----------------------------------------------------------------------------------------------
 class FileMarket(FileSource):
     """The file source as a market: bars up to ``until`` are 'served' like a venue would (CONTRACTS §8)."""
@@ -64,7 +77,6 @@ class FileMarket(FileSource):
 
     def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
         from regime_tasks.importers import import_tokens
-        from regime_tasks.store import bars as store_bars
 
         tokens_csv = self.root / "tokens.csv"
         if tokens_csv.exists():
@@ -79,16 +91,11 @@ class FileMarket(FileSource):
             frame = self.bars("lowcaps", rec["symbol"], timeframe)
             if frame.empty:
                 continue
-            last = store_bars.last_bar_ts(rt.engine, "lowcap", key, timeframe)
-            part = frame[frame.index <= until]
-            if last is not None:
-                part = part[part.index > last]
-            written += store_bars.upsert_bars(rt.engine, "lowcap", key, timeframe, part, source="file")
+            written += _append_new(rt, "lowcap", key, timeframe, frame, until)
         return written
 
     def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
         """Imported history (D4): ``dominance/<tf>.csv`` becomes flat BTC.d/USDT.d bars."""
-        from regime_tasks.store import bars as store_bars
 
         path = self.root / "dominance" / f"{timeframe}.csv"
         if not path.exists():
@@ -96,12 +103,7 @@ class FileMarket(FileSource):
         bars = history_to_bars(read_history_csv(path), timeframe)
         written = 0
         for driver, frame in bars.items():
-            key = {"driver": driver}
-            last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
-            part = frame[frame.index <= until]
-            if last is not None:
-                part = part[part.index > last]
-            written += store_bars.upsert_bars(rt.engine, "regime", key, timeframe, part, source="file")
+            written += _append_new(rt, "regime", {"driver": driver}, timeframe, frame, until)
         return written
 
     def simulated_series(self) -> set[tuple[str, str]]:

@@ -416,21 +416,15 @@ def step(
     }
 
     # --- transition (spec §3): exactly one per step
-    if prev_known is None:
+    if prev_known in (None, "S4"):  # bootstrap and S4 follow the same rule (S3 only under "spec")
         if settings.bootstrap == "spec" and order["s3_order"]:
             state = "S3"
         elif order["s0_order"]:
             state = "S0"
         else:
             state = "S4"
-        diag["transition"] = f"bootstrap ({settings.bootstrap})"
-    elif prev_known == "S4":
-        if settings.bootstrap == "spec" and order["s3_order"]:
-            state = "S3"
-        elif order["s0_order"]:
-            state = "S0"
-        else:
-            state = "S4"
+        if prev_known is None:
+            diag["transition"] = f"bootstrap ({settings.bootstrap})"
     elif prev_known == "S0":
         state = "S1" if order["fast_band_above_60"] and order["price_above_ema60"] else "S0"
     elif prev_known == "S1":
