@@ -12,8 +12,9 @@ is down or empty they come from the database, and the cache is repopulated. If b
 passes ``neutral_on_unavailable=True``.
 
 Warm path: the entries of a book are kept in process for ``REGIME_LEVERS_SNAPSHOT_TTL_SECS`` (default 1 s), so a
-position loop does one cache round trip per second instead of one per position; a new tick is visible to every
-caller within that TTL (ticks are a minute apart).
+position loop does one cache round trip per second instead of one per position. A tick published through Redis by
+another process is visible to every caller within that TTL (ticks are a minute apart, so at most 1/60 of a 1m
+bar); a publish to an in-process cache (embedded mode) bumps its ``version`` and is visible on the next call.
 """
 
 from __future__ import annotations
@@ -29,9 +30,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from regime_tasks.config import bucket_for_market_cap, get_settings
-from regime_tasks.core.constants import DEFAULT_BOOK_ID, DRIVERS, REGIME_TIMEFRAMES
+from regime_tasks.core.constants import (
+    DEFAULT_BOOK_ID,
+    DRIVERS,
+    NEUTRAL_A,
+    NEUTRAL_E,
+    POSITION_SIZE_BASE,
+    POSITION_SIZE_PER_A,
+    REGIME_TIMEFRAMES,
+)
 from regime_tasks.core.levers import EntryKey, check_inputs, compute_levers_from_entries, regime_book_id
-from regime_tasks.errors import RegimeUnavailable, StoreError
+from regime_tasks.errors import RegimeError, RegimeUnavailable, StoreError
 from regime_tasks.logs import kv
 from regime_tasks.store.cache import CacheUnavailable, MemoryRegimeCache, RedisRegimeCache, RegimeCache
 
@@ -39,7 +48,8 @@ log = logging.getLogger(__name__)
 
 _CACHE_LOCK = threading.Lock()
 _DEFAULT_CACHE: RegimeCache | None = None
-_SNAPSHOTS: dict[tuple[int, str], tuple[float, dict[EntryKey, dict[str, Any]], str]] = {}
+# (id(cache), book) -> (monotonic time, cache version or None, entries, source)
+_SNAPSHOTS: dict[tuple[int, str], tuple[float, int | None, dict[EntryKey, dict[str, Any]], str]] = {}
 
 
 def get_default_cache() -> RegimeCache:
@@ -118,13 +128,16 @@ def load_entries(
 def _snapshot(book_id: str, cache: RegimeCache, engine: Engine | None) -> tuple[dict[EntryKey, dict[str, Any]], str]:
     ttl = get_settings().levers_snapshot_ttl_secs
     key = (id(cache), regime_book_id(book_id))
+    # An in-process cache counts its publishes: a local tick then invalidates the snapshot at once. Redis has no
+    # such cheap signal (asking would cost the round trip the snapshot saves), so there the TTL bounds the lag.
+    version = getattr(cache, "version", None)
     hit = _SNAPSHOTS.get(key)
     now = time.monotonic()
-    if hit is not None and now - hit[0] < ttl:
-        return hit[1], hit[2]
+    if hit is not None and now - hit[0] < ttl and hit[1] == version:
+        return hit[2], hit[3]
     entries, source = load_entries(book_id, cache=cache, engine=engine)
     if ttl > 0:
-        _SNAPSHOTS[key] = (now, entries, source)
+        _SNAPSHOTS[key] = (now, version, entries, source)
     return entries, source
 
 
@@ -154,7 +167,11 @@ def compute_levers(
             raise
         log.error("regime unavailable, neutral levers returned on request %s", kv(book=book_id, error=exc))
         result = compute_levers_from_entries({}, features, execution_timeframe, position_bucket, now=clock)
-        result.update(A_value=0.5, E_value=0.5, position_size_frac=0.35)
+        result.update(
+            A_value=NEUTRAL_A,
+            E_value=NEUTRAL_E,
+            position_size_frac=POSITION_SIZE_BASE + POSITION_SIZE_PER_A * NEUTRAL_A,
+        )
         result["diagnostics"]["unavailable"] = True
         result["diagnostics"]["error"] = str(exc)
         return result
@@ -180,8 +197,9 @@ def run_levers_task(
 ) -> dict[str, Any]:
     """Write ``features.levers`` for every active/watchlist position whose book reads ``book_id``'s drivers.
 
-    One transaction per batch; only the ``levers`` key of each row changes. A row without a usable bucket or
-    timeframe gets an error in the summary (and no levers), the others proceed.
+    One transaction per batch; only the ``levers`` key of each row changes. The bucket is the row's, else the one
+    its market cap implies. A row with neither, or with an execution timeframe outside the plan's table, gets an
+    error in the summary (and no levers); the others proceed.
     """
     from regime_tasks.store.positions import iter_lever_positions, set_features_bulk
 
@@ -195,9 +213,13 @@ def run_levers_task(
             bucket = row.bucket
             if bucket is None and row.market_cap_usd is not None:
                 bucket = bucket_for_market_cap(row.market_cap_usd, settings)
+            if bucket is None:
+                # Levers without the bucket driver would silently drop its weight of 3: refuse instead.
+                errors.append({"id": row.id, "error": "no bucket and no market_cap_usd"})
+                continue
             try:
                 res = compute_levers_from_entries(entries, row.features, row.timeframe, bucket, now=clock)
-            except Exception as exc:
+            except RegimeError as exc:  # unknown timeframe/bucket, malformed intent metrics
                 errors.append({"id": row.id, "error": str(exc)})
                 continue
             diag = res["diagnostics"]

@@ -133,13 +133,41 @@ def test_levers_task_writes_only_the_levers_key_of_active_and_watchlist_rows(eng
     bad = positions.insert_position(
         engine, token_contract="0xd", token_chain="base", timeframe="2h", status="active", bucket="small"
     )
+    by_cap = positions.insert_position(
+        engine, token_contract="0xe", token_chain="base", timeframe="1h", status="active"
+    )
+    positions.upsert_tokens(engine, [{"token_contract": "0xe", "token_chain": "base", "market_cap_usd": 120e6}])
+    no_bucket = positions.insert_position(
+        engine, token_contract="0xf", token_chain="base", timeframe="1h", status="active"
+    )
 
     summary = run_levers_task(engine, MemoryRegimeCache(), book_id="onchain_crypto", now=NOW)
 
-    assert summary["written"] == 2 and [e["id"] for e in summary["errors"]] == [bad]
+    assert summary["written"] == 3
+    assert [e["id"] for e in summary["errors"]] == [bad, no_bucket]
+    assert "no bucket" in summary["errors"][1]["error"]
+    assert positions.get_features(engine, by_cap)["levers"]["bucket"] == "mid"  # 50M ≤ 120M < 200M
+    assert "levers" not in positions.get_features(engine, no_bucket)
     feats = positions.get_features(engine, active)
     assert feats["host"] == {"keep": 1} and feats["levers"]["A_value"] == pytest.approx(0.80)
     assert positions.get_features(engine, watch)["levers"]["bucket"] == "nano"
     assert "levers" not in positions.get_features(engine, closed)
     driver_row = positions.driver_row_ids(engine, "onchain_crypto")[("BTC", "1h")]
     assert "levers" not in positions.get_features(engine, driver_row)
+
+
+def test_warm_snapshot_sees_an_in_process_publish_at_once(monkeypatch, engine) -> None:
+    monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "60")
+    from regime_tasks.config import get_settings
+
+    get_settings.cache_clear()
+    cache = MemoryRegimeCache()
+    cache.publish("onchain_crypto", {f"{d}|{tf}": payload(tf) for d in DRIVERS for tf in REGIME_TIMEFRAMES})
+    first = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+    s0 = {**payload("1h"), "state": "S0", "delta_a_raw": -0.3, "delta_e_raw": 0.3}
+
+    cache.publish("onchain_crypto", {"BTC|1h": s0})
+    second = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+
+    assert first["A_value"] == pytest.approx(0.80)
+    assert second["A_value"] == pytest.approx(0.80 + (-0.3 - 0.2) * 1.0 * 0.55)
