@@ -1,0 +1,121 @@
+"""``regime levers`` and ``regime status`` on an embedded SQLite database and the in-process cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from regime_tasks.cli import main
+from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
+from regime_tasks.runtime import get_runtime, reset_runtime
+from regime_tasks.store import positions
+
+NOW = "2025-07-26T05:00:30Z"
+BARS = {"1d": "2025-07-25T00:00:00Z", "1h": "2025-07-26T04:00:00Z", "1m": "2025-07-26T04:59:00Z"}
+
+
+def payload(tf: str, *, bar_ts: str | None = None) -> dict:
+    return {
+        "delta_a_raw": 0.2,
+        "delta_e_raw": -0.05,
+        "state": "S3",
+        "prev_state": "S3",
+        "flags": {"buy": False, "rebuy": False, "trim": True},
+        "transition": None,
+        "bar_ts": bar_ts or BARS[tf],
+    }
+
+
+@pytest.fixture()
+def all_s3(tmp_path, monkeypatch):
+    """Every driver of onchain_crypto in S3 (the D2 worked example) in a fresh SQLite database."""
+    monkeypatch.setenv("REGIME_DATABASE_URL", f"sqlite:///{tmp_path / 'regime.db'}")
+    monkeypatch.delenv("REGIME_REDIS_URL", raising=False)
+    monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "0")
+    reset_runtime()
+    engine = get_runtime().engine
+    positions.ensure_driver_rows(engine, "onchain_crypto")
+    ids = positions.driver_row_ids(engine, "onchain_crypto")
+    stale_1m = "2025-07-26T04:55:00Z"  # USDT.d 1m closed 04:56, 4.5 bars before NOW → stale, counts 0
+    positions.set_features_bulk(
+        engine,
+        [
+            (ids[(d, tf)], "regime_engine_v4", payload(tf, bar_ts=stale_1m if (d, tf) == ("USDT.d", "1m") else None))
+            for d in DRIVERS
+            for tf in REGIME_TIMEFRAMES
+        ],
+    )
+    yield engine
+    reset_runtime()
+
+
+def run_json(capsys, *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_levers_json_gives_the_d2_numbers_and_the_contribution_table(all_s3, capsys) -> None:
+    res = run_json(capsys, "levers", "--bucket", "small", "--exec-tf", "1h", "--now", NOW, "--json")
+
+    # D2 example, except USDT.d 1m is stale: it no longer subtracts 0.20 × 3 × 0.15 = 0.09 from A
+    assert res["A_value"] == pytest.approx(0.80 + 0.09)
+    assert res["E_value"] == pytest.approx(0.425 - 0.0225)
+    assert res["diagnostics"]["stale"] == ["USDT.d|1m"]
+    assert len(res["diagnostics"]["contributions"]) == 15
+    assert res["diagnostics"]["source"] == "database"  # in-process cache empty → database, then repopulated
+
+
+def test_levers_intent_and_book_mapping(all_s3, capsys) -> None:
+    base = run_json(capsys, "levers", "--bucket", "small", "--exec-tf", "1h", "--now", NOW, "--json")
+    spot = run_json(
+        capsys,
+        *("levers", "--bucket", "small", "--exec-tf", "1h", "--now", NOW, "--json"),
+        *("--book", "spot_crypto", "--intent", "hi_buy=1"),
+    )
+
+    assert spot["diagnostics"]["regime_book_id"] == "onchain_crypto"
+    assert spot["diagnostics"]["intent"]["delta_a"] == pytest.approx(0.25)
+    assert spot["A_value"] == pytest.approx(min(1.0, base["A_value"] + 0.25))
+
+
+def test_levers_human_output_prints_a_e_size_and_the_table(all_s3, capsys) -> None:
+    assert main(["levers", "--bucket", "small", "--exec-tf", "1h", "--now", NOW]) == 0
+    out = capsys.readouterr().out
+
+    assert "A = 0.8900" in out and "E = 0.4025" in out and "size = 0.5450" in out
+    assert "USDT.d" in out and "stale" in out and "cap ±0.4" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--exec-tf", "2h"], "unknown execution timeframe '2h'"),
+        (["--exec-tf", "1h", "--intent", "hi_bye=1"], "unknown intent metric 'hi_bye'"),
+        (["--exec-tf", "1h", "--intent", "hi_buy=lots"], "--intent expects name=number"),
+    ],
+)
+def test_levers_bad_input_is_one_line_and_exit_2(all_s3, capsys, argv: list[str], message: str) -> None:
+    assert main(["levers", "--now", NOW, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("regime: error: ") and message in err
+
+
+def test_status_json_lists_24_drivers_judged_like_the_levers_and_the_summary(all_s3, capsys) -> None:
+    rep = run_json(capsys, "status", "--now", NOW, "--json")
+
+    rows = {(r["driver"], r["timeframe"]): r for r in rep["drivers"]}
+    assert len(rows) == 24
+    assert rows[("USDT.d", "1m")]["stale"] is True and rows[("USDT.d", "1m")]["age_bars"] == pytest.approx(4.5)
+    assert rows[("BTC", "1h")]["stale"] is False and rows[("BTC", "1h")]["age_bars"] == pytest.approx(0.01, abs=0.01)
+    assert rows[("BTC", "1h")]["flags"] == ["trim"]
+    summary = rep["market_summary"]
+    assert summary["stale"] == ["USDT.d|1m"] and summary["degraded"] is False
+    # fixed TF weights: Σ weights 1.5 × 0.20 = 0.30, minus the stale USDT.d 1m (0.20 × −3 × 0.10 = −0.06)
+    assert summary["A_value"] == pytest.approx(0.5 + 0.30 + 0.06)
+
+
+def test_status_human_output(all_s3, capsys) -> None:
+    assert main(["status", "--now", NOW]) == 0
+    out = capsys.readouterr().out
+    assert "market summary: A=0.860" in out and "BTC.d" in out and "stale/missing: USDT.d|1m" in out
