@@ -105,11 +105,27 @@ def test_stale_1m_driver_is_ignored_while_1d_counts() -> None:
     assert "BTC|1d" not in res["diagnostics"]["stale"]
 
 
-@pytest.mark.parametrize(("bar_ts", "stale"), [("2025-07-26T04:56:00Z", False), ("2025-07-26T04:55:00Z", True)])
-def test_staleness_boundary_is_three_bars_after_close(bar_ts: str, stale: bool) -> None:
-    # at 05:00:00 the 04:56 bar (closed 04:57) is exactly 3 bars old → still counts; the 04:55 bar is 4 → stale
-    now = dt.datetime(2025, 7, 26, 5, 0, 0, tzinfo=dt.UTC)
-    assert is_stale({"bar_ts": bar_ts}, "1m", now) is stale
+@pytest.mark.parametrize(
+    ("tf", "bar_ts", "now", "stale"),
+    [
+        # the 04:56 1m bar closed at 04:57: exactly 3 bars later it still counts, one second more and it is stale
+        ("1m", "2025-07-26T04:56:00Z", "2025-07-26T05:00:00Z", False),
+        ("1m", "2025-07-26T04:56:00Z", "2025-07-26T05:00:01Z", True),
+        ("1m", "2025-07-26T04:55:00Z", "2025-07-26T05:00:00Z", True),
+        # a daily bar opened 07-22 closed 07-23 00:00: still counts at 07-26 00:00, stale a second later
+        ("1d", "2025-07-22T00:00:00Z", "2025-07-26T00:00:00Z", False),
+        ("1d", "2025-07-22T00:00:00Z", "2025-07-26T00:00:01Z", True),
+        ("1h", "2025-07-26T01:00:00Z", "2025-07-26T05:00:00Z", False),
+        ("1h", "2025-07-26T01:00:00Z", "2025-07-26T05:00:01Z", True),
+    ],
+)
+def test_staleness_boundary_is_three_bars_after_close(tf: str, bar_ts: str, now: str, stale: bool) -> None:
+    clock = dt.datetime.fromisoformat(now.replace("Z", "+00:00"))
+    assert is_stale({"bar_ts": bar_ts}, tf, clock) is stale
+
+
+def test_entry_without_bar_time_is_stale() -> None:
+    assert is_stale({"delta_a_raw": 0.2}, "1h", NOW) is True
 
 
 def test_intent_is_capped_at_plus_minus_04() -> None:

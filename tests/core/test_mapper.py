@@ -77,3 +77,24 @@ def test_map_engine_payload_shape() -> None:
         "transition": "S3→S0",
         "bar_ts": "2025-07-26T04:00:00Z",
     }
+
+
+def test_transition_pulse_lasts_one_bar_across_a_bar_sequence() -> None:
+    states = ["S3", "S3", "S0", "S0", "S0"]
+    prev: str | None = None
+    out = []
+    for i, state in enumerate(states):
+        out.append(map_engine_payload({"state": state, "prev_state": prev, "bar_ts": f"2025-07-26T0{i}:00:00Z"}))
+        prev = state
+
+    assert [o["transition"] for o in out] == [None, None, "S3→S0", None, None]
+    assert [o["delta_a_raw"] for o in out] == pytest.approx([0.20, 0.20, -0.80, -0.30, -0.30])
+    assert [o["delta_e_raw"] for o in out] == pytest.approx([-0.05, -0.05, 0.80, 0.30, 0.30])
+
+
+def test_rebuy_and_trim_on_the_same_bar_both_apply_and_rebuy_still_replaces_buy() -> None:
+    out = map_engine_payload(
+        {"state": "S3", "prev_state": "S3", "buy_flag": True, "rebuy_flag": True, "trim_flag": True, "bar_ts": "x"}
+    )
+    assert out["flags"] == {"buy": True, "rebuy": True, "trim": True}
+    assert (out["delta_a_raw"], out["delta_e_raw"]) == pytest.approx((0.20 + 0.20 - 0.25, -0.05 - 0.10 + 0.30))
