@@ -216,6 +216,9 @@ def _add_levers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--now", default=None, help="judge staleness at this ISO-8601 UTC time (default: now)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_cmd_levers)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="the 24 driver states and the market summary")
     p.add_argument("--book", default="onchain_crypto")
     p.add_argument("--now", default=None, help="judge staleness at this ISO-8601 UTC time (default: now)")
@@ -285,6 +288,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_engine,
     _add_imports,
     _add_levers,
+    _add_status,
     _add_replay,
     # >>> more commands register here (one line each) <<<
 ]
