@@ -111,7 +111,7 @@ DEMO_BUCKETS = ("nano", "small", "mid", "big")
 
 def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
     """The 24 driver rows: state, flags, deltas, bar time, age in bars, stale, simulated input."""
-    from regime_tasks.core.constants import STALE_AFTER_BARS
+    from regime_tasks.core.levers import entry_age_bars, is_stale
     from regime_tasks.store.positions import read_driver_features
 
     rt = get_runtime()
@@ -123,9 +123,8 @@ def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
             f = feats.get((driver, tf), {})
             eng, reg = f.get("uptrend_engine_v4") or {}, f.get("regime_engine_v4") or {}
             bar_ts = reg.get("bar_ts") or eng.get("bar_ts")
-            age = None
-            if bar_ts:
-                age = int((steps.parse_ts(now) - steps.parse_ts(bar_ts)) / steps.bar_delta(tf)) - 1
+            # the levers' own rule (bars since the bar closed; stale above 3), so the table and A/E agree
+            age = entry_age_bars(reg or eng, tf, now) if bar_ts else None
             flags = [name for name, on in (reg.get("flags") or {}).items() if on]
             for extra in ("emergency_exit", "exit_position", "reclaimed_ema333"):
                 if eng.get(extra):
@@ -142,7 +141,7 @@ def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
                     "delta_e_raw": reg.get("delta_e_raw"),
                     "bar_ts": bar_ts,
                     "age_bars": age,
-                    "stale": age is None or age >= STALE_AFTER_BARS,
+                    "stale": is_stale(reg or eng, tf, now),
                     "simulated": (driver, tf) in simulated,
                 }
             )
@@ -285,7 +284,7 @@ def print_demo(result: dict[str, Any]) -> None:
             "" if r["delta_a_raw"] is None else f"{r['delta_a_raw']:+.2f}",
             "" if r["delta_e_raw"] is None else f"{r['delta_e_raw']:+.2f}",
             r["bar_ts"] or "",
-            "" if r["age_bars"] is None else f"{r['age_bars']}" + (" stale" if r["stale"] else ""),
+            "" if r["age_bars"] is None else f"{r['age_bars']:.1f}" + (" stale" if r["stale"] else ""),
             "[magenta]simulated[/]" if r["simulated"] else "real",
         )
     console.print(t)
