@@ -8,13 +8,33 @@ import sys
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is *now*.
+
+    A plain ``StreamHandler(sys.stderr)`` keeps the stream of the first call; when that stream is later
+    replaced and closed (pytest's capture, a daemon redirecting its output), every record prints a
+    "--- Logging error ---" traceback instead of the message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401 - property of the base class
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send library logs to stderr once; idempotent."""
     root = logging.getLogger()
     if any(getattr(h, "_regime", False) for h in root.handlers):
         root.setLevel(level)
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%dT%H:%M:%S"))
     handler._regime = True  # type: ignore[attr-defined]
     root.addHandler(handler)
