@@ -277,7 +277,7 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     # rows may have been written by other programs sharing the database: re-check before computing
     validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
     filled, _ = fill_gaps(bars[["open", "high", "low", "close", "volume"]], timeframe)
-    ta_frame = compute_ta_frame(filled)
+    ta_frame = compute_ta_frame(filled.drop(columns="filled"))
     start_at = None if prev_bar is None else prev_bar + bar_delta(timeframe)
     engine_settings = EngineSettings(bootstrap=rt.settings.engine_bootstrap, sr_levels=rt.settings.engine_sr_levels)
     payloads, state_events = run_engine_frame(ta_frame, engine_settings, prev_payload=prev, start_at=start_at)

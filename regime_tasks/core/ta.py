@@ -4,10 +4,12 @@
 replay and the engine's history windows use; ``compute_ta(...)`` takes the last ``window_bars`` closed bars
 and returns the payload of the latest bar (``features.ta``). Both are vectorised with numpy/pandas.
 
-Library use: EMA and RSI come from the ``ta`` package (``EMAIndicator`` = pandas ``ewm(span=n, adjust=False)``,
-seeded with the first close, NaN for the first n−1 bars; ``RSIIndicator`` = Wilder smoothing with α = 1/14,
-where ``ta`` counts the first bar as a zero change — the spec notes RSI only moves TS slightly, and a reference
-implementation of exactly this definition is in tests/core/test_ta.py).
+Library use: EMA and RSI are the ``ta`` package's definitions (``EMAIndicator`` = pandas ``ewm(span=n,
+min_periods=n, adjust=False)``, seeded with the first close, NaN for the first n−1 bars; ``RSIIndicator`` = Wilder
+smoothing with α = 1/14, where ``ta`` counts the first bar as a zero change — the spec notes RSI only moves TS
+slightly). We make the same pandas calls ``ta`` makes, on bare numpy-backed series: ``ta``'s wrappers re-index
+and copy every result, which cost ~1 ms of the 5 ms live-step budget (issue 4). tests/core/test_ta.py checks that
+the columns equal ``ta``'s indicators bit for bit, and against plain-Python references.
 ATR and ADX are our own vectorised Wilder implementations: ``ta``'s ``AverageTrueRange`` and ``ADXIndicator``
 loop over rows in Python (seconds per year of 1m bars) and return 0 during warm-up, which would read as "no
 volatility" to the engine. Regression slopes are ours too (a 10-tap convolution).
@@ -21,9 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from ta.momentum import RSIIndicator
-from ta.trend import EMAIndicator
-
 from regime_tasks.core.bars import fill_gaps
 
 EMA_PERIODS = (20, 30, 50, 60, 144, 250, 333)
@@ -148,41 +147,71 @@ def volume_z(volume: np.ndarray, n: int = VOLUME_EWMA_N) -> np.ndarray:
 
 
 # --- the per-bar frame --------------------------------------------------------------------------------
+def ema(close: pd.Series, n: int) -> np.ndarray:
+    """EMA(n) exactly as ``ta.trend.EMAIndicator(close, n).ema_indicator()`` (NaN for the first n−1 bars)."""
+    return close.ewm(span=n, min_periods=n, adjust=False).mean().to_numpy()
+
+
+def rsi(close: pd.Series, n: int = RSI_PERIOD) -> np.ndarray:
+    """RSI(n) exactly as ``ta.momentum.RSIIndicator(close, n).rsi()``: Wilder EWM (α = 1/n) of gains and losses,
+    the first bar counting as a zero change; 100 where the average loss is 0."""
+    diff = close.diff(1)
+    up = diff.where(diff > 0, 0.0)
+    down = -diff.where(diff < 0, 0.0)
+    avg_up = up.ewm(alpha=1 / n, min_periods=n, adjust=False).mean().to_numpy()
+    avg_down = down.ewm(alpha=1 / n, min_periods=n, adjust=False).mean().to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(avg_down == 0, 100, 100 - (100 / (1 + avg_up / avg_down)))
+
+
 def compute_ta_frame(bars: pd.DataFrame) -> pd.DataFrame:
-    """Per-bar TA columns (docs/CONTRACTS.md §2) added to a copy of ``bars`` (same index)."""
-    out = bars.copy()
-    close = out["close"].astype("float64")
-    h, lo, c = (out[k].to_numpy(dtype=np.float64) for k in ("high", "low", "close"))
+    """Per-bar TA columns (docs/CONTRACTS.md §2) after the columns of ``bars`` (same index).
+
+    When every column of ``bars`` is numeric the result is one float64 block, so that ``to_numpy()`` on it (the
+    engine's history) is a view, not a copy.
+    """
+    close = pd.Series(bars["close"].to_numpy(dtype=np.float64))
+    h, lo, c = (bars[k].to_numpy(dtype=np.float64) for k in ("high", "low", "close"))
     cols: dict[str, np.ndarray] = {}
     for n in EMA_PERIODS:
-        cols[f"ema{n}"] = EMAIndicator(close, window=n, fillna=False).ema_indicator().to_numpy()
+        cols[f"ema{n}"] = ema(close, n)
     for n in SLOPE_EMAS:
         cols[f"ema{n}_slope"] = normalised_slope(cols[f"ema{n}"])
     for n in DELTA_SLOPE_EMAS:
-        s = cols[f"ema{n}_slope"]
-        cols[f"d_ema{n}_slope"] = s - np.concatenate([np.full(SLOPE_WINDOW, np.nan), s[:-SLOPE_WINDOW]])[: len(s)]
+        cols[f"d_ema{n}_slope"] = _lagged_change(cols[f"ema{n}_slope"], SLOPE_WINDOW)
     atr = wilder_atr(h, lo, c)
     cols["atr"] = atr
-    cols["atr_mean_20"] = pd.Series(atr).rolling(20).mean().to_numpy()
-    cols["atr_peak_10"] = pd.Series(atr).rolling(10).max().to_numpy()
+    atr_series = pd.Series(atr)
+    cols["atr_mean_20"] = atr_series.rolling(20).mean().to_numpy()
+    cols["atr_peak_10"] = atr_series.rolling(10).max().to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["atr_norm"] = atr / cols["ema50"]
     adx = wilder_adx(h, lo, c)
     cols["adx"] = adx
     cols["adx_slope_10"] = ls_slope(adx)
-    rsi = RSIIndicator(close, window=RSI_PERIOD, fillna=False).rsi().to_numpy()
-    cols["rsi"] = rsi
-    cols["rsi_slope_10"] = ls_slope(rsi)
+    cols["rsi"] = rsi_values = rsi(close)
+    cols["rsi_slope_10"] = ls_slope(rsi_values)
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["sep_fast"] = (cols["ema20"] - cols["ema60"]) / cols["ema60"]
         cols["sep_mid"] = (cols["ema60"] - cols["ema144"]) / cols["ema144"]
-    for name in ("sep_fast", "sep_mid"):
-        s = cols[name]
-        cols[f"dsep_{name.split('_')[1]}_5"] = s - np.concatenate([np.full(5, np.nan), s[:-5]])[: len(s)]
-    cols["vo_z"] = volume_z(out["volume"].to_numpy(dtype=np.float64))
-    # one concat: assigning 38 columns one by one costs more than computing them on a 3,000-bar window
-    block = np.column_stack([np.asarray(cols[name], dtype=np.float64) for name in TA_COLUMNS])
-    return pd.concat([out, pd.DataFrame(block, index=out.index, columns=list(TA_COLUMNS))], axis=1)
+    cols["dsep_fast_5"] = _lagged_change(cols["sep_fast"], 5)
+    cols["dsep_mid_5"] = _lagged_change(cols["sep_mid"], 5)
+    cols["vo_z"] = volume_z(bars["volume"].to_numpy(dtype=np.float64))
+    ta_block = [np.asarray(cols[name], dtype=np.float64) for name in TA_COLUMNS]
+    names = [*map(str, bars.columns), *TA_COLUMNS]
+    if all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in bars.dtypes):
+        block = np.column_stack([bars.to_numpy(dtype=np.float64), *ta_block])
+        return pd.DataFrame(block, index=bars.index, columns=names, copy=False)
+    # a non-numeric column (e.g. the grid's ``filled`` flag) keeps its dtype: slower, but exact
+    ta_frame = pd.DataFrame(np.column_stack(ta_block), index=bars.index, columns=list(TA_COLUMNS), copy=False)
+    return pd.concat([bars.copy(), ta_frame], axis=1)
+
+
+def _lagged_change(values: np.ndarray, lag: int) -> np.ndarray:
+    """``values[t] − values[t − lag]`` (NaN for the first ``lag`` bars)."""
+    out = np.full(values.shape, np.nan)
+    out[lag:] = values[lag:] - values[:-lag]
+    return out
 
 
 # --- swings and S/R levels (spec §4 structure, §7) ------------------------------------------------------
@@ -228,53 +257,65 @@ def swing_pivots(
     versions: list[Pivot] = []
     if n == 0:
         return pivots
-    high, low, atr = (np.asarray(x, dtype=np.float64).tolist() for x in (high, low, atr))
+    atr = np.asarray(atr, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(atr) & (atr > 0)
+    thresholds = np.where(usable, threshold_atr * np.where(usable, atr, 0.0), math.inf).tolist()
+    high, low = (np.asarray(x, dtype=np.float64).tolist() for x in (high, low))
 
-    def move(new: Pivot, t: int) -> None:
-        if keep_versions:
-            old = pivots[-1]
-            versions.append(Pivot(old.index, old.price, old.kind, old.confirmed_at, t))
-        pivots[-1] = new
-
+    # This loop runs once per bar in Python and is most of a live step's engine time: keep it allocation-free.
     hi_i, lo_i = 0, 0  # running candidates
-    for t in range(1, n):
-        a = atr[t]
-        thr = threshold_atr * a if a == a and a > 0 else math.inf  # a == a: not NaN
-        if not pivots:
-            if high[t] >= high[hi_i]:
-                hi_i = t
-            if low[t] <= low[lo_i]:
-                lo_i = t
-            if lo_i < hi_i and high[hi_i] - low[t] >= thr and t - hi_i >= backstep:
-                pivots.append(Pivot(lo_i, float(low[lo_i]), "low", t))
-                pivots.append(Pivot(hi_i, float(high[hi_i]), "high", t))
-                lo_i = t
-            elif hi_i < lo_i and high[t] - low[lo_i] >= thr and t - lo_i >= backstep:
-                pivots.append(Pivot(hi_i, float(high[hi_i]), "high", t))
-                pivots.append(Pivot(lo_i, float(low[lo_i]), "low", t))
-                hi_i = t
-            continue
-        last = pivots[-1]
-        if last.kind == "low":
-            if low[t] < last.price:  # the down-swing continues: move the low pivot
-                move(Pivot(t, float(low[t]), "low", t), t)
-                hi_i = t
+    t = 1
+    while t < n and not pivots:  # before the first pivot pair
+        thr = thresholds[t]
+        if high[t] >= high[hi_i]:
+            hi_i = t
+        if low[t] <= low[lo_i]:
+            lo_i = t
+        if lo_i < hi_i and high[hi_i] - low[t] >= thr and t - hi_i >= backstep:
+            pivots.append(Pivot(lo_i, low[lo_i], "low", t))
+            pivots.append(Pivot(hi_i, high[hi_i], "high", t))
+            lo_i = t
+        elif hi_i < lo_i and high[t] - low[lo_i] >= thr and t - lo_i >= backstep:
+            pivots.append(Pivot(hi_i, high[hi_i], "high", t))
+            pivots.append(Pivot(lo_i, low[lo_i], "low", t))
+            hi_i = t
+        t += 1
+    if not pivots:
+        return pivots
+    # the last pivot lives in locals until the next one is confirmed: a continuing swing moves it on most bars
+    last = pivots.pop()
+    last_low, last_price, last_index, last_conf = last.kind == "low", last.price, last.index, last.confirmed_at
+    for t in range(t, n):
+        if last_low:
+            lt = low[t]
+            if lt < last_price:  # the down-swing continues: move the low pivot
+                if keep_versions:
+                    versions.append(Pivot(last_index, last_price, "low", last_conf, t))
+                last_price = lt
+                last_index = last_conf = hi_i = t
                 continue
             if high[t] >= high[hi_i]:
                 hi_i = t
-            if high[hi_i] - low[t] >= thr and t - hi_i >= backstep and hi_i - last.index >= min_leg_bars:
-                pivots.append(Pivot(hi_i, float(high[hi_i]), "high", t))
+            if high[hi_i] - lt >= thresholds[t] and t - hi_i >= backstep and hi_i - last_index >= min_leg_bars:
+                pivots.append(Pivot(last_index, last_price, "low", last_conf))
+                last_low, last_price, last_index, last_conf = False, high[hi_i], hi_i, t
                 lo_i = t
         else:
-            if high[t] > last.price:  # the up-swing continues: move the high pivot
-                move(Pivot(t, float(high[t]), "high", t), t)
-                lo_i = t
+            ht = high[t]
+            if ht > last_price:  # the up-swing continues: move the high pivot
+                if keep_versions:
+                    versions.append(Pivot(last_index, last_price, "high", last_conf, t))
+                last_price = ht
+                last_index = last_conf = lo_i = t
                 continue
             if low[t] <= low[lo_i]:
                 lo_i = t
-            if high[t] - low[lo_i] >= thr and t - lo_i >= backstep and lo_i - last.index >= min_leg_bars:
-                pivots.append(Pivot(lo_i, float(low[lo_i]), "low", t))
+            if ht - low[lo_i] >= thresholds[t] and t - lo_i >= backstep and lo_i - last_index >= min_leg_bars:
+                pivots.append(Pivot(last_index, last_price, "high", last_conf))
+                last_low, last_price, last_index, last_conf = True, low[lo_i], lo_i, t
                 hi_i = t
+    pivots.append(Pivot(last_index, last_price, "low" if last_low else "high", last_conf))
     if keep_versions:
         return sorted([*pivots, *versions], key=lambda p: (p.index, p.confirmed_at))
     return pivots

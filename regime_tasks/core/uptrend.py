@@ -18,6 +18,7 @@ Interpretations where the spec is terse (each documented in docs/ENGINE.md):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Mapping
@@ -214,11 +215,14 @@ def combine_windows(values: list[float]) -> float:
 class EngineHistory:
     """The TA frame as arrays, plus prefix sums for O(1) window regressions and AVWAP, and pivot versions."""
 
-    def __init__(self, ta_frame: pd.DataFrame, settings: EngineSettings) -> None:
+    def __init__(self, ta_frame: pd.DataFrame, settings: EngineSettings, *, first_step: int = 0) -> None:
         self.index = ta_frame.index
+        self.first_step = first_step  # the first bar the runner will step: earlier bars are history only
         self._stamps: dict[int, str] = {}  # formatted lazily: a live step needs one, a replay all
         self.n = len(ta_frame)
-        self.cols = {c: ta_frame[c].to_numpy(dtype=np.float64) for c in ta_frame.columns if c != "filled"}
+        numeric = ta_frame.drop(columns="filled") if "filled" in ta_frame.columns else ta_frame
+        block = numeric.to_numpy(dtype=np.float64)  # a view when the frame is one float block (compute_ta_frame)
+        self.cols = {str(c): block[:, j] for j, c in enumerate(numeric.columns)}
         self.price = self.cols["close"]
         self._prefix: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
         for name in ("ema250", "ema333", "rsi", "adx"):
@@ -232,11 +236,18 @@ class EngineHistory:
         from regime_tasks.core.ta import ls_slope
 
         self.compression_slope = (ls_slope(ratio144) + ls_slope(ratio250)) / 2.0
-        # pivots feed EDX structure whatever the S/R setting; S/R levels are built from them only under "swing"
-        self.pivots = swing_pivots(self.cols["high"], self.cols["low"], self.cols["atr"], keep_versions=True)
-        self._piv_conf = np.array([p.confirmed_at for p in self.pivots], dtype=np.int64)
-        self._piv_sup = np.array([p.superseded_at for p in self.pivots], dtype=np.int64)
-        self._piv_idx = np.array([p.index for p in self.pivots], dtype=np.int64)
+
+    @functools.cached_property
+    def pivots(self) -> list[Pivot]:
+        """Every pivot version of the frame (see ``swing_pivots``), computed on first use: EDX structure needs
+        them whatever the S/R setting, S/R levels only under "swing"; bars in S0/S4 need neither."""
+        # a live step (only the last bar) needs the final pivots; stepping more bars needs every version
+        live = self.first_step >= self.n - 1
+        pivots = swing_pivots(self.cols["high"], self.cols["low"], self.cols["atr"], keep_versions=not live)
+        self._piv_conf = np.array([p.confirmed_at for p in pivots], dtype=np.int64)
+        self._piv_sup = np.array([p.superseded_at for p in pivots], dtype=np.int64)
+        self._piv_idx = np.array([p.index for p in pivots], dtype=np.int64)
+        return pivots
 
     @staticmethod
     def _make_prefix(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -274,8 +285,11 @@ class EngineHistory:
 
     def pivots_at(self, t: int, start: int = 0) -> list[Pivot]:
         """Pivots known at bar t (confirmed, not superseded) with index ≥ start."""
+        if t < self.first_step:
+            raise ValueError(f"pivots at bar {t} requested from a history that steps from bar {self.first_step}")
+        pivots = self.pivots
         mask = (self._piv_conf <= t) & (self._piv_sup > t) & (self._piv_idx >= start)
-        return [self.pivots[j] for j in np.flatnonzero(mask)]
+        return [pivots[j] for j in np.flatnonzero(mask)]
 
     def levels_at(self, i: int, price: float, atr: float, mode: str) -> list[dict[str, float]]:
         """S/R levels (spec §7) from the pivots known at bar ``i`` within the last 3,000 bars; none under ``none``."""
@@ -636,8 +650,8 @@ def run_engine_frame(
     settings = settings or EngineSettings()
     if ta_frame.empty:
         return [], []
-    h = EngineHistory(ta_frame, settings)
-    first = 0 if start_at is None else int(h.index.searchsorted(pd.Timestamp(start_at)))
+    first = 0 if start_at is None else int(ta_frame.index.searchsorted(pd.Timestamp(start_at)))
+    h = EngineHistory(ta_frame, settings, first_step=first)
     prev = dict(prev_payload) if prev_payload else None
     payloads, events = [], []
     for i in range(first, h.n):

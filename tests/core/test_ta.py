@@ -204,3 +204,15 @@ def test_sr_levels_cluster_and_rank_by_distance() -> None:
     assert levels[0] == {"price": 110.0, "strength": pytest.approx(1 / 3)}
     assert levels[1]["price"] == pytest.approx((100.0 + 100.4 + 99.8) / 3) and levels[1]["strength"] == 1.0
     assert len(levels) == 3
+
+
+def test_ema_and_rsi_are_the_ta_packages_indicators_bit_for_bit(btc_1h: pd.DataFrame) -> None:
+    from ta.momentum import RSIIndicator
+    from ta.trend import EMAIndicator
+
+    bars = btc_1h.iloc[-5_000:]
+    frame = compute_ta_frame(bars)
+    for n in (20, 30, 50, 60, 144, 250, 333):
+        expected = EMAIndicator(bars["close"], window=n).ema_indicator().to_numpy()
+        np.testing.assert_array_equal(frame[f"ema{n}"].to_numpy(), expected)
+    np.testing.assert_array_equal(frame["rsi"].to_numpy(), RSIIndicator(bars["close"], window=14).rsi().to_numpy())
