@@ -66,7 +66,13 @@ class Settings(BaseSettings):
     book_id: str = Field("onchain_crypto", min_length=1, description="Book whose drivers this deployment computes.")
     source: Literal["file", "live"] = Field("file", description="file = bundled/user files; live = venues' APIs.")
     files_dir: Path = Field(BUNDLED_DATA_DIR, description="Root of the file source (bundled data by default).")
-    ta_window_bars: int = Field(3_000, ge=333, description="Closed bars per series fed to TA (D6).")
+    ta_window_bars: int = Field(3_000, ge=333, description="Closed bars per series fed to TA, at least (D6).")
+    ta_window_slack_bars: int = Field(
+        500, ge=1, description="TA windows start on a grid of this many bars, so they hold up to this many more."
+    )
+    live_cache_series: int = Field(
+        64, ge=0, description="Warm live histories a worker process keeps (0 = rebuild the window every bar)."
+    )
     engine_bootstrap: Literal["spec", "as_run"] = Field("spec", description="Engine bootstrap rule (D14).")
     engine_sr_levels: Literal["swing", "none"] = Field("swing", description="S/R levels for trims/boosts (D14).")
     bucket_nano_max_usd: float = Field(10e6, gt=0, description="nano < this market cap (USD) ≤ small (D3).")

@@ -20,7 +20,7 @@ class _CurrentStderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: D401 - property of the base class
+    def stream(self):
         return sys.stderr
 
     @stream.setter

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from regime_tasks.core.constants import (
@@ -240,14 +242,17 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     """Advance one driver × timeframe to ``until``: every closed bar after the last processed one is stepped.
 
     - No previous engine payload: the whole stored history is replayed bar by bar (D15).
-    - Otherwise the TA frame is computed on the last ``ta_window_bars`` bars plus the bars to catch up, and the
-      engine steps from the bar after the stored ``bar_ts`` (bars are computed by bar time, not run time).
+    - Otherwise each new bar is stepped on its anchored TA window (``core.live.window_start``): a warm
+      ``LiveHistory`` kept by this process appends the bar, or one is built from the window's bars first; both
+      give the same bits, so the result does not depend on which worker runs the task (bars are computed by bar
+      time, not run time).
     - Re-running for a bar already processed changes nothing and returns the stored payload.
     """
     from regime_tasks.core.bars import fill_gaps, validate_bars
+    from regime_tasks.core.live import ta_payload_of_history, window_start
     from regime_tasks.core.mapper import map_engine_payload
-    from regime_tasks.core.ta import compute_ta_frame, ta_payload_from_frame
-    from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
+    from regime_tasks.core.ta import compute_ta_frame
+    from regime_tasks.core.uptrend import EngineHistory, EngineSettings, run_engine_frame
     from regime_tasks.store.events import append_events
     from regime_tasks.store.positions import set_features_bulk
 
@@ -265,22 +270,27 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
             "payload": features.get("regime_engine_v4"),
         }
 
-    window = rt.settings.ta_window_bars
-    if prev_bar is None:
-        bars = store_bars.read_bars(rt.engine, "regime", key, timeframe, end=until)
-    else:
-        n_new = int((until - prev_bar) / bar_delta(timeframe))
-        bars = store_bars.read_bars(rt.engine, "regime", key, timeframe, end=until, limit=window + n_new)
+    s = rt.settings
+    start = None
+    if prev_bar is not None:
+        start = window_start(prev_bar + bar_delta(timeframe), timeframe, s.ta_window_bars, s.ta_window_slack_bars)
+    bars = store_bars.read_bars(rt.engine, "regime", key, timeframe, start=start, end=until)
     if bars.empty:
         return {**base, "status": "missing", "state": None, "bars": 0, "payload": None}
     series = f"{driver}:{timeframe}"
     # rows may have been written by other programs sharing the database: re-check before computing
     validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
     filled, _ = fill_gaps(bars[["open", "high", "low", "close", "volume"]], timeframe)
-    ta_frame = compute_ta_frame(filled.drop(columns="filled"))
-    start_at = None if prev_bar is None else prev_bar + bar_delta(timeframe)
-    engine_settings = EngineSettings(bootstrap=rt.settings.engine_bootstrap, sr_levels=rt.settings.engine_sr_levels)
-    payloads, state_events = run_engine_frame(ta_frame, engine_settings, prev_payload=prev, start_at=start_at)
+    engine_settings = EngineSettings(bootstrap=s.engine_bootstrap, sr_levels=s.engine_sr_levels)
+    if prev_bar is None:
+        ta_frame = compute_ta_frame(filled.drop(columns="filled"))
+        payloads, state_events = run_engine_frame(ta_frame, engine_settings)
+        window = ta_frame.iloc[-s.ta_window_bars :]
+        window_filled = filled["filled"].to_numpy()[-len(window) :]
+        history = EngineHistory(window, engine_settings, first_step=len(window) - 1, filled=window_filled)
+    else:
+        cache_key = (str(rt.engine.url), book_id, driver, timeframe)
+        payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
     if not payloads:
         return {
             **base,
@@ -293,13 +303,7 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     regime = map_engine_payload(payloads[-1])
     last_engine = {**payloads[-1], "ts": now_iso}
     regime = {**regime, "ts": now_iso}
-    ta_payload = ta_payload_from_frame(
-        ta_frame.iloc[-window:],
-        series=series,
-        timeframe=timeframe,
-        filled_bars=int(filled["filled"].iloc[-window:].sum()),
-        sr_levels=rt.settings.engine_sr_levels,
-    ).to_dict()
+    ta_payload = ta_payload_of_history(history, series, timeframe, s.engine_sr_levels)
     ta_payload["ts"] = now_iso
     set_features_bulk(
         rt.engine,
@@ -315,6 +319,76 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
         "stepped": len(payloads),
         "payload": regime,
     }
+
+
+# Warm live histories of this process, most recently used last (see core/live.py). A cache only: every entry is
+# checked against the database's bars before use, and a miss rebuilds the same history from them.
+_LIVE: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
+
+
+def _step_live(
+    rt: Runtime,
+    cache_key: tuple[str, str, str, str],
+    timeframe: str,
+    filled: pd.DataFrame,
+    prev: Mapping[str, Any],
+    prev_bar: pd.Timestamp,
+    settings: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """Step every bar of ``filled`` after ``prev_bar``, each on its anchored window."""
+    from regime_tasks.core.live import LiveHistory, window_start
+    from regime_tasks.core.ta import StreamBreak, compute_ta_frame
+    from regime_tasks.core.uptrend import EngineHistory, step
+
+    s = rt.settings
+    live = _LIVE.pop(cache_key, None)
+    payloads: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    history: Any = None
+    previous: Mapping[str, Any] | None = prev
+    for ts in filled.index[filled.index > prev_bar]:
+        anchor = window_start(ts, timeframe, s.ta_window_bars, s.ta_window_slack_bars)
+        window = filled[(filled.index >= anchor) & (filled.index < ts)]
+        try:
+            if live is None or not _live_matches(live, anchor, window):
+                capacity = s.ta_window_bars + s.ta_window_slack_bars
+                live = LiveHistory(window, settings, capacity=capacity, window_start=anchor)
+            live.append(ts, filled.loc[ts])
+            payload, event = live.step_last(previous)
+            history = live
+        except StreamBreak as why:  # a window too short to stream, or a bar that changes it: compute it whole
+            log.debug("live history rebuilt whole %s", kv(series=cache_key[2:], bar_ts=iso(ts), why=why))
+            live = None
+            frame = compute_ta_frame(filled[(filled.index >= anchor) & (filled.index <= ts)].drop(columns="filled"))
+            window_filled = filled.loc[frame.index, "filled"].to_numpy()
+            history = EngineHistory(frame, settings, first_step=len(frame) - 1, filled=window_filled)
+            payload, event = step(history, history.n - 1, previous, settings)
+        payloads.append(payload)
+        if event is not None:
+            events.append(event)
+        previous = payload
+    if live is not None and s.live_cache_series > 0:
+        _LIVE[cache_key] = live
+        while len(_LIVE) > s.live_cache_series:
+            _LIVE.popitem(last=False)
+    return payloads, events, history
+
+
+def _live_matches(live: Any, anchor: pd.Timestamp, window: pd.DataFrame) -> bool:
+    """A warm history can go on if it has the window's anchor, has not passed the window's end, and holds
+    exactly the bars the database holds now (a corrected bar anywhere in the window forces a rebuild)."""
+    if live.window_start != anchor or live.n > len(window) or live.n == 0:
+        return False
+    held = live.bars_frame()
+    current = window.iloc[: live.n]
+    if not held.index.equals(current.index):
+        return False
+    for name in ("open", "high", "low", "close", "volume", "filled"):
+        if not np.array_equal(held[name].to_numpy(), current[name].to_numpy()):
+            return False
+    for ts in window.index[live.n :]:  # bars stepped by another process since: catch up without stepping
+        live.append(ts, window.loc[ts])
+    return True
 
 
 def update_driver_safely(rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:

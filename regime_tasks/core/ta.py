@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+
 from regime_tasks.core.bars import fill_gaps
 
 EMA_PERIODS = (20, 30, 50, 60, 144, 250, 333)
@@ -63,16 +65,42 @@ TA_COLUMNS = (
 
 
 # --- building blocks -----------------------------------------------------------------------------------
+def _slope_weights(window: int) -> list[float]:
+    x = np.arange(window, dtype=np.float64) - (window - 1) / 2.0
+    return (x / np.sum(x * x)).tolist()
+
+
 def ls_slope(values: np.ndarray, window: int = SLOPE_WINDOW) -> np.ndarray:
-    """Least-squares slope of the last ``window`` values at every bar (NaN until ``window`` values exist)."""
+    """Least-squares slope of the last ``window`` values at every bar (NaN until ``window`` values exist).
+
+    Summed oldest to newest, one multiply-add per tap, so that :class:`TAStream` (one bar at a time, in Python
+    floats) gives the same bits: a convolution or a BLAS dot may reorder the sum.
+    """
     y = np.asarray(values, dtype=np.float64)
     out = np.full(y.shape, np.nan)
-    if len(y) < window:
+    n = len(y)
+    if n < window:
         return out
-    x = np.arange(window, dtype=np.float64) - (window - 1) / 2.0
-    weights = x / np.sum(x * x)
-    # np.convolve flips its kernel: pass the reversed weights so oldest value meets weight[0].
-    out[window - 1 :] = np.convolve(y, weights[::-1], mode="valid")
+    weights = _slope_weights(window)
+    acc = weights[0] * y[: n - window + 1]
+    for k in range(1, window):
+        acc = acc + weights[k] * y[k : n - window + 1 + k]
+    out[window - 1 :] = acc
+    return out
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values (NaN until then, and wherever one of them is NaN), summed oldest to
+    newest for the same reason as :func:`ls_slope` (pandas' rolling mean carries a running sum instead)."""
+    y = np.asarray(values, dtype=np.float64)
+    out = np.full(y.shape, np.nan)
+    n = len(y)
+    if n < window:
+        return out
+    acc = y[: n - window + 1].copy()
+    for k in range(1, window):
+        acc = acc + y[k : n - window + 1 + k]
+    out[window - 1 :] = acc / window
     return out
 
 
@@ -112,36 +140,62 @@ def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int
 
 def wilder_adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = ADX_PERIOD) -> np.ndarray:
     """ADX(period), Wilder: smoothed ±DM and TR from bar 1, DX, then ADX = Wilder average of DX."""
-    up = np.concatenate([[np.nan], high[1:] - high[:-1]])
-    down = np.concatenate([[np.nan], low[:-1] - low[1:]])
-    plus_dm = np.where((up > down) & (up > 0), up, 0.0)
-    minus_dm = np.where((down > up) & (down > 0), down, 0.0)
-    plus_dm[0] = minus_dm[0] = np.nan
-    tr = true_range(high, low, close)
-    s_tr = wilder_smooth(tr, period, 1)
-    s_p = wilder_smooth(plus_dm, period, 1)
-    s_m = wilder_smooth(minus_dm, period, 1)
+    return _adx_parts(high, low, close, period)[0]
+
+
+def _directional_moves(
+    high_prev: np.ndarray, high: np.ndarray, low_prev: np.ndarray, low: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    up = high - high_prev
+    down = low_prev - low
+    return np.where((up > down) & (up > 0), up, 0.0), np.where((down > up) & (down > 0), down, 0.0)
+
+
+def _dx(s_p: np.ndarray, s_m: np.ndarray, s_tr: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         plus_di = 100.0 * s_p / s_tr
         minus_di = 100.0 * s_m / s_tr
         dx = 100.0 * np.abs(plus_di - minus_di) / (plus_di + minus_di)
-    dx = np.where((plus_di + minus_di) == 0, 0.0, dx)
+    return np.where((plus_di + minus_di) == 0, 0.0, dx)
+
+
+def _adx_parts(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = ADX_PERIOD
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ADX and the smoothed TR, +DM and −DM it comes from (the state a stream carries)."""
+    plus_dm, minus_dm = np.full(high.shape, np.nan), np.full(high.shape, np.nan)
+    plus_dm[1:], minus_dm[1:] = _directional_moves(high[:-1], high[1:], low[:-1], low[1:])
+    tr = true_range(high, low, close)
+    s_tr = wilder_smooth(tr, period, 1)
+    s_p = wilder_smooth(plus_dm, period, 1)
+    s_m = wilder_smooth(minus_dm, period, 1)
     first_dx = period  # index of the first defined DX (smoothing seeded at bar `period`)
-    return wilder_smooth(dx, period, first_dx)
+    return wilder_smooth(_dx(s_p, s_m, s_tr), period, first_dx), s_tr, s_p, s_m
 
 
 def volume_z(volume: np.ndarray, n: int = VOLUME_EWMA_N) -> np.ndarray:
     """z of log(1+volume) against the EWMA mean/variance (α = 2/(n+1)) of the *previous* bars, clipped to
     [−4, 6]; 0 when the series has no volume (dominance) or no variance yet."""
+    return _volume_z_parts(volume, n)[0]
+
+
+def _volume_z_parts(volume: np.ndarray, n: int = VOLUME_EWMA_N) -> tuple[np.ndarray, float, float]:
+    """vo_z and the EWMA mean and variance after the last bar (NaN, NaN for a series without volume)."""
     v = np.asarray(volume, dtype=np.float64)
     if not np.any(v > 0):
-        return np.zeros_like(v)
+        return np.zeros_like(v), math.nan, math.nan
     x = pd.Series(np.log1p(np.clip(v, 0, None)))
     ew = x.ewm(alpha=2.0 / (n + 1), adjust=False)
-    mean = ew.mean().shift(1).to_numpy()
-    var = ew.var(bias=True).shift(1).to_numpy()
+    mean_now = ew.mean().to_numpy()
+    var_now = ew.var(bias=True).to_numpy()
+    mean = np.concatenate([[np.nan], mean_now[:-1]])
+    var = np.concatenate([[np.nan], var_now[:-1]])
+    return _z_clip(x.to_numpy(), mean, var), float(mean_now[-1]), float(var_now[-1])
+
+
+def _z_clip(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = (x.to_numpy() - mean) / np.sqrt(var)
+        z = (x - mean) / np.sqrt(var)
     z = np.where(np.isfinite(z), z, 0.0)
     return np.clip(z, -4.0, 6.0)
 
@@ -155,13 +209,17 @@ def ema(close: pd.Series, n: int) -> np.ndarray:
 def rsi(close: pd.Series, n: int = RSI_PERIOD) -> np.ndarray:
     """RSI(n) exactly as ``ta.momentum.RSIIndicator(close, n).rsi()``: Wilder EWM (α = 1/n) of gains and losses,
     the first bar counting as a zero change; 100 where the average loss is 0."""
+    return _rsi_parts(close, n)[0]
+
+
+def _rsi_parts(close: pd.Series, n: int = RSI_PERIOD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     diff = close.diff(1)
     up = diff.where(diff > 0, 0.0)
     down = -diff.where(diff < 0, 0.0)
     avg_up = up.ewm(alpha=1 / n, min_periods=n, adjust=False).mean().to_numpy()
     avg_down = down.ewm(alpha=1 / n, min_periods=n, adjust=False).mean().to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(avg_down == 0, 100, 100 - (100 / (1 + avg_up / avg_down)))
+        return np.where(avg_down == 0, 100, 100 - (100 / (1 + avg_up / avg_down))), avg_up, avg_down
 
 
 def compute_ta_frame(bars: pd.DataFrame) -> pd.DataFrame:
@@ -170,6 +228,11 @@ def compute_ta_frame(bars: pd.DataFrame) -> pd.DataFrame:
     When every column of ``bars`` is numeric the result is one float64 block, so that ``to_numpy()`` on it (the
     engine's history) is a view, not a copy.
     """
+    return compute_ta_frame_and_state(bars)[0]
+
+
+def compute_ta_frame_and_state(bars: pd.DataFrame) -> tuple[pd.DataFrame, TAState]:
+    """``compute_ta_frame`` plus the recurrences' state after the last bar, from which :class:`TAStream` goes on."""
     close = pd.Series(bars["close"].to_numpy(dtype=np.float64))
     h, lo, c = (bars[k].to_numpy(dtype=np.float64) for k in ("high", "low", "close"))
     cols: dict[str, np.ndarray] = {}
@@ -181,30 +244,200 @@ def compute_ta_frame(bars: pd.DataFrame) -> pd.DataFrame:
         cols[f"d_ema{n}_slope"] = _lagged_change(cols[f"ema{n}_slope"], SLOPE_WINDOW)
     atr = wilder_atr(h, lo, c)
     cols["atr"] = atr
-    atr_series = pd.Series(atr)
-    cols["atr_mean_20"] = atr_series.rolling(20).mean().to_numpy()
-    cols["atr_peak_10"] = atr_series.rolling(10).max().to_numpy()
+    cols["atr_mean_20"] = rolling_mean(atr, 20)
+    cols["atr_peak_10"] = pd.Series(atr).rolling(10).max().to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["atr_norm"] = atr / cols["ema50"]
-    adx = wilder_adx(h, lo, c)
+    adx, s_tr, s_p, s_m = _adx_parts(h, lo, c)
     cols["adx"] = adx
     cols["adx_slope_10"] = ls_slope(adx)
-    cols["rsi"] = rsi_values = rsi(close)
+    rsi_values, avg_up, avg_down = _rsi_parts(close)
+    cols["rsi"] = rsi_values
     cols["rsi_slope_10"] = ls_slope(rsi_values)
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["sep_fast"] = (cols["ema20"] - cols["ema60"]) / cols["ema60"]
         cols["sep_mid"] = (cols["ema60"] - cols["ema144"]) / cols["ema144"]
     cols["dsep_fast_5"] = _lagged_change(cols["sep_fast"], 5)
     cols["dsep_mid_5"] = _lagged_change(cols["sep_mid"], 5)
-    cols["vo_z"] = volume_z(bars["volume"].to_numpy(dtype=np.float64))
+    volume = bars["volume"].to_numpy(dtype=np.float64)
+    cols["vo_z"], vo_mean, vo_var = _volume_z_parts(volume)
+    state = TAState(
+        bars=len(bars),
+        ema={n: _last(cols[f"ema{n}"]) for n in EMA_PERIODS},
+        avg_up=_last(avg_up),
+        avg_down=_last(avg_down),
+        atr=_last(atr),
+        s_tr=_last(s_tr),
+        s_plus_dm=_last(s_p),
+        s_minus_dm=_last(s_m),
+        adx=_last(adx),
+        has_volume=bool(np.any(volume > 0)),
+        vo_mean=vo_mean,
+        vo_var=vo_var,
+    )
     ta_block = [np.asarray(cols[name], dtype=np.float64) for name in TA_COLUMNS]
     names = [*map(str, bars.columns), *TA_COLUMNS]
     if all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in bars.dtypes):
         block = np.column_stack([bars.to_numpy(dtype=np.float64), *ta_block])
-        return pd.DataFrame(block, index=bars.index, columns=names, copy=False)
+        return pd.DataFrame(block, index=bars.index, columns=names, copy=False), state
     # a non-numeric column (e.g. the grid's ``filled`` flag) keeps its dtype: slower, but exact
     ta_frame = pd.DataFrame(np.column_stack(ta_block), index=bars.index, columns=list(TA_COLUMNS), copy=False)
-    return pd.concat([bars.copy(), ta_frame], axis=1)
+    return pd.concat([bars.copy(), ta_frame], axis=1), state
+
+
+def _last(values: np.ndarray) -> float:
+    return float(values[-1]) if len(values) else math.nan
+
+
+# --- one bar at a time ----------------------------------------------------------------------------------
+STREAM_MIN_BARS = 400  # every recurrence is seeded and every rolling window full well before this
+
+
+@dataclasses.dataclass(slots=True)
+class TAState:
+    """The recurrences of :func:`compute_ta_frame` after its last bar (EWM values as pandas keeps them)."""
+
+    bars: int
+    ema: dict[int, float]
+    avg_up: float
+    avg_down: float
+    atr: float
+    s_tr: float
+    s_plus_dm: float
+    s_minus_dm: float
+    adx: float
+    has_volume: bool
+    vo_mean: float
+    vo_var: float
+
+
+def _pandas_alpha(*, span: float | None = None, alpha: float | None = None) -> float:
+    """The α pandas' EWM kernel uses: it converts span and α to a centre of mass and back (last bits matter)."""
+    com = (span - 1) / 2 if span is not None else (1 - alpha) / alpha  # type: ignore[operator]
+    return 1.0 / (1.0 + float(com))
+
+
+def _ewm_step(value: float, x: float, alpha: float) -> float:
+    """One step of pandas' ``ewm(adjust=False).mean()`` kernel, operation for operation."""
+    if value != x:
+        old_wt = 1.0 * (1.0 - alpha)
+        value = old_wt * value + alpha * x
+        value /= old_wt + alpha
+    return value
+
+
+class StreamBreak(Exception):
+    """The next bar cannot be streamed bit-identically (rebuild the window from bars instead)."""
+
+
+class TAStream:
+    """Appends one bar to a TA history and returns its TA row, bit for bit what :func:`compute_ta_frame` gives
+    for that bar over the same window (tests/core/test_live.py proves it on real series).
+
+    Past values (the last 20 at most) are read from ``cols``, the history's column arrays; the recurrences'
+    state is carried in :class:`TAState`.
+    """
+
+    _EMA_ALPHA: ClassVar[dict[int, float]] = {n: _pandas_alpha(span=n) for n in EMA_PERIODS}
+    _WILDER_ALPHA: ClassVar[float] = _pandas_alpha(alpha=1.0 / ATR_PERIOD)
+    _RSI_ALPHA: ClassVar[float] = _pandas_alpha(alpha=1.0 / RSI_PERIOD)
+    _VO_ALPHA: ClassVar[float] = _pandas_alpha(alpha=2.0 / (VOLUME_EWMA_N + 1))
+    _SLOPE_W: ClassVar[list[float]] = _slope_weights(SLOPE_WINDOW)
+
+    def __init__(self, state: TAState) -> None:
+        if state.bars < STREAM_MIN_BARS:
+            raise StreamBreak(f"{state.bars} bars: a stream starts from at least {STREAM_MIN_BARS}")
+        self.state = state
+
+    def next_row(self, cols: Mapping[str, np.ndarray], n: int, bar: Mapping[str, float]) -> dict[str, float]:
+        """TA of bar ``n`` (``bar``: open/high/low/close/volume) given columns holding bars ``0..n−1``.
+
+        Raises :class:`StreamBreak` when the bar would change the window's volume regime (first volume on a
+        series without any), since ``vo_z`` is defined over the whole window.
+        """
+        st = self.state
+        h, lo, c, v = float(bar["high"]), float(bar["low"]), float(bar["close"]), float(bar["volume"])
+        if not st.has_volume and v > 0:
+            raise StreamBreak("first volume on a series without volume")
+        c_prev, h_prev, lo_prev = float(cols["close"][n - 1]), float(cols["high"][n - 1]), float(cols["low"][n - 1])
+        row: dict[str, float] = {}
+        ema = st.ema
+        for p in EMA_PERIODS:
+            ema[p] = _ewm_step(ema[p], c, self._EMA_ALPHA[p])
+            row[f"ema{p}"] = ema[p]
+        for p in SLOPE_EMAS:
+            name = f"ema{p}"
+            row[f"{name}_slope"] = self._slope(cols[name], n, ema[p]) / ema[p]
+        for p in DELTA_SLOPE_EMAS:
+            row[f"d_ema{p}_slope"] = row[f"ema{p}_slope"] - float(cols[f"ema{p}_slope"][n - SLOPE_WINDOW])
+
+        tr = max(h - lo, abs(h - c_prev), abs(lo - c_prev))
+        st.atr = _ewm_step(st.atr, tr, self._WILDER_ALPHA)
+        row["atr"] = st.atr
+        past_atr = cols["atr"]
+        acc = float(past_atr[n - 19])
+        for k in range(n - 18, n):
+            acc = acc + float(past_atr[k])
+        row["atr_mean_20"] = (acc + st.atr) / 20
+        last10 = [float(x) for x in past_atr[n - 9 : n]] + [st.atr]
+        row["atr_peak_10"] = math.nan if any(x != x for x in last10) else max(last10)
+        row["atr_norm"] = _div(st.atr, ema[50])
+
+        plus_dm, minus_dm = _directional_moves(np.float64(h_prev), np.float64(h), np.float64(lo_prev), np.float64(lo))
+        st.s_tr = _ewm_step(st.s_tr, tr, self._WILDER_ALPHA)
+        st.s_plus_dm = _ewm_step(st.s_plus_dm, float(plus_dm), self._WILDER_ALPHA)
+        st.s_minus_dm = _ewm_step(st.s_minus_dm, float(minus_dm), self._WILDER_ALPHA)
+        dx = float(_dx(np.float64(st.s_plus_dm), np.float64(st.s_minus_dm), np.float64(st.s_tr)))
+        st.adx = _ewm_step(st.adx, dx, self._WILDER_ALPHA)
+        row["adx"] = st.adx
+        row["adx_slope_10"] = self._slope(cols["adx"], n, st.adx)
+
+        diff = c - c_prev
+        up = diff if diff > 0 else 0.0
+        down = -(diff if diff < 0 else 0.0)
+        st.avg_up = _ewm_step(st.avg_up, up, self._RSI_ALPHA)
+        st.avg_down = _ewm_step(st.avg_down, down, self._RSI_ALPHA)
+        rsi_now = 100.0 if st.avg_down == 0 else 100 - (100 / (1 + st.avg_up / st.avg_down))
+        row["rsi"] = rsi_now
+        row["rsi_slope_10"] = self._slope(cols["rsi"], n, rsi_now)
+
+        row["sep_fast"] = _div(ema[20] - ema[60], ema[60])
+        row["sep_mid"] = _div(ema[60] - ema[144], ema[144])
+        row["dsep_fast_5"] = row["sep_fast"] - float(cols["sep_fast"][n - 5])
+        row["dsep_mid_5"] = row["sep_mid"] - float(cols["sep_mid"][n - 5])
+
+        if st.has_volume:
+            x = float(np.log1p(np.clip(np.array([v]), 0, None))[0])
+            row["vo_z"] = float(_z_clip(np.array([x]), np.array([st.vo_mean]), np.array([st.vo_var]))[0])
+            st.vo_mean, st.vo_var = self._ewm_var_step(st.vo_mean, st.vo_var, x)
+        else:
+            row["vo_z"] = 0.0
+        st.bars += 1
+        return row
+
+    def _slope(self, past: np.ndarray, n: int, now: float) -> float:
+        w = self._SLOPE_W
+        acc = w[0] * float(past[n - SLOPE_WINDOW + 1])
+        for k in range(1, SLOPE_WINDOW - 1):
+            acc = acc + w[k] * float(past[n - SLOPE_WINDOW + 1 + k])
+        return acc + w[SLOPE_WINDOW - 1] * now
+
+    def _ewm_var_step(self, mean: float, var: float, x: float) -> tuple[float, float]:
+        """One step of pandas' ``ewm(adjust=False)`` mean and ``var(bias=True)`` kernels."""
+        alpha = self._VO_ALPHA
+        old_wt = 1.0 * (1.0 - alpha)
+        old_mean = mean
+        if mean != x:
+            mean = ((old_wt * old_mean) + (alpha * x)) / (old_wt + alpha)
+        var = ((old_wt * (var + ((old_mean - mean) * (old_mean - mean)))) + (alpha * ((x - mean) * (x - mean)))) / (
+            old_wt + alpha
+        )
+        return mean, var
+
+
+def _div(a: float, b: float) -> float:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
 
 
 def _lagged_change(values: np.ndarray, lag: int) -> np.ndarray:
@@ -252,73 +485,111 @@ def swing_pivots(
     With ``keep_versions`` the result also holds every superseded version of a moved pivot (with
     ``superseded_at``), so :func:`pivots_known_at` can give exactly what a run ending at bar t would have seen.
     """
-    n = len(high)
-    pivots: list[Pivot] = []
-    versions: list[Pivot] = []
-    if n == 0:
-        return pivots
     atr = np.asarray(atr, dtype=np.float64)
+    zz = ZigZag(threshold_atr=threshold_atr, backstep=backstep, min_leg_bars=min_leg_bars, keep_versions=keep_versions)
+    zz.feed(
+        np.asarray(high, dtype=np.float64).tolist(),
+        np.asarray(low, dtype=np.float64).tolist(),
+        swing_thresholds(atr, threshold_atr).tolist(),
+        len(atr),
+    )
+    return zz.result()
+
+
+def swing_thresholds(atr: np.ndarray, threshold_atr: float = SWING_THRESHOLD_ATR) -> np.ndarray:
+    """Retracement needed to confirm a pivot at each bar: ``threshold_atr × ATR``, ∞ while ATR is undefined."""
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(atr) & (atr > 0)
-    thresholds = np.where(usable, threshold_atr * np.where(usable, atr, 0.0), math.inf).tolist()
-    high, low = (np.asarray(x, dtype=np.float64).tolist() for x in (high, low))
+    return np.where(usable, threshold_atr * np.where(usable, atr, 0.0), math.inf)
 
-    # This loop runs once per bar in Python and is most of a live step's engine time: keep it allocation-free.
-    hi_i, lo_i = 0, 0  # running candidates
-    t = 1
-    while t < n and not pivots:  # before the first pivot pair
-        thr = thresholds[t]
-        if high[t] >= high[hi_i]:
-            hi_i = t
-        if low[t] <= low[lo_i]:
-            lo_i = t
-        if lo_i < hi_i and high[hi_i] - low[t] >= thr and t - hi_i >= backstep:
-            pivots.append(Pivot(lo_i, low[lo_i], "low", t))
-            pivots.append(Pivot(hi_i, high[hi_i], "high", t))
-            lo_i = t
-        elif hi_i < lo_i and high[t] - low[lo_i] >= thr and t - lo_i >= backstep:
-            pivots.append(Pivot(hi_i, high[hi_i], "high", t))
-            pivots.append(Pivot(lo_i, low[lo_i], "low", t))
-            hi_i = t
-        t += 1
-    if not pivots:
+
+class ZigZag:
+    """The zig-zag of :func:`swing_pivots` as a state machine that can be fed more bars later (the live path
+    appends one bar at a time and gets exactly the pivots a pass over the whole window gives)."""
+
+    def __init__(
+        self,
+        *,
+        threshold_atr: float = SWING_THRESHOLD_ATR,
+        backstep: int = SWING_BACKSTEP,
+        min_leg_bars: int = SWING_MIN_LEG_BARS,
+        keep_versions: bool = False,
+    ) -> None:
+        self.threshold_atr, self.backstep, self.min_leg_bars = threshold_atr, backstep, min_leg_bars
+        self.keep_versions = keep_versions
+        self.done: list[Pivot] = []  # confirmed pivots before the last one
+        self.versions: list[Pivot] = []
+        self.last: tuple[bool, float, int, int] | None = None  # (is low, price, bar, confirmed at)
+        self.hi_i = self.lo_i = 0  # running candidates
+        self.next_t = 1  # bar 0 is the first candidate
+
+    def result(self) -> list[Pivot]:
+        """Pivots so far (with every superseded version when ``keep_versions``)."""
+        pivots = list(self.done)
+        if self.last is not None:
+            is_low, price, index, conf = self.last
+            pivots.append(Pivot(index, price, "low" if is_low else "high", conf))
+        if self.keep_versions:
+            return sorted([*pivots, *self.versions], key=lambda p: (p.index, p.confirmed_at))
         return pivots
-    # the last pivot lives in locals until the next one is confirmed: a continuing swing moves it on most bars
-    last = pivots.pop()
-    last_low, last_price, last_index, last_conf = last.kind == "low", last.price, last.index, last.confirmed_at
-    for t in range(t, n):
-        if last_low:
-            lt = low[t]
-            if lt < last_price:  # the down-swing continues: move the low pivot
-                if keep_versions:
-                    versions.append(Pivot(last_index, last_price, "low", last_conf, t))
-                last_price = lt
-                last_index = last_conf = hi_i = t
-                continue
+
+    def feed(self, high: list[float], low: list[float], thresholds: list[float], stop: int) -> None:
+        """Run bars ``next_t .. stop−1`` (lists indexed by bar; ``thresholds`` from :func:`swing_thresholds`)."""
+        backstep, min_leg_bars, keep_versions = self.backstep, self.min_leg_bars, self.keep_versions
+        pivots, versions = self.done, self.versions
+        hi_i, lo_i, t = self.hi_i, self.lo_i, self.next_t
+        while t < stop and self.last is None:  # before the first pivot pair
+            thr = thresholds[t]
             if high[t] >= high[hi_i]:
                 hi_i = t
-            if high[hi_i] - lt >= thresholds[t] and t - hi_i >= backstep and hi_i - last_index >= min_leg_bars:
-                pivots.append(Pivot(last_index, last_price, "low", last_conf))
-                last_low, last_price, last_index, last_conf = False, high[hi_i], hi_i, t
-                lo_i = t
-        else:
-            ht = high[t]
-            if ht > last_price:  # the up-swing continues: move the high pivot
-                if keep_versions:
-                    versions.append(Pivot(last_index, last_price, "high", last_conf, t))
-                last_price = ht
-                last_index = last_conf = lo_i = t
-                continue
             if low[t] <= low[lo_i]:
                 lo_i = t
-            if ht - low[lo_i] >= thresholds[t] and t - lo_i >= backstep and lo_i - last_index >= min_leg_bars:
-                pivots.append(Pivot(last_index, last_price, "high", last_conf))
-                last_low, last_price, last_index, last_conf = True, low[lo_i], lo_i, t
+            if lo_i < hi_i and high[hi_i] - low[t] >= thr and t - hi_i >= backstep:
+                pivots.append(Pivot(lo_i, low[lo_i], "low", t))
+                self.last = (False, high[hi_i], hi_i, t)
+                lo_i = t
+            elif hi_i < lo_i and high[t] - low[lo_i] >= thr and t - lo_i >= backstep:
+                pivots.append(Pivot(hi_i, high[hi_i], "high", t))
+                self.last = (True, low[lo_i], lo_i, t)
                 hi_i = t
-    pivots.append(Pivot(last_index, last_price, "low" if last_low else "high", last_conf))
-    if keep_versions:
-        return sorted([*pivots, *versions], key=lambda p: (p.index, p.confirmed_at))
-    return pivots
+            t += 1
+        if self.last is None:
+            self.hi_i, self.lo_i, self.next_t = hi_i, lo_i, t
+            return
+        # This loop runs once per bar in Python and is most of a live step's engine time: the last pivot lives
+        # in locals until the next one is confirmed (a continuing swing moves it on most bars), no allocation.
+        last_low, last_price, last_index, last_conf = self.last
+        for t in range(t, stop):  # noqa: B020 - goes on from where the first phase stopped
+            if last_low:
+                lt = low[t]
+                if lt < last_price:  # the down-swing continues: move the low pivot
+                    if keep_versions:
+                        versions.append(Pivot(last_index, last_price, "low", last_conf, t))
+                    last_price = lt
+                    last_index = last_conf = hi_i = t
+                    continue
+                if high[t] >= high[hi_i]:
+                    hi_i = t
+                if high[hi_i] - lt >= thresholds[t] and t - hi_i >= backstep and hi_i - last_index >= min_leg_bars:
+                    pivots.append(Pivot(last_index, last_price, "low", last_conf))
+                    last_low, last_price, last_index, last_conf = False, high[hi_i], hi_i, t
+                    lo_i = t
+            else:
+                ht = high[t]
+                if ht > last_price:  # the up-swing continues: move the high pivot
+                    if keep_versions:
+                        versions.append(Pivot(last_index, last_price, "high", last_conf, t))
+                    last_price = ht
+                    last_index = last_conf = lo_i = t
+                    continue
+                if low[t] <= low[lo_i]:
+                    lo_i = t
+                if ht - low[lo_i] >= thresholds[t] and t - lo_i >= backstep and lo_i - last_index >= min_leg_bars:
+                    pivots.append(Pivot(last_index, last_price, "high", last_conf))
+                    last_low, last_price, last_index, last_conf = True, low[lo_i], lo_i, t
+                    hi_i = t
+        self.last = (last_low, last_price, last_index, last_conf)
+        self.hi_i, self.lo_i, self.next_t = hi_i, lo_i, max(stop, self.next_t)
 
 
 def pivots_known_at(versions: list[Pivot], t: int, *, start: int = 0) -> list[Pivot]:

@@ -215,8 +215,17 @@ def combine_windows(values: list[float]) -> float:
 class EngineHistory:
     """The TA frame as arrays, plus prefix sums for O(1) window regressions and AVWAP, and pivot versions."""
 
-    def __init__(self, ta_frame: pd.DataFrame, settings: EngineSettings, *, first_step: int = 0) -> None:
+    def __init__(
+        self,
+        ta_frame: pd.DataFrame,
+        settings: EngineSettings,
+        *,
+        first_step: int = 0,
+        filled: np.ndarray | None = None,
+    ) -> None:
         self.index = ta_frame.index
+        # the grid's filled flags (bars carried forward over a gap), for the TA payload's ``filled_bars``
+        self.filled = np.zeros(len(ta_frame), dtype=bool) if filled is None else np.asarray(filled, dtype=bool)
         self.first_step = first_step  # the first bar the runner will step: earlier bars are history only
         self._stamps: dict[int, str] = {}  # formatted lazily: a live step needs one, a replay all
         self.n = len(ta_frame)

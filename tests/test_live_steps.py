@@ -1,0 +1,101 @@
+"""update_driver's live path: a worker with a warm history and one without store the same rows.
+
+SQLite files (no services); real Binance BTC 1h candles as the BTC driver's regime bars. Small windows
+(REGIME_TA_WINDOW_BARS=600, slack 100) so that the test crosses window boundaries quickly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from regime_tasks import steps
+from regime_tasks.config import Settings
+from regime_tasks.core.bars import normalize_bars
+from regime_tasks.runtime import Runtime
+from regime_tasks.store import bars as store_bars
+from regime_tasks.store.db import init_db, make_engine
+from regime_tasks.store.events import read_events
+from regime_tasks.store.positions import read_driver_features
+from tests.conftest import real_file
+
+BOOK = "onchain_crypto"
+KEY = {"driver": "BTC"}
+
+
+@pytest.fixture(scope="module")
+def btc_1h() -> pd.DataFrame:
+    raw = pd.read_csv(real_file("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz"))
+    bars = normalize_bars(raw, series="BTC", timeframe="1h").iloc[21_000:23_000]
+    return bars.assign(constituents=1)
+
+
+def _runtime(path: Path, **overrides: object) -> Runtime:
+    settings = Settings(database_url=f"sqlite:///{path}", ta_window_bars=600, ta_window_slack_bars=100, **overrides)
+    engine = make_engine(settings.effective_database_url, cached=False)
+    init_db(engine)
+    return Runtime(settings=settings, engine=engine)
+
+
+def _payload(rt: Runtime) -> dict:
+    features = read_driver_features(rt.engine, BOOK, keys=None)[("BTC", "1h")]
+    engine_payload = {k: v for k, v in features["uptrend_engine_v4"].items() if k != "ts"}
+    ta = {k: v for k, v in features["ta"].items() if k != "ts"}
+    return {"engine": engine_payload, "ta": ta}
+
+
+def _events(rt: Runtime) -> list[dict]:
+    return [
+        {k: v for k, v in ev.items() if k not in ("id", "created_at")} for ev in read_events(rt.engine, book_id=BOOK)
+    ]
+
+
+def _run(rt: Runtime, bars: pd.DataFrame, bootstrap_bars: int, steps_at: list[int], *, warm: bool) -> list[dict]:
+    store_bars.upsert_bars(rt.engine, "regime", KEY, "1h", bars.iloc[:bootstrap_bars])
+    steps._LIVE.clear()
+    steps.update_driver(rt, BOOK, "BTC", "1h", bars.index[bootstrap_bars - 1])
+    out = []
+    done = bootstrap_bars
+    for upto in steps_at:
+        store_bars.upsert_bars(rt.engine, "regime", KEY, "1h", bars.iloc[done:upto])
+        if not warm:
+            steps._LIVE.clear()
+        result = steps.update_driver(rt, BOOK, "BTC", "1h", bars.index[upto - 1])
+        grid_bars = int((bars.index[upto - 1] - bars.index[done - 1]) / pd.Timedelta(hours=1))  # gaps are filled
+        assert result["status"] == "ok" and result["stepped"] == grid_bars
+        out.append(_payload(rt))
+        done = upto
+    return out
+
+
+def test_warm_and_cold_workers_store_identical_payloads_and_events(tmp_path: Path, btc_1h: pd.DataFrame) -> None:
+    # one bar at a time, then catch-ups of 7 and 40 bars; 1,000 bars cross several window boundaries
+    steps_at = [*range(1_001, 1_300), 1_307, 1_347, *range(1_348, 1_500)]
+    warm_rt, cold_rt = _runtime(tmp_path / "warm.db"), _runtime(tmp_path / "cold.db")
+    warm = _run(warm_rt, btc_1h, 1_000, steps_at, warm=True)
+    cold = _run(cold_rt, btc_1h, 1_000, steps_at, warm=False)
+    for k, (a, b) in enumerate(zip(warm, cold, strict=True)):
+        assert a == b, f"step {k} (bars up to {steps_at[k]})"
+    assert _events(warm_rt) == _events(cold_rt)
+    assert len({p["engine"]["state"] for p in warm}) >= 2  # the stretch is not one flat state
+    assert {p["ta"]["bars"] for p in warm} <= set(range(600, 700))  # anchored windows: 600 to 699 bars
+
+
+def test_a_corrected_bar_inside_the_window_forces_a_rebuild(tmp_path: Path, btc_1h: pd.DataFrame) -> None:
+    rts = [_runtime(tmp_path / "a.db"), _runtime(tmp_path / "b.db")]
+    _run(rts[0], btc_1h, 1_000, [1_001, 1_002], warm=True)
+    warm_history = steps._LIVE.copy()  # rts[0]'s history, built before the correction
+    _run(rts[1], btc_1h, 1_000, [1_001, 1_002], warm=True)
+    corrected = btc_1h.iloc[[1_001 - 50]].assign(close=lambda f: f["close"] * 1.01, high=lambda f: f["high"] * 1.01)
+    results = []
+    for rt, keep_warm in zip(rts, (True, False), strict=True):
+        store_bars.upsert_bars(rt.engine, "regime", KEY, "1h", corrected)
+        store_bars.upsert_bars(rt.engine, "regime", KEY, "1h", btc_1h.iloc[1_002:1_003])
+        steps._LIVE.clear()
+        if keep_warm:
+            steps._LIVE.update(warm_history)
+        steps.update_driver(rt, BOOK, "BTC", "1h", btc_1h.index[1_002])
+        results.append(_payload(rt))
+    assert results[0] == results[1]
