@@ -36,6 +36,9 @@ enable_utc = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
+# A pool process whose RSS stays above this after a task (and after regime_tasks.memory gave back what it could)
+# is replaced: a backstop against a leak, not the normal path (KiB; None = never).
+worker_max_memory_per_child = _s.worker_max_memory_mb * 1024 if _s.worker_max_memory_mb else None
 task_soft_time_limit = _s.task_soft_time_limit_secs
 task_time_limit = _s.task_time_limit_secs
 result_expires = 86_400
@@ -57,9 +60,10 @@ task_routes = {
     "regime.bootstrap.*": {"queue": "regime.io"},
 }
 
-# RedBeat keeps the schedule and a lock in Redis: a second beat process waits for the lock instead of
+# RedBeat keeps the schedule and a lock in Redis (regime_tasks.beat adds taking the lock back after a Redis
+# restart): a second beat process waits for the lock instead of
 # scheduling twice (issue 7). Embedded mode uses its own in-process ticker instead of beat.
-beat_scheduler = "redbeat.RedBeatScheduler"
+beat_scheduler = "regime_tasks.beat:RegimeBeatScheduler"
 redbeat_redis_url = _s.redis_url or _s.broker_url
 redbeat_lock_timeout = _s.beat_lock_timeout_secs
 redbeat_key_prefix = f"redbeat:{_s.book_id}:"

@@ -43,7 +43,7 @@ def test_worker_beat_flower_use_the_package_app_and_queues() -> None:
     assert _command("worker").startswith("celery -A regime_tasks worker")
     queues = re.search(r"-Q (\S+)", _command("worker")).group(1).split(",")
     assert set(queues) == {q.name for q in task_queues}
-    assert "redbeat.RedBeatScheduler" in _command("beat")
+    assert "regime_tasks.beat:RegimeBeatScheduler" in _command("beat")
     assert SERVICES["beat"]["deploy"]["replicas"] == 1
     assert "celery -A regime_tasks flower" in _command("flower")
 
