@@ -266,7 +266,7 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
             **base,
             "status": "unchanged",
             "state": prev.get("state"),
-            "bars": None,
+            "bars": store_bars.count_bars(rt.engine, "regime", key, timeframe),
             "payload": features.get("regime_engine_v4"),
         }
 
