@@ -23,17 +23,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.integration.test_worker import BOOK, Stack
 
 
+def _field_kb(path: Path, name: str) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def rss_mb(pid: int) -> str:
-    """Total RSS of the worker (main process + pool children) and each process's share, in MB."""
+    """The worker's memory (main process + pool children), two ways, in MB.
+
+    RSS counts every page a process maps, so pages the pool children share with the main process (numpy, pandas,
+    pyarrow, SQLAlchemy imported before the fork) are counted once per process; PSS (/proc/PID/smaps_rollup)
+    divides each shared page among the processes sharing it, so its sum is what the worker takes from the machine.
+    """
     import subprocess
 
     pids = [pid, *map(int, subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split())]
-    each = []
-    for p in pids:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                each.append(int(line.split()[1]) / 1024)
-    return f"{sum(each):.0f} MB total ({' + '.join(f'{x:.0f}' for x in each)}: main + pool of 2)"
+    rss = [_field_kb(Path(f"/proc/{p}/status"), "VmRSS") / 1024 for p in pids]
+    pss = [_field_kb(Path(f"/proc/{p}/smaps_rollup"), "Pss") / 1024 for p in pids]
+    return (
+        f"RSS {sum(rss):.0f} MB ({' + '.join(f'{x:.0f}' for x in rss)}: main + pool of 2); "
+        f"PSS {sum(pss):.0f} MB ({' + '.join(f'{x:.0f}' for x in pss)})"
+    )
 
 
 def main() -> None:

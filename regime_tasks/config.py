@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     task_time_limit_secs: int = Field(360, gt=0, description="Hard time limit of one task; < visibility timeout.")
     beat_lock_timeout_secs: int = Field(60, gt=0, description="RedBeat lock: another beat takes over after this.")
     beat_heartbeat_secs: int = Field(30, gt=0, description="Beat heartbeat period; `regime status` shows its age.")
+    bootstrap_in_subprocess: bool = Field(
+        True, description="The worker's bootstrap task runs `regime bootstrap` in a child process (frees its memory)."
+    )
+    worker_trim_threshold_mb: float = Field(
+        32.0, ge=0, description="After a task that grew a worker process by more than this, give memory back (0 = off)."
+    )
+    worker_max_memory_mb: int = Field(
+        400, ge=0, description="A pool process above this after a task is replaced by a fresh one (0 = never)."
+    )
     flower_basic_auth: str | None = Field(None, description="user:password for Flower; required outside embedded mode.")
 
     # --- product -----------------------------------------------------------------

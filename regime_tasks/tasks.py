@@ -82,8 +82,28 @@ def bootstrap(self: Task, book_id: str | None = None, now: str | None = None) ->
     ``now`` (ISO-8601 UTC) pins the clock, as ``regime bootstrap --now`` does.
     """
     rt = get_runtime()
+    book = book_id or rt.book_id
+    if rt.settings.bootstrap_in_subprocess and not rt.settings.embedded:
+        return _bootstrap_in_subprocess(book, now, timeout_secs=rt.settings.task_soft_time_limit_secs)
     clock = steps.parse_ts(now).to_pydatetime() if now else None
-    return pipeline.bootstrap(rt, book_id=book_id or rt.book_id, now=clock).as_dict()
+    return pipeline.bootstrap(rt, book_id=book, now=clock).as_dict()
+
+
+def _bootstrap_in_subprocess(book_id: str, now: str | None, *, timeout_secs: float) -> dict[str, Any]:
+    """``regime bootstrap --json`` in a child process, so that the year of bars it replays is freed when it
+    exits instead of staying in this long-lived pool process (issue 7: worker memory after a bootstrap)."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "regime_tasks.cli", "bootstrap", "--json", "--book", book_id]
+    if now:
+        cmd += ["--now", now]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_secs, check=False)
+    if proc.returncode not in (0, 2):  # 2: ran, but required drivers are missing (the report says which)
+        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+        raise RuntimeError(f"bootstrap subprocess exited with {proc.returncode}:\n{tail}")
+    return json.loads(proc.stdout)
 
 
 @app.task(name="regime.beat.heartbeat", bind=True)
