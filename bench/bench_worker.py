@@ -64,13 +64,7 @@ def main() -> None:
         w = s.worker("bench")
         s.venues.now = pd.Timestamp("2025-07-26T03:00:30Z")
         t0 = time.perf_counter()
-        report = s.client.send_task(
-            "regime.bootstrap.run",
-            args=(BOOK, "2025-07-26T03:00:30Z"),
-            queue="regime.compute",
-            routing_key="regime.compute",
-            exchange="regime.compute",
-        ).get(timeout=900)
+        report = s.send_bootstrap("2025-07-26T03:00:30Z").get(timeout=900)
         print(
             f"bootstrap in the worker: {time.perf_counter() - t0:.1f} s, ok={report['ok']}, "
             f"BTC bars {report['bars']['BTC']}"

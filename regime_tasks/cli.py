@@ -110,7 +110,9 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     from regime_tasks.core.uptrend import EngineSettings
     from regime_tasks.engine_cli import print_jsonl, print_table, run_file, summarise
 
-    settings = EngineSettings(bootstrap=args.bootstrap, sr_levels=args.sr_levels)
+    settings = EngineSettings(
+        bootstrap=args.bootstrap, sr_levels=args.sr_levels, inputs=args.inputs, edx_1d_count=args.edx_1d_count
+    )
     payloads, n_filled = run_file(args.file, args.timeframe, settings)
     summary = summarise(payloads)
     if args.jsonl:
@@ -128,6 +130,18 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeframe", required=True, choices=["1m", "5m", "15m", "1h", "4h", "1d"])
     p.add_argument("--bootstrap", choices=["spec", "as_run"], default="spec", help="first-state rule (D14)")
     p.add_argument("--sr-levels", choices=["swing", "none"], default="swing", help="S/R levels (D14)")
+    p.add_argument(
+        "--inputs",
+        choices=["correct", "as_run"],
+        default="correct",
+        help="as_run: the host's misread TA keys read as 0 (TS stays 0.5, no buy flag) (D14, spec §9)",
+    )
+    p.add_argument(
+        "--edx-1d-count",
+        choices=["bars", "as_run"],
+        default="bars",
+        help="as_run: count 1d bars since the S3 start in hours for EDX, as the host did (D14)",
+    )
     p.add_argument("--jsonl", action="store_true", help="one JSON object per bar")
     p.add_argument("--json", action="store_true", help="one JSON document: summary and full payloads")
     p.add_argument("--tail", type=int, default=40, help="table rows to show (default the last 40)")
@@ -231,7 +245,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from regime_tasks.config import get_settings
-    from regime_tasks.core.uptrend import EngineSettings
     from regime_tasks.replay import run_replay
     from regime_tasks.report import write_report
     from regime_tasks.runner import progress_reporter
@@ -247,7 +260,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             start=parse_ts(args.start),
             end=parse_ts(args.end),
             timeframes=tfs,
-            settings=EngineSettings(bootstrap=s.engine_bootstrap, sr_levels=s.engine_sr_levels),
+            settings=s.engine_settings(),
             bucket_thresholds={
                 "nano_max_usd": s.bucket_nano_max_usd,
                 "small_max_usd": s.bucket_small_max_usd,

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     )
     engine_bootstrap: Literal["spec", "as_run"] = Field("spec", description="Engine bootstrap rule (D14).")
     engine_sr_levels: Literal["swing", "none"] = Field("swing", description="S/R levels for trims/boosts (D14).")
+    engine_inputs: Literal["correct", "as_run"] = Field(
+        "correct", description="as_run: the host's misread TA keys read as 0 (D14, spec §9)."
+    )
+    engine_edx_1d_count: Literal["bars", "as_run"] = Field(
+        "bars", description="as_run: 1d bars since the S3 start counted in hours for EDX, as the host did (D14)."
+    )
     bucket_nano_max_usd: float = Field(10e6, gt=0, description="nano < this market cap (USD) ≤ small (D3).")
     bucket_small_max_usd: float = Field(50e6, gt=0, description="small < this ≤ mid.")
     bucket_mid_max_usd: float = Field(200e6, gt=0, description="mid < this ≤ big.")
@@ -144,6 +150,17 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'regime.db').resolve()}"
+
+    def engine_settings(self):  # -> regime_tasks.core.uptrend.EngineSettings (core stays import-light here)
+        """The Uptrend Engine's settings (D14)."""
+        from regime_tasks.core.uptrend import EngineSettings
+
+        return EngineSettings(
+            bootstrap=self.engine_bootstrap,
+            sr_levels=self.engine_sr_levels,
+            inputs=self.engine_inputs,
+            edx_1d_count=self.engine_edx_1d_count,
+        )
 
     @property
     def embedded(self) -> bool:

@@ -56,7 +56,8 @@ def line(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def print_jsonl(payloads: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
+def print_jsonl(payloads: list[dict[str, Any]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # the stdout of the call, not of the import (tests and callers replace it)
     for p in payloads:
         out.write(json.dumps(line(p), separators=(",", ":")) + "\n")
 

@@ -252,7 +252,7 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     from regime_tasks.core.live import ta_payload_of_history, window_start
     from regime_tasks.core.mapper import map_engine_payload
     from regime_tasks.core.ta import compute_ta_frame
-    from regime_tasks.core.uptrend import EngineHistory, EngineSettings, run_engine_frame
+    from regime_tasks.core.uptrend import EngineHistory, run_engine_frame
     from regime_tasks.store.events import append_events
     from regime_tasks.store.positions import set_features_bulk
 
@@ -281,7 +281,7 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     # rows may have been written by other programs sharing the database: re-check before computing
     validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
     filled, _ = fill_gaps(bars[["open", "high", "low", "close", "volume"]], timeframe)
-    engine_settings = EngineSettings(bootstrap=s.engine_bootstrap, sr_levels=s.engine_sr_levels)
+    engine_settings = s.engine_settings()
     if prev_bar is None:
         ta_frame = compute_ta_frame(filled.drop(columns="filled"))
         payloads, state_events = run_engine_frame(ta_frame, engine_settings)

@@ -107,3 +107,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         if tables:
             conn.execute(sa.text("DROP TABLE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
     engine.dispose()
+
+
+@pytest.fixture()
+def redis_packets(monkeypatch) -> Iterator[list[bytes]]:
+    """Every packet redis-py sends from this process (one per round trip; a pipeline is one packet).
+
+    Counted on the client: the server's commandstats are server-wide and other test processes may share it.
+    """
+    from redis.connection import AbstractConnection
+
+    packets: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+
+    def spy(self, command, check_health=True):
+        chunks = [command] if isinstance(command, (bytes, str)) else list(command)
+        packets.append(b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks))
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", spy)
+    yield packets

@@ -64,3 +64,18 @@ def test_table_output_has_a_summary(capsys) -> None:
     assert main(["engine", str(path), "--timeframe", "5m", "--tail", "5"]) == 0
     out = capsys.readouterr().out
     assert "transitions:" in out and "per state:" in out and "filled flat" in out
+
+
+def test_host_inputs_switch_silences_every_buy_flag(capsys) -> None:
+    """D14: `--inputs as_run` reproduces the host's misread keys — TS stays 0.5, so no buy flag can fire; states
+    are the same as with correct inputs (they depend on EMAs and price only)."""
+    path = real_file("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv")
+    runs = {}
+    for inputs in ("correct", "as_run"):
+        assert main(["engine", str(path), "--timeframe", "1d", "--jsonl", "--inputs", inputs]) == 0
+        runs[inputs] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [p["state"] for p in runs["correct"]] == [p["state"] for p in runs["as_run"]]
+    flags = ("buy_signal", "buy_flag", "rebuy_flag")
+    assert any(p[f] for p in runs["correct"] for f in flags)
+    assert not any(p[f] for p in runs["as_run"] for f in flags)
+    assert {p["scores"]["ts"] for p in runs["as_run"] if p["scores"]["ts"] is not None} == {0.5}

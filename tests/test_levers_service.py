@@ -7,7 +7,6 @@ import socket
 
 import pytest
 import redis
-from redis.connection import AbstractConnection
 
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.errors import RegimeUnavailable
@@ -66,20 +65,11 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_published_entries_are_read_in_one_round_trip(redis_url, engine, monkeypatch) -> None:
+def test_published_entries_are_read_in_one_round_trip(redis_url, engine, redis_packets) -> None:
     cache = RedisRegimeCache(redis_url)
     cache.publish("onchain_crypto", {f"{d}|{tf}": payload(tf) for d in DRIVERS for tf in REGIME_TIMEFRAMES})
-    # Count packets sent on this process's connections: commandstats are server-wide and other test
-    # processes may share the server.
-    sent: list[bytes] = []
-    original = AbstractConnection.send_packed_command
-
-    def spy(self, command, check_health=True):
-        chunks = [command] if isinstance(command, (bytes, str)) else list(command)
-        sent.append(b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks))
-        return original(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", spy)
+    redis_packets.clear()  # count the read only
+    sent = redis_packets
 
     res = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
 

@@ -99,6 +99,7 @@ class LiveHistory(EngineHistory):
             b0, b1 = np.zeros(capacity + 1), np.zeros(capacity + 1)
             b0[: n + 1], b1[: n + 1] = p0, p1
             self._prefix[name] = (b0, b1, ref)
+        self.defined_from = self.first_defined(self.cols, n)
         vol = self.cols["volume"]
         self.has_volume = bool(np.any(vol[:n] > 0))
         self.cum_v, self.cum_cv = np.zeros(capacity), np.zeros(capacity)

@@ -37,11 +37,34 @@ TRIM_OX = 0.65
 
 @dataclasses.dataclass(frozen=True)
 class EngineSettings:
-    """``bootstrap``: ``spec`` (S3/S0/S4 on the first bar, S4→S3 allowed) or ``as_run`` (the host: S0 or S4
-    only). ``sr_levels``: ``swing`` (levels from zig-zag pivots, spec §7) or ``none`` (the host: no levels)."""
+    """The engine's settings; each ``as_run``/``none`` value reproduces the host's running engine (DECISIONS D14).
+
+    - ``bootstrap``: ``spec`` (S3/S0/S4 on the first bar, S4→S3 allowed) or ``as_run`` (the host: S0 or S4 only).
+    - ``sr_levels``: ``swing`` (levels from zig-zag pivots, spec §7) or ``none`` (the host: no levels).
+    - ``inputs``: ``correct`` or ``as_run`` — the host's TA wrote timeframe-suffixed keys its engine did not
+      read (spec §9), so TS, OX expansion/ATR surge/fragility, DX relief/curl and the S3 DX-buy slope gate read
+      the default 0 (TS is then always 0.5 and no buy flag can fire); :data:`HOST_MISREAD_KEYS`.
+    - ``edx_1d_count``: ``bars`` or ``as_run`` — the host counted the bars since the S3 start of a 1d series in
+      hours (24 per bar) for EDX.
+    """
 
     bootstrap: Literal["spec", "as_run"] = "spec"
     sr_levels: Literal["swing", "none"] = "swing"
+    inputs: Literal["correct", "as_run"] = "correct"
+    edx_1d_count: Literal["bars", "as_run"] = "bars"
+
+
+# The inputs the host's engine read under unsuffixed keys its TA never wrote (spec §9): they read as 0.
+HOST_MISREAD_KEYS = (
+    "rsi_slope_10",  # TS, DX rsi relief
+    "adx_slope_10",  # TS, DX adx relief
+    "dsep_fast_5",  # OX expansion
+    "dsep_mid_5",
+    "atr_mean_20",  # OX ATR surge, DX ATR relief
+    "ema20_slope",  # OX fragility
+    "d_ema144_slope",  # DX curl
+)
+HOST_MISREAD_S3_GATE = ("ema250_slope", "ema333_slope")  # the S3 DX-buy slope gate (S1/S2 gates read right)
 
 
 def sigmoid(x: float) -> float:
@@ -236,6 +259,7 @@ class EngineHistory:
         self._prefix: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
         for name in ("ema250", "ema333", "rsi", "adx"):
             self._prefix[name] = self._make_prefix(self.cols[name])
+        self.defined_from = self.first_defined(self.cols, self.n)
         vol = self.cols["volume"]
         self.has_volume = bool(np.any(vol > 0))
         self.cum_v = np.cumsum(vol)
@@ -257,6 +281,16 @@ class EngineHistory:
         self._piv_sup = np.array([p.superseded_at for p in pivots], dtype=np.int64)
         self._piv_idx = np.array([p.index for p in pivots], dtype=np.int64)
         return pivots
+
+    @staticmethod
+    def first_defined(cols: Mapping[str, np.ndarray], n: int) -> int:
+        """First bar from which EMA250, EMA333, RSI and ADX are all defined (EDX windows start there at the
+        earliest: a window reaching into the warm-up would read placeholders)."""
+        first = 0
+        for name in ("ema250", "ema333", "rsi", "adx"):
+            finite = np.flatnonzero(np.isfinite(cols[name][:n]))
+            first = max(first, int(finite[0]) if len(finite) else n)
+        return first
 
     @staticmethod
     def _make_prefix(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -357,7 +391,10 @@ def edx_score(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dict
     n = bars_since_s3
     if n < 10:
         return 0.5, {"n": n, "windows": []}
-    n = min(n, t + 1)  # an episode older than the available history uses what there is
+    # an episode older than the history (a live window) uses the bars whose slow inputs are all defined
+    n = min(n, t + 1 - h.defined_from)
+    if n < 10:
+        return 0.5, {"n": n, "windows": []}
     lengths = [n]
     if (2 * n) // 3 >= 10:
         lengths.append((2 * n) // 3)
@@ -490,10 +527,17 @@ def step(
 
     # --- scores and checks
     atr = v["atr"]
-    ts = trend_strength(v["rsi_slope_10"], v["adx_slope_10"])
+    # what the scores read: the TA values, or under inputs=as_run the host's defaults for the keys it misread
+    vs = {**v, **dict.fromkeys(HOST_MISREAD_KEYS, 0.0)} if settings.inputs == "as_run" else v
+    ts = trend_strength(vs["rsi_slope_10"], vs["adx_slope_10"])
     levels = h.levels_at(i, v["price"], v["atr"], settings.sr_levels) if state in ("S1", "S2", "S3") else []
     scores: dict[str, Any] = {"ts": ts, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None}
-    diag["ts"] = {"rsi_slope_10": _json_num(v["rsi_slope_10"]), "adx_slope_10": _json_num(v["adx_slope_10"]), "ts": ts}
+    diag["ts"] = {
+        "rsi_slope_10": _json_num(vs["rsi_slope_10"]),
+        "adx_slope_10": _json_num(vs["adx_slope_10"]),
+        "ts": ts,
+        "inputs": settings.inputs,
+    }
     diag["sr_levels"] = levels
 
     run_s1 = state == "S1"  # includes the S0→S1 bar
@@ -519,13 +563,14 @@ def step(
         }
 
     if run_s2 or run_s3:
-        ob, ox_parts = ox_base(v)
+        ob, ox_parts = ox_base(vs)
         edx = 0.5
         if run_s3:
             s3_start = meta["s3_start_ts"]
             n_bars = _bars_between(h, s3_start, i)
             meta["bars_since_s3"] = n_bars
-            edx, edx_diag = edx_score(h, i, n_bars)
+            n_edx = n_bars * 24 if settings.edx_1d_count == "as_run" and _bar_seconds(h) == 86_400 else n_bars
+            edx, edx_diag = edx_score(h, i, n_edx)
             diag["edx"] = edx_diag
             ox = clamp(ob * (1.0 + 0.33 * clamp(edx - 0.5, 0.0, 0.5)))
             scores["edx"] = edx
@@ -543,6 +588,7 @@ def step(
         }
         boost = sr_boost(v["ema333"], levels, atr)
         slope_ok = v["ema250_slope"] > 0 or v["ema333_slope"] >= 0
+        gate = {k: _json_num(v[k]) for k in HOST_MISREAD_S3_GATE}
         strength_ok = ts + boost >= BUY_THRESHOLD
         scores.update(sr_boost=boost, ts_with_boost=ts + boost)
         if run_s2:
@@ -551,6 +597,7 @@ def step(
             diag["s2_retest_buy"] = {
                 "near_ema333": near,
                 "distance_atr": abs(v["price"] - v["ema333"]) / atr,
+                **gate,
                 "slope_ok": slope_ok,
                 "ts_plus_boost": ts + boost,
                 "strength_ok": strength_ok,
@@ -560,15 +607,26 @@ def step(
             flags["emergency_exit"] = v["price"] < v["ema333"]
             prev_emergency = bool(prev.get("emergency_exit")) if prev and prev_known == "S3" else False
             flags["reclaimed_ema333"] = prev_emergency and v["price"] >= v["ema333"]
-            dx, dx_parts = dx_score(v, edx)
+            diag["emergency"] = {
+                "price": v["price"],
+                "ema333": v["ema333"],
+                "emergency_exit": flags["emergency_exit"],
+                "prev_emergency_exit": prev_emergency,
+                "reclaimed_ema333": flags["reclaimed_ema333"],
+            }
+            dx, dx_parts = dx_score(vs, edx)
             threshold, thr_parts = dx_threshold(v["price"], v["ema144"], v["ema333"], edx)
             scores["dx"] = dx
             discount = v["price"] <= v["ema144"]
+            if settings.inputs == "as_run":
+                gate = dict.fromkeys(HOST_MISREAD_S3_GATE, 0.0)
+                slope_ok = gate["ema250_slope"] > 0 or gate["ema333_slope"] >= 0
             flags["buy_flag"] = (
                 discount and slope_ok and strength_ok and not flags["emergency_exit"] and dx >= threshold
             )
             diag["s3_dx_buy"] = {
                 "discount_zone": discount,
+                **gate,
                 "slope_ok": slope_ok,
                 "ts_plus_boost": ts + boost,
                 "strength_ok": strength_ok,
@@ -633,6 +691,10 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def _bar_seconds(h: EngineHistory) -> float:
+    return (h.index[1] - h.index[0]).total_seconds() if h.n > 1 else 0.0
 
 
 def _bars_between(h: EngineHistory, start_ts: str | None, i: int) -> int:

@@ -462,3 +462,49 @@ def test_as_run_without_levels_keeps_a_bull_start_in_s4_on_btc_daily() -> None:
     # D14: under the host's bootstrap a series that starts in a bull market waits in S4 for a bearish stack
     assert {p["state"] for p in as_run[332:]} == {"S4"}
     assert not any(p["trim_flag"] for p in as_run)
+
+
+# --- the host's inputs and EDX count (D14 switches) --------------------------------------------------------
+def test_inputs_as_run_reads_the_host_defaults_ts_half_and_no_buy() -> None:
+    emas = {**S0_EMAS, "ema20": 90.0, "ema30": 89.0, "ema60": 86.0}
+    row = {**emas, "close": 87.0, "ema60_slope": 0.001, **STRONG}
+    correct = run([row], prev=prev_payload("S0"))[-1]
+    host = run([row], prev=prev_payload("S0"), settings=EngineSettings(inputs="as_run"))[-1]
+    assert correct["buy_signal"] is True and correct["scores"]["ts"] == pytest.approx(trend_strength(5.0, 2.0))
+    assert host["state"] == "S1" and host["scores"]["ts"] == 0.5 and host["buy_signal"] is False
+    assert host["diagnostics"]["ts"]["inputs"] == "as_run"
+
+
+def test_inputs_as_run_changes_ox_and_dx_only_through_the_misread_keys() -> None:
+    row = {**S3_EMAS, "close": 111.0, "dsep_fast_5": 0.01, "ema20_slope": -0.002, "d_ema144_slope": 0.001}
+    correct = run([row], prev=prev_payload("S3", s3_start_ts="2024-01-15T00:00:00Z"))[-1]
+    host = run(
+        [row], prev=prev_payload("S3", s3_start_ts="2024-01-15T00:00:00Z"), settings=EngineSettings(inputs="as_run")
+    )[-1]
+    assert correct["diagnostics"]["ox"]["exp_fast"] > 0.99 and host["diagnostics"]["ox"]["exp_fast"] == 0.5
+    assert correct["diagnostics"]["s3_dx_buy"]["dx_parts"]["curl"] == 1.0
+    assert host["diagnostics"]["s3_dx_buy"]["dx_parts"]["curl"] == 0.0
+    assert host["diagnostics"]["ox"]["rail_fast"] == correct["diagnostics"]["ox"]["rail_fast"]  # read right by both
+    assert host["state"] == correct["state"] == "S3"
+
+
+def test_edx_1d_count_as_run_counts_days_in_hours() -> None:
+    frame_rows = [{**S3_EMAS, "close": 111.0}]
+    h = history(frame_rows)
+    h.index = pd.date_range("2020-01-01", periods=N, freq="1D", tz="UTC", name="timestamp")  # a daily series
+    start = h.index[N - 21].strftime("%Y-%m-%dT%H:%M:%SZ")  # 20 daily bars before the stepped bar
+    prev = prev_payload("S3", s3_start_ts=start)
+    bars = step(h, N - 1, prev, EngineSettings())[0]
+    hours = step(h, N - 1, prev, EngineSettings(edx_1d_count="as_run"))[0]
+    assert bars["meta"]["bars_since_s3"] == hours["meta"]["bars_since_s3"] == 20
+    assert bars["diagnostics"]["edx"]["n"] == 20 and bars["diagnostics"]["edx"]["windows"] == [20, 13]
+    assert hours["diagnostics"]["edx"]["n"] > 20  # 480 hours, capped by the defined history
+
+
+def test_edx_windows_never_reach_into_the_warm_up() -> None:
+    h = history([{**S3_EMAS, "close": 111.0}])
+    h.cols["ema333"][:100] = np.nan  # EMA333 defined from bar 100 only
+    h.defined_from = EngineHistory.first_defined(h.cols, h.n)
+    prev = prev_payload("S3", s3_start_ts="2023-01-01T00:00:00Z")  # older than the whole history
+    out = step(h, N - 1, prev, EngineSettings())[0]
+    assert out["diagnostics"]["edx"]["n"] == N - 100

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 import redis
-from redis.connection import AbstractConnection
 
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.errors import RegimeUnavailable
@@ -30,21 +28,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture()
-def sent(monkeypatch) -> Iterator[list[bytes]]:
-    """Every packet redis-py sends (one per round trip; a pipeline is sent as one packet)."""
-    packets: list[bytes] = []
-    original = AbstractConnection.send_packed_command
-
-    def spy(self, command, check_health=True):
-        chunks = [command] if isinstance(command, (bytes, str)) else list(command)
-        packets.append(b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks))
-        return original(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", spy)
-    yield packets
 
 
 # --- in-process cache --------------------------------------------------------------------------------------
@@ -125,7 +108,8 @@ def test_redis_layout_is_one_hash_per_book_with_json_fields(redis_url) -> None:
 
 
 @pytest.mark.service
-def test_redis_publish_is_one_multi_exec_and_read_is_one_hgetall(redis_url, sent) -> None:
+def test_redis_publish_is_one_multi_exec_and_read_is_one_hgetall(redis_url, redis_packets) -> None:
+    sent = redis_packets
     cache = RedisRegimeCache(redis_url)
     cache.read("onchain_crypto")  # open the connection (its handshake is not part of either operation)
 
