@@ -295,6 +295,29 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 
 # --- command registry -----------------------------------------------------------------
 # Each entry adds one sub-command. Keep one function per command family.
+# --- stream ---------------------------------------------------------------------------------------------
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from regime_tasks.config import get_settings
+    from regime_tasks.runtime import get_runtime
+    from regime_tasks.stream import run_stream
+
+    if get_settings().source != "live":
+        print("regime: error: stream needs REGIME_SOURCE=live (it reads Hyperliquid's websocket)", file=sys.stderr)
+        return 2
+    rt = get_runtime()
+    coins = tuple(c.strip().upper() for c in args.coins.split(",")) if args.coins else None
+    result = run_stream(rt, coins=coins, seconds=args.seconds)
+    _print_json(result)
+    return 0
+
+
+def _add_stream(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stream", help="write Hyperliquid's closed 1m candles (HYPE) to the store as they close")
+    p.add_argument("--coins", default=None, help="comma-separated coins (default: the majors sourced from Hyperliquid)")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    p.set_defaults(handler=_cmd_stream)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_db,
     _add_pipeline,
@@ -303,6 +326,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_levers,
     _add_status,
     _add_replay,
+    _add_stream,
     # >>> more commands register here (one line each) <<<
 ]
 

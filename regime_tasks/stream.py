@@ -1,0 +1,80 @@
+"""``regime stream``: Hyperliquid's closed 1m candles into the store as they close (plan §5: Hyperliquid live).
+
+The 1m tick's collect step fetches what is missing over REST anyway; a running stream means those bars are
+already stored when the tick starts, so the tick makes no Hyperliquid call for them, and the stream's own REST
+catch-up after a dropped websocket (``HyperliquidCandleStream``) keeps the series without gaps. Only the coins
+whose live source is Hyperliquid are streamed (HYPE): BTC, ETH, SOL and BNB come from Binance, and one series
+must not mix two venues' prices.
+
+Writes are the same idempotent upserts as the collect step's (``majors`` table, key ``token_contract``), so a
+bar written by both is written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pandas as pd
+
+from regime_tasks.logs import kv
+from regime_tasks.runtime import Runtime
+from regime_tasks.store import bars as store_bars
+
+log = logging.getLogger(__name__)
+
+SOURCE = "hyperliquid-ws"
+
+
+def hyperliquid_coins() -> tuple[str, ...]:
+    """The majors whose live source is Hyperliquid."""
+    from regime_tasks.core.constants import MAJORS
+    from regime_tasks.market import LiveMarket
+
+    return tuple(m for m in MAJORS if m not in LiveMarket.BINANCE_SYMBOLS)
+
+
+def run_stream(
+    rt: Runtime,
+    *,
+    coins: tuple[str, ...] | None = None,
+    seconds: float | None = None,
+    stop: threading.Event | None = None,
+    stream_factory: Any = None,
+) -> dict[str, Any]:
+    """Stream until ``stop`` is set, ``seconds`` have passed or Ctrl-C; returns bars written per coin.
+
+    ``stream_factory(coins, on_closed_bar, settings)`` builds the stream (default ``HyperliquidCandleStream``;
+    tests pass one with a pinned clock).
+    """
+    from regime_tasks.sources.hyperliquid import HyperliquidCandleStream
+
+    coins = coins or hyperliquid_coins()
+    written = dict.fromkeys(coins, 0)
+    lock = threading.Lock()
+
+    def on_closed_bar(coin: str, frame: pd.DataFrame) -> None:
+        n = store_bars.upsert_bars(rt.engine, "majors", {"token_contract": coin}, "1m", frame, source=SOURCE)
+        with lock:
+            written[coin] += n
+        log.info("streamed %s", kv(coin=coin, bars=n, last=frame.index[-1].strftime("%Y-%m-%dT%H:%M:%SZ")))
+
+    factory = stream_factory or (lambda c, cb, s: HyperliquidCandleStream(list(c), cb, settings=s))
+    stream = factory(coins, on_closed_bar, rt.settings)
+    stop = stop or threading.Event()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    stream.start()
+    log.info("stream started %s", kv(coins=",".join(coins), source=SOURCE))
+    try:
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            stop.wait(0.2)
+    except KeyboardInterrupt:
+        log.info("stream interrupted")
+    finally:
+        stream.stop()
+    return {"coins": list(coins), "written": written, "reconnects": getattr(stream, "reconnects", 0)}
+
+
+__all__ = ["hyperliquid_coins", "run_stream"]

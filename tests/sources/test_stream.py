@@ -1,0 +1,79 @@
+"""`regime stream`: Hyperliquid's closed 1m candles written to the store, through a websocket drop.
+
+The local websocket server speaks Hyperliquid's candle protocol with real HYPE 1m candles (each minute sent as
+an update, then its final values), drops the first connection after 12 candles and never sends the next 9
+minutes: the stream must fetch those from the local REST server. Writes go to a SQLite file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from regime_tasks.runtime import Runtime
+from regime_tasks.sources.hyperliquid import HyperliquidCandleStream
+from regime_tasks.store import bars as store_bars
+from regime_tasks.store.db import init_db, make_engine
+from regime_tasks.stream import hyperliquid_coins, run_stream
+from tests.sources.servers import HyperliquidWsServer
+
+
+def test_only_hyperliquid_sourced_majors_are_streamed() -> None:
+    assert hyperliquid_coins() == ("HYPE",)  # BTC, ETH, SOL, BNB come from Binance: one venue per series
+
+
+def test_stream_writes_every_closed_minute_once_through_a_drop(venues, tmp_path: Path) -> None:
+    start = pd.Timestamp("2025-07-24T10:00:00Z")
+    ws = HyperliquidWsServer(venues, "HYPE", start, minutes=40, drop_after=12, skip=9).start()
+    settings = venues.settings(
+        hyperliquid_ws_url=ws.url, hyperliquid_ping_interval_secs=0.05, database_url=f"sqlite:///{tmp_path / 's.db'}"
+    )
+    engine = make_engine(settings.effective_database_url, cached=False)
+    init_db(engine)
+    rt = Runtime(settings=settings, engine=engine)
+    last_minute = pd.Timestamp(int(ws.feed["t"].iloc[-1]), unit="ms", tz="UTC")
+    key = {"token_contract": "HYPE"}
+    stop = threading.Event()
+
+    def factory(coins, on_closed_bar, s):
+        stream = HyperliquidCandleStream(list(coins), on_closed_bar, settings=s, now=ws.now, max_backoff_secs=0.2)
+        stream.rest.now = ws.now
+        return stream
+
+    def watch() -> None:  # stop once the last minute is stored (or give up)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if store_bars.last_bar_ts(engine, "majors", key, "1m") == last_minute:
+                break
+            time.sleep(0.05)
+        stop.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = run_stream(rt, coins=("HYPE",), stop=stop, stream_factory=factory)
+    finally:
+        watcher.join()
+        ws.stop()
+
+    stored = store_bars.read_bars(engine, "majors", key, "1m")
+    assert list(stored.index) == list(pd.date_range(start, periods=40, freq="1min", tz="UTC"))
+    assert stored["close"].tolist() == pytest.approx(ws.feed["close"].tolist())  # final values, not updates
+    assert result["written"]["HYPE"] == 40 and result["reconnects"] == 1
+
+
+def test_stream_command_refuses_the_file_source(monkeypatch, capsys) -> None:
+    from regime_tasks.cli import main
+    from regime_tasks.runtime import reset_runtime
+
+    monkeypatch.setenv("REGIME_SOURCE", "file")
+    reset_runtime()
+    try:
+        assert main(["stream", "--seconds", "0"]) == 2
+    finally:
+        reset_runtime()
+    assert "REGIME_SOURCE=live" in capsys.readouterr().err
