@@ -346,13 +346,15 @@ def _step_live(
     events: list[dict[str, Any]] = []
     history: Any = None
     previous: Mapping[str, Any] | None = prev
+    checked = False  # a history from the cache is compared with the database once; after that this call feeds it
     for ts in filled.index[filled.index > prev_bar]:
         anchor = window_start(ts, timeframe, s.ta_window_bars, s.ta_window_slack_bars)
         window = filled[(filled.index >= anchor) & (filled.index < ts)]
         try:
-            if live is None or not _live_matches(live, anchor, window):
+            if live is None or live.window_start != anchor or not (checked or _resume(live, window)):
                 capacity = s.ta_window_bars + s.ta_window_slack_bars
                 live = LiveHistory(window, settings, capacity=capacity, window_start=anchor)
+            checked = True
             live.append(ts, filled.loc[ts])
             payload, event = live.step_last(previous)
             history = live
@@ -374,19 +376,18 @@ def _step_live(
     return payloads, events, history
 
 
-def _live_matches(live: Any, anchor: pd.Timestamp, window: pd.DataFrame) -> bool:
-    """A warm history can go on if it has the window's anchor, has not passed the window's end, and holds
-    exactly the bars the database holds now (a corrected bar anywhere in the window forces a rebuild)."""
-    if live.window_start != anchor or live.n > len(window) or live.n == 0:
+def _resume(live: Any, window: pd.DataFrame) -> bool:
+    """Bring a cached history up to the end of ``window`` (the window's bars before the bar to step), if it holds
+    exactly the bars the database holds now: a corrected bar anywhere in the window means a rebuild (False)."""
+    n = live.n
+    if n > len(window) or not np.array_equal(live.timestamps(), window.index.asi8[:n]):
         return False
-    held = live.bars_frame()
-    current = window.iloc[: live.n]
-    if not held.index.equals(current.index):
-        return False
-    for name in ("open", "high", "low", "close", "volume", "filled"):
-        if not np.array_equal(held[name].to_numpy(), current[name].to_numpy()):
+    for name in ("open", "high", "low", "close", "volume"):
+        if not np.array_equal(live.cols[name][:n], window[name].to_numpy(dtype=np.float64)[:n]):
             return False
-    for ts in window.index[live.n :]:  # bars stepped by another process since: catch up without stepping
+    if not np.array_equal(live.filled[:n], window["filled"].to_numpy(dtype=bool)[:n]):
+        return False
+    for ts in window.index[n:]:  # bars another worker process stepped since: add them without stepping
         live.append(ts, window.loc[ts])
     return True
 

@@ -92,6 +92,7 @@ def bootstrap(self: Task, book_id: str | None = None, now: str | None = None) ->
 def _bootstrap_in_subprocess(book_id: str, now: str | None, *, timeout_secs: float) -> dict[str, Any]:
     """``regime bootstrap --json`` in a child process, so that the year of bars it replays is freed when it
     exits instead of staying in this long-lived pool process (issue 7: worker memory after a bootstrap)."""
+    import contextlib
     import json
     import subprocess
     import sys
@@ -100,10 +101,11 @@ def _bootstrap_in_subprocess(book_id: str, now: str | None, *, timeout_secs: flo
     if now:
         cmd += ["--now", now]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_secs, check=False)
-    if proc.returncode not in (0, 2):  # 2: ran, but required drivers are missing (the report says which)
-        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
-        raise RuntimeError(f"bootstrap subprocess exited with {proc.returncode}:\n{tail}")
-    return json.loads(proc.stdout)
+    if proc.returncode in (0, 2):  # 2: it ran, but required drivers are missing (the report says which)
+        with contextlib.suppress(json.JSONDecodeError):
+            return json.loads(proc.stdout)
+    tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+    raise RuntimeError(f"bootstrap subprocess exited with {proc.returncode} and no report:\n{tail}")
 
 
 @app.task(name="regime.beat.heartbeat", bind=True)

@@ -29,6 +29,7 @@ from regime_tasks.core.ta import (
     SWING_THRESHOLD_ATR,
     TA_COLUMNS,
     Pivot,
+    StreamBreak,
     TAPayload,
     TAStream,
     ZigZag,
@@ -137,16 +138,9 @@ class LiveHistory(EngineHistory):
         return pivots[bisect.bisect_left(pivots, start, key=lambda p: p.index) :]
 
     # --- growing -------------------------------------------------------------------------------------------
-    @property
-    def last_ts(self) -> pd.Timestamp:
-        return pd.Timestamp(int(self._ns[self.n - 1]), tz="UTC")
-
-    def bars_frame(self) -> pd.DataFrame:
-        """The window's bars (``open``…``volume``, ``filled``), to compare with what the database holds now."""
-        data = {name: self.cols[name][: self.n] for name in BAR_COLUMNS}
-        frame = pd.DataFrame(data, index=self.index.rename("timestamp"))
-        frame["filled"] = self.filled[: self.n]
-        return frame
+    def timestamps(self) -> np.ndarray:
+        """Open times of the bars held, as int64 nanoseconds since the epoch."""
+        return self._ns[: self.n]
 
     def append(self, ts: pd.Timestamp, bar: Mapping[str, Any]) -> None:
         """Add the bar after the newest one (``bar``: open/high/low/close/volume and ``filled``).
@@ -156,8 +150,6 @@ class LiveHistory(EngineHistory):
         """
         n = self.n
         if n >= self.capacity:
-            from regime_tasks.core.ta import StreamBreak
-
             raise StreamBreak(f"window full ({self.capacity} bars)")
         row = self.stream.next_row(self.cols, n, bar)
         for name in BAR_COLUMNS:

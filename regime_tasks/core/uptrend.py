@@ -388,11 +388,8 @@ def _window_components(h: EngineHistory, t: int, length: int) -> dict[str, float
 
 def edx_score(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dict[str, Any]]:
     """EDX (trend decay since S3 start) with the per-window components (spec §4)."""
-    n = bars_since_s3
-    if n < 10:
-        return 0.5, {"n": n, "windows": []}
     # an episode older than the history (a live window) uses the bars whose slow inputs are all defined
-    n = min(n, t + 1 - h.defined_from)
+    n = min(bars_since_s3, t + 1 - h.defined_from)
     if n < 10:
         return 0.5, {"n": n, "windows": []}
     lengths = [n]
@@ -587,8 +584,11 @@ def step(
             "result": flags["trim_flag"],
         }
         boost = sr_boost(v["ema333"], levels, atr)
-        slope_ok = v["ema250_slope"] > 0 or v["ema333_slope"] >= 0
-        gate = {k: _json_num(v[k]) for k in HOST_MISREAD_S3_GATE}
+        # the slow-EMA slope gate; the host read the S3 DX-buy gate's inputs as 0 (the S2 retest's right)
+        host_s3 = run_s3 and settings.inputs == "as_run"
+        gate = dict.fromkeys(HOST_MISREAD_S3_GATE, 0.0) if host_s3 else {k: v[k] for k in HOST_MISREAD_S3_GATE}
+        slope_ok = gate["ema250_slope"] > 0 or gate["ema333_slope"] >= 0
+        gate = {k: _json_num(x) for k, x in gate.items()}
         strength_ok = ts + boost >= BUY_THRESHOLD
         scores.update(sr_boost=boost, ts_with_boost=ts + boost)
         if run_s2:
@@ -618,9 +618,6 @@ def step(
             threshold, thr_parts = dx_threshold(v["price"], v["ema144"], v["ema333"], edx)
             scores["dx"] = dx
             discount = v["price"] <= v["ema144"]
-            if settings.inputs == "as_run":
-                gate = dict.fromkeys(HOST_MISREAD_S3_GATE, 0.0)
-                slope_ok = gate["ema250_slope"] > 0 or gate["ema333_slope"] >= 0
             flags["buy_flag"] = (
                 discount and slope_ok and strength_ok and not flags["emergency_exit"] and dx >= threshold
             )

@@ -429,8 +429,6 @@ def test_bootstrap_task_runs_in_a_child_process_and_reports(stack: Stack) -> Non
     report = stack.send_bootstrap("2025-07-26T03:00:30Z").get(timeout=300)
     assert report["ok"] is True and report["book_id"] == BOOK
     assert report["status"]["BTC"]["1h"] == "ready" and report["status"]["ALT"]["1m"] == "ready"
-    assert "bootstrap subprocess" not in worker.log()
-    assert "regime_tasks.cli bootstrap" not in worker.log()  # no failure trace
     pool_after = set(
         subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True).stdout.split()
     )
