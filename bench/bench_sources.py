@@ -1,7 +1,7 @@
 """Parse + validate Binance klines (issue 6 target: ≥ 200,000 candles/s for 1,000,000 klines).
 
 Run: ``.venv/bin/python bench/bench_sources.py [--klines 1000000] [--repeat 3]``
-The klines are real Binance 1h BTC candles (shared/data/real, 2017–22) in the API's 12-field row format, repeated
+The klines are real Binance 1h BTC candles (tests/data/real, 2017–22) in the API's 12-field row format, repeated
 with shifted open times up to the requested count; the timing covers decoding the body (``decode_json``, as the
 HTTP client does), conversion to a bar frame and full validation (``parse_klines``).
 """
@@ -20,7 +20,7 @@ from regime_tasks.sources.binance import parse_klines
 from regime_tasks.sources.http import decode_json
 
 TARGET = 200_000
-REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parent.parent / "tests" / "data" / "real"
 
 
 def body(n: int) -> bytes:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = REPO / "tests" / "data" / "real"  # real slices kept in the repository
 BUNDLE = REPO / "regime_tasks" / "data"
 
 

@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("REGIME_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-REAL_DATA = SHARED_DATA / "real"
-API_SAMPLES = SHARED_DATA / "api_samples"
+# Real data slices copied into the repository (tests/data/README.md says where each comes from).
+TEST_DATA = REPO_ROOT / "tests" / "data"
+REAL_DATA = TEST_DATA / "real"
+API_SAMPLES = TEST_DATA / "api_samples"
 
 TEST_PG_URL = os.environ.get("REGIME_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("REGIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -47,7 +48,7 @@ def require_service(name: str, url: str, default_port: int) -> None:
 
 
 def real_file(*parts: str) -> Path:
-    """Path of a file in ``shared/data/real``; fails (never skips) if the bundle is missing it."""
+    """Path of a file in ``tests/data/real``; fails (never skips) if it is missing."""
     path = REAL_DATA.joinpath(*parts)
     if not path.exists():
         pytest.fail(f"real data file missing: {path}")

@@ -1,4 +1,4 @@
-"""Bars and composites on real candles (shared/data/real)."""
+"""Bars and composites on real candles (tests/data/real)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Local stand-ins for Binance, Hyperliquid and CoinGecko on 127.0.0.1, in the venues' real formats.
 
-Candles are real (shared/data/real). Where the bundle lacks a series the fixture **relabels** a real one and says
+Candles are real (tests/data/real). Where the bundle lacks a series the fixture **relabels** a real one and says
 so: Binance 1m klines for BTC/ETH/SOL/BNB are Hyperliquid perp 1m candles of the same coins (2025-07-21 → 26)
 served in Binance's 12-field format; Binance 1h/1d are Binance spot 2024–26. CoinGecko answers with the recorded
 2024-05-23 ``/global`` body (percentages overridable).
