@@ -609,19 +609,26 @@ def sr_levels(
     the ``max_levels`` levels nearest to ``price`` (spec §7)."""
     if not pivots or not np.isfinite(atr) or atr <= 0 or not np.isfinite(price):
         return []
-    prices = sorted(p.price for p in pivots)
+    prices = sorted([p.price for p in pivots])
     reach = cluster_atr * atr
-    clusters: list[list[float]] = []  # [sum, count] per cluster: a running mean, no numpy per element
-    for p in prices:
-        if clusters and p - clusters[-1][0] / clusters[-1][1] <= reach:
-            clusters[-1][0] += p
-            clusters[-1][1] += 1
+    # a running mean per cluster in locals (the engine calls this on most bars of a replay)
+    sums: list[float] = []
+    counts: list[int] = []
+    total, count = prices[0], 1
+    for p in prices[1:]:
+        if p - total / count <= reach:
+            total += p
+            count += 1
         else:
-            clusters.append([p, 1])
-    max_touches = max(c[1] for c in clusters)
-    levels = [{"price": c[0] / c[1], "strength": c[1] / max_touches} for c in clusters]
-    levels.sort(key=lambda lv: (abs(lv["price"] - price), lv["price"]))
-    return levels[:max_levels]
+            sums.append(total)
+            counts.append(count)
+            total, count = p, 1
+    sums.append(total)
+    counts.append(count)
+    max_touches = max(counts)
+    means = [t / c for t, c in zip(sums, counts, strict=True)]
+    order = sorted(range(len(means)), key=lambda k: (abs(means[k] - price), means[k]))[:max_levels]
+    return [{"price": means[k], "strength": counts[k] / max_touches} for k in order]
 
 
 # --- the payload -----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Interpretations where the spec is terse (each documented in docs/ENGINE.md):
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import itertools
@@ -238,6 +239,9 @@ def combine_windows(values: list[float]) -> float:
 class EngineHistory:
     """The TA frame as arrays, plus prefix sums for O(1) window regressions and AVWAP, and pivot versions."""
 
+    _block: np.ndarray | None = None  # the frame's float block (a live history keeps growing buffers instead)
+    _rows: list[list[float]] | None = None
+
     def __init__(
         self,
         ta_frame: pd.DataFrame,
@@ -246,15 +250,16 @@ class EngineHistory:
         first_step: int = 0,
         filled: np.ndarray | None = None,
     ) -> None:
+        self._stamps: dict[int, str] = {}  # formatted lazily: a live step needs one, a replay all
         self.index = ta_frame.index
         # the grid's filled flags (bars carried forward over a gap), for the TA payload's ``filled_bars``
         self.filled = np.zeros(len(ta_frame), dtype=bool) if filled is None else np.asarray(filled, dtype=bool)
         self.first_step = first_step  # the first bar the runner will step: earlier bars are history only
-        self._stamps: dict[int, str] = {}  # formatted lazily: a live step needs one, a replay all
         self.n = len(ta_frame)
         numeric = ta_frame.drop(columns="filled") if "filled" in ta_frame.columns else ta_frame
         block = numeric.to_numpy(dtype=np.float64)  # a view when the frame is one float block (compute_ta_frame)
         self.cols = {str(c): block[:, j] for j, c in enumerate(numeric.columns)}
+        self._block = block  # its rows become Python floats on first use by values()
         self.price = self.cols["close"]
         self._prefix: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
         for name in ("ema250", "ema333", "rsi", "adx"):
@@ -270,6 +275,17 @@ class EngineHistory:
 
         self.compression_slope = (ls_slope(ratio144) + ls_slope(ratio250)) / 2.0
 
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        """Open times of the bars."""
+        return self._frame_index
+
+    @index.setter
+    def index(self, value: pd.DatetimeIndex) -> None:
+        self._frame_index = value
+        self._ns = value.as_unit("ns").asi8  # bar open times as int64 ns: bar counts without Timestamps
+        self._stamps = {}
+
     @functools.cached_property
     def pivots(self) -> list[Pivot]:
         """Every pivot version of the frame (see ``swing_pivots``), computed on first use: EDX structure needs
@@ -279,7 +295,13 @@ class EngineHistory:
         pivots = swing_pivots(self.cols["high"], self.cols["low"], self.cols["atr"], keep_versions=not live)
         self._piv_conf = np.array([p.confirmed_at for p in pivots], dtype=np.int64)
         self._piv_sup = np.array([p.superseded_at for p in pivots], dtype=np.int64)
-        self._piv_idx = np.array([p.index for p in pivots], dtype=np.int64)
+        self._piv_idx = [p.index for p in pivots]
+        # the known set follows the bars: at bar t the versions confirmed at t join it, those superseded at t
+        # leave it (events by bar, built once, vectorised), so a replay pays O(changes) per bar, not O(versions)
+        self._joins = _events_by_bar(self._piv_conf, self.n)
+        self._leaves = _events_by_bar(self._piv_sup, self.n)
+        self._known: list[int] = []  # positions in ``pivots`` (sorted by index, confirmed_at) known at _known_t
+        self._known_t = -1
         return pivots
 
     @staticmethod
@@ -304,9 +326,19 @@ class EngineHistory:
         """ISO-8601 UTC open time of bar ``i``."""
         s = self._stamps.get(i)
         if s is None:
-            s = self.index[i].strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._stamps[i] = s
+            if not self._stamps and self.n - self.first_step > 1:  # a replay: every stepped bar, in one call
+                self._stamps = dict(enumerate(format_stamps(self._ns[self.first_step :]), start=self.first_step))
+                s = self._stamps.get(i)
+            if s is None:
+                s = format_stamps(self._ns[i : i + 1])[0]
+                self._stamps[i] = s
         return s
+
+    def bars_since(self, start_ts: str, i: int) -> int:
+        """Bars of the series' own timeframe from the bar opening at ``start_ts`` to bar ``i`` (by time, so a
+        history that keeps gaps still counts the bars of the grid)."""
+        step_ns = int(self._ns[1] - self._ns[0]) if self.n > 1 else 1
+        return max(0, round(int(self._ns[i] - _parse_ns(start_ts)) / step_ns))
 
     def window_slope(self, name: str, start: int, end: int) -> float:
         """Least-squares slope (per bar) of column ``name`` over bars ``start..end`` inclusive, O(1)."""
@@ -331,8 +363,23 @@ class EngineHistory:
         if t < self.first_step:
             raise ValueError(f"pivots at bar {t} requested from a history that steps from bar {self.first_step}")
         pivots = self.pivots
-        mask = (self._piv_conf <= t) & (self._piv_sup > t) & (self._piv_idx >= start)
-        return [pivots[j] for j in np.flatnonzero(mask)]
+        known = self._known_positions(t)
+        first = bisect.bisect_left(known, start, key=self._piv_idx.__getitem__) if start > 0 else 0
+        return [pivots[j] for j in known[first:]]
+
+    def _known_positions(self, t: int) -> list[int]:
+        """Positions (in ``pivots``) of the versions known at bar ``t``, ascending: moved forward from the
+        last bar asked for; asked for an earlier bar, it starts again from bar 0."""
+        if t < self._known_t:
+            self._known, self._known_t = [], -1
+        known = self._known
+        for b in range(self._known_t + 1, t + 1):
+            for j in self._joins.get(b, ()):
+                bisect.insort(known, j)
+            for j in self._leaves.get(b, ()):
+                del known[bisect.bisect_left(known, j)]
+        self._known_t = max(self._known_t, t)
+        return known
 
     def levels_at(self, i: int, price: float, atr: float, mode: str) -> list[dict[str, float]]:
         """S/R levels (spec §7) from the pivots known at bar ``i`` within the last 3,000 bars; none under ``none``."""
@@ -341,9 +388,37 @@ class EngineHistory:
         return sr_levels(self.pivots_at(i, start=max(0, i - 2999)), price, atr)
 
     def values(self, i: int) -> dict[str, float]:
-        v = {k: float(arr[i]) for k, arr in self.cols.items()}
+        """Every column of bar ``i`` as Python floats, plus ``price`` (= close)."""
+        if self._block is not None and self.n - self.first_step > 1:  # a replay reads every row: convert once
+            if self._rows is None:
+                self._names = list(self.cols)
+                self._rows = self._block.tolist()
+            v = dict(zip(self._names, self._rows[i], strict=True))
+        else:
+            v = {k: float(arr[i]) for k, arr in self.cols.items()}
         v["price"] = v["close"]
         return v
+
+
+def format_stamps(ns: np.ndarray) -> list[str]:
+    """ISO-8601 UTC strings (``…T…Z``, whole seconds) of int64 nanosecond times, vectorised."""
+    text = np.datetime_as_string(np.asarray(ns, dtype=np.int64).astype("datetime64[ns]"), unit="s").tolist()
+    return [t + "Z" for t in text]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ns(ts: str) -> int:
+    """Nanoseconds since the epoch of an ISO time (an episode start is parsed once, not once per bar)."""
+    return int(pd.Timestamp(ts).value)
+
+
+def _events_by_bar(bars: np.ndarray, n: int) -> dict[int, list[int]]:
+    """``{bar: [positions whose bar it is]}`` for the positions whose bar falls inside ``0..n−1``."""
+    inside = np.flatnonzero(bars < n)
+    out: dict[int, list[int]] = {}
+    for j, b in zip(inside.tolist(), bars[inside].tolist(), strict=True):
+        out.setdefault(b, []).append(j)
+    return out
 
 
 # --- EDX (spec §4) ---------------------------------------------------------------------------------------------
@@ -677,7 +752,21 @@ def step(
     return payload, event
 
 
+_PLAIN = frozenset({bool, int, str, type(None)})
+
+
 def _clean(obj: Any) -> Any:
+    """JSON-ready copy: NaN/inf → None, numpy scalars → Python. Dispatches on the exact type first (the
+    diagnostics of a replayed bar hold a few hundred values); anything else takes the general path."""
+    t = type(obj)
+    if t is float:
+        return obj if math.isfinite(obj) else None
+    if t is dict:
+        return {k: _clean(x) for k, x in obj.items()}
+    if t in _PLAIN:
+        return obj
+    if t is list:
+        return [_clean(x) for x in obj]
     if isinstance(obj, dict):
         return {k: _clean(x) for k, x in obj.items()}
     if isinstance(obj, list):
@@ -691,15 +780,11 @@ def _clean(obj: Any) -> Any:
 
 
 def _bar_seconds(h: EngineHistory) -> float:
-    return (h.index[1] - h.index[0]).total_seconds() if h.n > 1 else 0.0
+    return int(h._ns[1] - h._ns[0]) / 1e9 if h.n > 1 else 0.0
 
 
 def _bars_between(h: EngineHistory, start_ts: str | None, i: int) -> int:
-    if start_ts is None:
-        return 0
-    start = pd.Timestamp(start_ts)
-    step_ns = (h.index[1] - h.index[0]).value if h.n > 1 else 1
-    return max(0, round((h.index[i] - start).value / step_ns))
+    return 0 if start_ts is None else h.bars_since(start_ts, i)
 
 
 # --- runners --------------------------------------------------------------------------------------------------
