@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -33,6 +33,7 @@ from regime_tasks.core.ta import NEVER, Pivot, compute_ta_frame, sr_levels, swin
 
 EMA_KEYS = ("ema20", "ema30", "ema60", "ema144", "ema250", "ema333")
 BUY_THRESHOLD = 0.60
+ROW_CHUNK = 4096  # TA rows a replay converts to Python floats at a time
 TRIM_OX = 0.65
 
 
@@ -240,7 +241,8 @@ class EngineHistory:
     """The TA frame as arrays, plus prefix sums for O(1) window regressions and AVWAP, and pivot versions."""
 
     _block: np.ndarray | None = None  # the frame's float block (a live history keeps growing buffers instead)
-    _rows: list[list[float]] | None = None
+    _rows: tuple[list[float], ...] = ()  # rows _rows_from.. of the block as Python floats (a replay reads in order)
+    _rows_from = -1
 
     def __init__(
         self,
@@ -389,11 +391,13 @@ class EngineHistory:
 
     def values(self, i: int) -> dict[str, float]:
         """Every column of bar ``i`` as Python floats, plus ``price`` (= close)."""
-        if self._block is not None and self.n - self.first_step > 1:  # a replay reads every row: convert once
-            if self._rows is None:
+        if self._block is not None and self.n - self.first_step > 1:  # a replay reads every row in order
+            k = i - self._rows_from
+            if not 0 <= k < len(self._rows):  # convert the next chunk at once (bounded memory on long files)
                 self._names = list(self.cols)
-                self._rows = self._block.tolist()
-            v = dict(zip(self._names, self._rows[i], strict=True))
+                self._rows_from, k = i, 0
+                self._rows = tuple(self._block[i : i + ROW_CHUNK].tolist())
+            v = dict(zip(self._names, self._rows[k], strict=True))
         else:
             v = {k: float(arr[i]) for k, arr in self.cols.items()}
         v["price"] = v["close"]
@@ -487,9 +491,13 @@ def edx_score(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dict
 
 # --- the step --------------------------------------------------------------------------------------------
 def step(
-    h: EngineHistory, i: int, prev: Mapping[str, Any] | None, settings: EngineSettings
+    h: EngineHistory, i: int, prev: Mapping[str, Any] | None, settings: EngineSettings, *, diagnostics: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Advance the engine by bar ``i``. Returns (payload, state-change event or None)."""
+    """Advance the engine by bar ``i``. Returns (payload, state-change event or None).
+
+    ``diagnostics=False`` leaves ``payload["diagnostics"]`` None (for payloads nobody stores or prints: a
+    replay's bars before the last); every other field is the same.
+    """
     v = h.values(i)
     bar_ts = h.stamp(i)
     prev_state = prev.get("state") if prev else None
@@ -514,7 +522,7 @@ def step(
         "meta": {"s3_start_ts": None, "trimmed_in_episode": False, "bars_since_s3": None, "episode_start_ts": None},
     }
     if i + 1 < MIN_BARS_FOR_STATE or any(math.isnan(x) for x in ema.values()) or math.isnan(v["atr"]):
-        base["diagnostics"] = {"warming_up": {"bars": i + 1, "needed": MIN_BARS_FOR_STATE}}
+        base["diagnostics"] = {"warming_up": {"bars": i + 1, "needed": MIN_BARS_FOR_STATE}} if diagnostics else None
         return base, None
 
     prev_known = prev_state if prev_state in STATES else None
@@ -733,7 +741,7 @@ def step(
         "exit_position": flags["exit_position"],
         "exit_reason": exit_reason,
         "scores": {k: _json_num(x) if isinstance(x, float) else x for k, x in scores.items()},
-        "diagnostics": _clean(diag),
+        "diagnostics": _clean(diag) if diagnostics else None,
         "meta": meta,
     }
     event = None
@@ -788,31 +796,59 @@ def _bars_between(h: EngineHistory, start_ts: str | None, i: int) -> int:
 
 
 # --- runners --------------------------------------------------------------------------------------------------
+Diagnostics = Literal["all", "last", "none"]
+
+
+def iter_engine_frame(
+    ta_frame: pd.DataFrame,
+    settings: EngineSettings | None = None,
+    *,
+    prev_payload: Mapping[str, Any] | None = None,
+    start_at: pd.Timestamp | None = None,
+    diagnostics: Diagnostics = "all",
+) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """(payload, state-change event or None) of each stepped bar of ``ta_frame``, one at a time, so a caller
+    that reduces them (a replay's rows, a printed line per bar) holds one payload, not the whole series.
+
+    ``diagnostics``: build ``payload["diagnostics"]`` for every bar (``all``), only the last bar of the frame
+    (``last``: what the bootstrap stores) or none (``none``: a replay's per-bar rows never read them); the
+    other fields do not depend on it. The rest as :func:`run_engine_frame`.
+    """
+    settings = settings or EngineSettings()
+    if ta_frame.empty:
+        return
+    first = 0 if start_at is None else int(ta_frame.index.searchsorted(pd.Timestamp(start_at)))
+    h = EngineHistory(ta_frame, settings, first_step=first)
+    prev = dict(prev_payload) if prev_payload else None
+    last = h.n - 1
+    for i in range(first, h.n):
+        diag = diagnostics == "all" or (diagnostics == "last" and i == last)
+        payload, event = step(h, i, prev, settings, diagnostics=diag)
+        yield payload, event
+        prev = payload
+
+
 def run_engine_frame(
     ta_frame: pd.DataFrame,
     settings: EngineSettings | None = None,
     *,
     prev_payload: Mapping[str, Any] | None = None,
     start_at: pd.Timestamp | None = None,
+    diagnostics: Diagnostics = "all",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Step the engine over ``ta_frame`` (from ``compute_ta_frame`` on grid-filled bars).
 
     ``start_at``: the first bar to step (earlier rows are history only); ``prev_payload``: the payload of the bar
-    before it. Returns the payloads of the stepped bars and the state-change events among them.
+    before it; ``diagnostics``: see :func:`iter_engine_frame`. Returns the payloads of the stepped bars and the
+    state-change events among them.
     """
-    settings = settings or EngineSettings()
-    if ta_frame.empty:
-        return [], []
-    first = 0 if start_at is None else int(ta_frame.index.searchsorted(pd.Timestamp(start_at)))
-    h = EngineHistory(ta_frame, settings, first_step=first)
-    prev = dict(prev_payload) if prev_payload else None
     payloads, events = [], []
-    for i in range(first, h.n):
-        payload, event = step(h, i, prev, settings)
+    for payload, event in iter_engine_frame(
+        ta_frame, settings, prev_payload=prev_payload, start_at=start_at, diagnostics=diagnostics
+    ):
         payloads.append(payload)
         if event is not None:
             events.append(event)
-        prev = payload
     return payloads, events
 
 
@@ -857,6 +893,7 @@ __all__ = [
     "dx_score",
     "dx_threshold",
     "edx_score",
+    "iter_engine_frame",
     "ox_base",
     "payloads_to_frame",
     "run_engine",
