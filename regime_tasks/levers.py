@@ -39,7 +39,13 @@ from regime_tasks.core.constants import (
     POSITION_SIZE_PER_A,
     REGIME_TIMEFRAMES,
 )
-from regime_tasks.core.levers import EntryKey, check_inputs, compute_levers_from_entries, regime_book_id
+from regime_tasks.core.levers import (
+    EntryKey,
+    check_inputs,
+    compute_levers_from_entries,
+    intent_deltas,
+    regime_book_id,
+)
 from regime_tasks.errors import RegimeError, RegimeUnavailable, StoreError
 from regime_tasks.logs import kv
 from regime_tasks.store.cache import CacheUnavailable, MemoryRegimeCache, RedisRegimeCache, RegimeCache
@@ -160,6 +166,7 @@ def compute_levers(
     """
     clock = now or dt.datetime.now(dt.UTC)
     check_inputs(execution_timeframe, position_bucket)
+    intent_deltas({} if features is None else features)  # a bad argument fails before any I/O
     try:
         entries, source = _snapshot(book_id, cache or get_default_cache(), engine)
     except RegimeUnavailable as exc:
