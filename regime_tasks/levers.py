@@ -41,7 +41,9 @@ from regime_tasks.core.constants import (
 )
 from regime_tasks.core.levers import (
     EntryKey,
+    check_book_id,
     check_inputs,
+    check_now,
     compute_levers_from_entries,
     intent_deltas,
     regime_book_id,
@@ -164,9 +166,12 @@ def compute_levers(
     timeframe or bucket outside the plan's tables and ``RegimeUnavailable`` when neither cache nor database
     answers (unless ``neutral_on_unavailable``: then A = E = 0.5 with ``diagnostics.unavailable = True``).
     """
-    clock = now or dt.datetime.now(dt.UTC)
+    # Every argument is checked before any I/O, so a bad one is an UnknownInputError, never a RegimeUnavailable
+    # or a TypeError from deep inside (issue 17 #11).
+    clock = dt.datetime.now(dt.UTC) if now is None else check_now(now)
+    check_book_id(book_id)
     check_inputs(execution_timeframe, position_bucket)
-    intent_deltas({} if features is None else features)  # a bad argument fails before any I/O
+    intent_deltas({} if features is None else features)
     try:
         entries, source = _snapshot(book_id, cache or get_default_cache(), engine)
     except RegimeUnavailable as exc:
@@ -183,6 +188,9 @@ def compute_levers(
         result["diagnostics"]["error"] = str(exc)
         return result
     result = compute_levers_from_entries(entries, features, execution_timeframe, position_bucket, now=clock)
+    corrupt = result["diagnostics"]["corrupt"]
+    if corrupt:
+        log.warning("corrupt driver entries ignored %s", kv(book=book_id, source=source, corrupt=corrupt))
     result["diagnostics"]["source"] = source
     result["diagnostics"]["regime_book_id"] = regime_book_id(book_id)
     return result

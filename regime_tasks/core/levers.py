@@ -50,6 +50,13 @@ def regime_book_id(book_id: str) -> str:
     return DEFAULT_BOOK_ID if book_id in CRYPTO_BOOK_IDS else book_id
 
 
+def check_book_id(book_id: Any) -> str:
+    """A book id is a non-empty printable string (a NUL or a number would fail deep in a query instead)."""
+    if not isinstance(book_id, str) or not book_id or not book_id.isprintable():
+        raise UnknownInputError(f"book_id must be a non-empty printable string, got {book_id!r}")
+    return book_id
+
+
 def _finite(value: Any) -> float | None:
     """``value`` as a finite float, or None (NaN, ±inf, text, an int too large for a float, a bool)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
