@@ -78,3 +78,44 @@ def test_bad_arguments_raise_unknown_input_error_before_any_io(kwargs: dict, mes
 def test_good_arguments_still_give_the_d2_example(engine) -> None:
     res = compute_levers({}, "1h", "small", cache=MemoryRegimeCache(), engine=engine, now=NOW)
     assert res["A_value"] == pytest.approx(0.80) and res["diagnostics"]["degraded"] is False
+
+
+# --- issue 17 #6: known books only, bounded snapshot map -------------------------------------------------------
+@pytest.mark.parametrize("book", ["onchain_crytpo", "stocks", "ONCHAIN_CRYPTO", ""])
+def test_unknown_book_is_an_error_not_a_silent_neutral(engine, book: str) -> None:
+    from regime_tasks import levers
+
+    with pytest.raises(UnknownInputError, match="book"):
+        compute_levers({}, "1h", "small", book_id=book, cache=MemoryRegimeCache(), engine=engine, now=NOW)
+    with pytest.raises(UnknownInputError, match="book"):
+        levers.load_entries(book, cache=MemoryRegimeCache(), engine=engine)
+    assert len(levers._SNAPSHOTS) == 0
+
+
+def test_configured_books_are_known(monkeypatch, engine) -> None:
+    from regime_tasks.config import get_settings
+
+    monkeypatch.setenv("REGIME_BOOKS", "stocks, fx")
+    get_settings.cache_clear()
+    positions.ensure_driver_rows(engine, "stocks")
+
+    res = compute_levers({}, "1h", "small", book_id="stocks", cache=MemoryRegimeCache(), engine=engine, now=NOW)
+
+    assert res["diagnostics"]["regime_book_id"] == "stocks" and res["A_value"] == pytest.approx(0.5)
+    assert res["diagnostics"]["degraded"] is True  # stocks has no driver states yet: said, not silent
+    assert get_settings().known_books >= {"onchain_crypto", "spot_crypto", "perp_crypto", "stocks", "fx"}
+
+
+def test_snapshot_map_keeps_at_most_64_books(monkeypatch, engine) -> None:
+    from regime_tasks import levers
+    from regime_tasks.config import get_settings
+
+    monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "60")
+    get_settings.cache_clear()
+    caches = [MemoryRegimeCache() for _ in range(200)]  # kept alive: each id() is a distinct snapshot key
+
+    for cache in caches:
+        compute_levers({}, "1h", "small", cache=cache, engine=engine, now=NOW)
+
+    assert len(levers._SNAPSHOTS) == levers.SNAPSHOT_MAX_BOOKS == 64
+    assert next(reversed(levers._SNAPSHOTS))[0] == id(caches[-1])  # the newest is kept, the oldest dropped
