@@ -8,9 +8,10 @@ Each command's work lives in the library; this module only parses arguments and 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from regime_tasks.errors import RegimeError
@@ -133,23 +134,36 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
 # --- engine ---------------------------------------------------------------------------------------------
 def _cmd_engine(args: argparse.Namespace) -> int:
     from regime_tasks.core.uptrend import EngineSettings
-    from regime_tasks.engine_cli import print_jsonl, print_table, run_file, summarise
+    from regime_tasks.engine_cli import Summary, print_jsonl, print_table, stream_file
 
     settings = EngineSettings(
         bootstrap=args.bootstrap, sr_levels=args.sr_levels, inputs=args.inputs, edx_1d_count=args.edx_1d_count
     )
-    payloads, n_filled = run_file(args.file, args.timeframe, settings, allow_filled=args.allow_filled)
-    summary = summarise(payloads)
-    summary["filled_bars"] = n_filled
+    # payloads stream from the engine: --jsonl prints each as it comes and the table keeps only its tail, so a
+    # file of millions of bars never sits in memory as payloads; only --json (every payload in full) keeps them
+    payloads, n_bars, n_filled = stream_file(
+        args.file, args.timeframe, settings, allow_filled=args.allow_filled, diagnostics="all" if args.json else "none"
+    )
     if args.allow_filled and n_filled:
-        share = n_filled / len(payloads)
-        print(f"regime: warning: {n_filled} of {len(payloads)} bars ({share:.1%}) filled flat", file=sys.stderr)
+        share = n_filled / n_bars
+        print(f"regime: warning: {n_filled} of {n_bars} bars ({share:.1%}) filled flat", file=sys.stderr)
+    summary = Summary()
+
+    def counted() -> Iterator[dict[str, Any]]:
+        for p in payloads:
+            summary.add(p)
+            yield p
+
     if args.jsonl:
-        print_jsonl(payloads)
+        print_jsonl(counted())
     elif args.json:
-        _print_json({"summary": summary, "bars": [p for p in payloads]})
+        kept = list(counted())
+        _print_json({"summary": {**summary.as_dict(), "filled_bars": n_filled}, "bars": kept})
     else:
-        print_table(payloads, summary, n_filled=n_filled, tail=None if args.all else args.tail)
+        tail = None if args.all else args.tail
+        keep = tail if tail is not None and tail > 0 else None  # print_table slices [-tail:] as before
+        shown = list(collections.deque(counted(), maxlen=keep))
+        print_table(shown, {**summary.as_dict(), "filled_bars": n_filled}, n_filled=n_filled, tail=tail)
     return 0
 
 
