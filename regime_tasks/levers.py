@@ -89,9 +89,17 @@ def _parse_fields(raw: Mapping[str, Mapping[str, Any]]) -> dict[EntryKey, dict[s
 
 
 def _default_engine() -> Engine:
+    """The settings' database; a missing SQLite file is an error, not created (a library call writes no files)."""
+    from pathlib import Path
+
     from regime_tasks.store.db import make_engine
 
-    return make_engine(get_settings().effective_database_url)
+    url = get_settings().effective_database_url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise StoreError(f"no database file {path} (run `regime bootstrap`, or set REGIME_DATABASE_URL)")
+    return make_engine(url)
 
 
 def load_entries(

@@ -64,7 +64,10 @@ def _load_known_entries(book: str, now: dt.datetime) -> tuple[dict[tuple[str, st
     from regime_tasks.core.levers import regime_book_id
     from regime_tasks.levers import load_entries
 
-    entries, source = load_entries(book)
+    try:
+        entries, source = load_entries(book)
+    except RegimeUnavailable as exc:
+        raise RegimeUnavailable(f"{exc}{_hint(bootstrap='regime bootstrap' not in str(exc))}") from exc
     if not entries:
         raise RegimeUnavailable(f"no regime state for book {regime_book_id(book)!r} in {_database_label()}" + _hint())
     known, later = entries_known_at(entries, now)
@@ -78,16 +81,16 @@ def _database_label() -> str:
     return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else "the database"
 
 
-def _hint() -> str:
+def _hint(*, bootstrap: bool = True) -> str:
     """What to run next: ``regime bootstrap``, or point at the demo's own database if there is one."""
     from regime_tasks.config import get_settings
 
     demo = (get_settings().data_dir / "demo.db").resolve()
     if demo.exists():
-        return (
-            f"; run `regime bootstrap`, or read the demo's database: REGIME_DATABASE_URL=sqlite:///{demo} regime status"
+        return f"; `regime demo` keeps its own database: REGIME_DATABASE_URL=sqlite:///{demo} regime status" + (
+            "; or run `regime bootstrap`" if bootstrap else ""
         )
-    return "; run `regime bootstrap` first (or `regime demo` for a self-contained run)"
+    return "; run `regime bootstrap` first (or `regime demo` for a self-contained run)" if bootstrap else ""
 
 
 def levers_report(bucket: str | None, exec_tf: str, book: str, intent: dict[str, float], now: dt.datetime) -> dict:

@@ -182,3 +182,14 @@ def test_tables_print_no_negative_zero_and_mark_a_clamped_a(all_s3, capsys) -> N
     assert "-0.0000" not in out and "-0.00 " not in out
     assert "A = 1.0000 (clamped from 1.1400)" in out  # 0.89 + intent 0.25
     assert "S0 bearish order" in out and "S4 uncertain" in out
+
+
+def test_cli_logs_are_quiet_by_default_and_minus_v_shows_info(all_s3, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("REGIME_LOG_LEVEL", raising=False)
+    reset_runtime()
+    assert main(["status", "--now", NOW]) == 0
+    assert "cache repopulated" not in capsys.readouterr().err  # was printed by every call
+
+    reset_runtime()  # an empty in-process cache again, so the database is read and the cache repopulated
+    assert main(["-v", "status", "--now", NOW]) == 0
+    assert "INFO regime_tasks.levers cache repopulated from the database" in capsys.readouterr().err
