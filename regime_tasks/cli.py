@@ -148,12 +148,37 @@ def _cmd_db_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db_dump_schema(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from regime_tasks.errors import ConfigError
+    from regime_tasks.store.schema import DIALECTS, schema_sql, write_schema_sql
+
+    dialects = [args.dialect] if args.dialect else list(DIALECTS)
+    if args.out is None:
+        sys.stdout.write("\n".join(schema_sql(d) for d in dialects))
+        return 0
+    try:
+        paths = write_schema_sql(Path(args.out), dialects)
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: cannot write the schema files: {exc.strerror or exc}") from exc
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _add_db(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("db", help="database schema management")
     dbsub = p.add_subparsers(dest="db_command", required=True)
     init = dbsub.add_parser("init", help="create or upgrade the schema (idempotent)")
     init.add_argument("--json", action="store_true", help="machine-readable output")
     init.set_defaults(handler=_cmd_db_init)
+    dump = dbsub.add_parser(
+        "dump-schema", help="print (or write to DIR/<dialect>.sql) the schema's CREATE statements per dialect"
+    )
+    dump.add_argument("--dialect", choices=["postgresql", "sqlite"], default=None, help="default: both")
+    dump.add_argument("--out", default=None, metavar="DIR", help="write DIR/<dialect>.sql (default: print)")
+    dump.set_defaults(handler=_cmd_db_dump_schema)
 
 
 # --- pipeline: bootstrap, tick, demo ----------------------------------------------------------------

@@ -93,6 +93,7 @@ def test_levers_human_output_prints_a_e_size_and_the_table(all_s3, capsys) -> No
         (["--exec-tf", "2h"], "unknown execution timeframe '2h'"),
         (["--exec-tf", "1h", "--intent", "hi_bye=1"], "unknown intent metric 'hi_bye'"),
         (["--exec-tf", "1h", "--intent", "hi_buy=lots"], "--intent expects name=number"),
+        (["--exec-tf", "1h", "--intent", "hi_buy=nan"], "intent_metrics.hi_buy must be a finite number"),
     ],
 )
 def test_levers_bad_input_is_one_line_and_exit_2(all_s3, capsys, argv: list[str], message: str) -> None:
