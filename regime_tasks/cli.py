@@ -32,7 +32,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the product's one-line error (argparse's own prints the usage first)."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"regime: error: {message} (see `{self.prog} --help`)\n")
+        # "argument --now: 'x' is not …" → "--now 'x' is not …": the option first, as in the other messages
+        m = re.match(r"argument (-\S+): (.*)", message, re.DOTALL)
+        if m:
+            message = f"{m[1]} {m[2]}"
+        sys.stderr.write(f"regime: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -177,7 +181,9 @@ def _add_db(sub: argparse._SubParsersAction) -> None:
         "dump-schema", help="print (or write to DIR/<dialect>.sql) the schema's CREATE statements per dialect"
     )
     dump.add_argument("--dialect", choices=["postgresql", "sqlite"], default=None, help="default: both")
-    dump.add_argument("--out", default=None, metavar="DIR", help="write DIR/<dialect>.sql (default: print)")
+    dump.add_argument(
+        "--out", type=output_folder, default=None, metavar="DIR", help="write DIR/<dialect>.sql (default: print)"
+    )
     dump.set_defaults(handler=_cmd_db_dump_schema)
 
 

@@ -262,7 +262,7 @@ def test_the_installed_command_prints_one_line_for_a_malformed_date(tmp_path) ->
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        "regime: error: argument --now: 'yesterday' is not an ISO-8601 UTC time such as 2025-07-26T04:00:00Z "
+        "regime: error: --now 'yesterday' is not an ISO-8601 UTC time such as 2025-07-26T04:00:00Z "
         "(see `regime status --help`)"
     ]
     assert list(tmp_path.iterdir()) == []
