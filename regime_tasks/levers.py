@@ -3,7 +3,7 @@
 A trading system calls::
 
     from regime_tasks import compute_levers
-    levers = compute_levers(position["features"], "1h", "small")
+    levers = compute_levers(features, "1h", "small")  # features: the position's lowcap_positions.features
     levers["A_value"], levers["E_value"], levers["position_size_frac"], levers["diagnostics"]
 
 Driver payloads come from the cache (one Redis HGETALL, or the in-process cache in embedded mode). If the cache
