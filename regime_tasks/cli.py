@@ -511,7 +511,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in _REGISTRARS:
         register(sub)
+    _accept_verbose_after_the_command(parser)
     return parser
+
+
+def _accept_verbose_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """``regime status -v`` as well as ``regime -v status`` (SUPPRESS: absent, it leaves the top-level count)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    _accept_verbose_after_the_command(sub)
+                else:
+                    sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logs")
 
 
 def _log_level(args: argparse.Namespace, settings: Any) -> str:
@@ -549,7 +561,7 @@ def error_line(exc: BaseException) -> str:
     lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
     text = lines[0] if lines else type(exc).__name__
     if not isinstance(exc, RegimeError | OSError) and not _is_service_error(exc):
-        text = f"unexpected {type(exc).__name__}: {text} (rerun as `regime -v …` for the traceback)"
+        text = f"unexpected {type(exc).__name__}: {text} (rerun with -v for the traceback)"
     return f"regime: error: {text}"
 
 
