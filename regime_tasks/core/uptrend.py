@@ -12,7 +12,7 @@ Interpretations where the spec is terse (each documented in docs/ENGINE.md):
   the EMA250/EMA333 *normalised* slopes are that slope divided by the latest EMA value.
 - The above-EMA333 episode (for rebuy) is the run of consecutive S2/S3 bars.
 - A step only computes the checks of the state it ends in (S0→S1 runs the S1 buy check; S2→S3 the S3 checks;
-  the S1→S2 bar runs no S2 check because the spec names none).
+  the S1→S2 bar runs no S2 check because the spec names none; the S2→S1 bar runs no S1 buy check, spec §3).
 """
 
 from __future__ import annotations
@@ -537,7 +537,9 @@ def step(
     }
     diag["sr_levels"] = levels
 
-    run_s1 = state == "S1"  # includes the S0→S1 bar
+    # the S1 buy check runs on the S0→S1 bar and every S1 bar, but not on the bar that drops from S2 to S1: the
+    # host never sets buy_signal there (spec §3, S1)
+    run_s1 = state == "S1" and prev_known != "S2"
     run_s2 = state == "S2" and prev_known == "S2"
     run_s3 = state == "S3"
 
@@ -643,6 +645,8 @@ def step(
             "result": flags["rebuy_flag"],
         }
 
+    if state == "S1" and not run_s1:
+        diag["s1_buy"] = {"result": False, "why": "not checked on the S2→S1 bar"}
     for name in ("s1_buy", "s2_retest_buy", "s3_dx_buy", "trim", "rebuy"):
         diag.setdefault(name, {"result": False, "why": f"not checked in {state}"})
 

@@ -197,6 +197,20 @@ def test_s1_buy_conditions(override: dict, failing: str | None) -> None:
         assert out["diagnostics"]["s1_buy"][failing] is False
 
 
+@pytest.mark.parametrize(
+    "settings", [EngineSettings(), EngineSettings(bootstrap="as_run", sr_levels="none", edx_1d_count="as_run")]
+)
+def test_no_s1_buy_check_on_the_bar_that_drops_from_s2(settings: EngineSettings) -> None:
+    # the same bar that gives a buy_signal staying in S1 gives none when it drops from S2 (spec §3, S1)
+    dropped = run([S1_OK], prev=prev_payload("S2"), settings=settings)[-1]
+    stayed = run([S1_OK], prev=prev_payload("S1"), settings=settings)[-1]
+    assert dropped["state"] == stayed["state"] == "S1"
+    assert dropped["buy_signal"] is False and stayed["buy_signal"] is True
+    assert dropped["diagnostics"]["s1_buy"] == {"result": False, "why": "not checked on the S2→S1 bar"}
+    # the next S1 bar checks again
+    assert run([S1_OK, S1_OK], prev=prev_payload("S2"), settings=settings)[-1]["buy_signal"] is True
+
+
 S2_OK = {**MIXED_EMAS, "close": 96.5, "atr": 2.0, "ema250_slope": 0.001, **STRONG}
 
 
@@ -508,3 +522,17 @@ def test_edx_windows_never_reach_into_the_warm_up() -> None:
     prev = prev_payload("S3", s3_start_ts="2023-01-01T00:00:00Z")  # older than the whole history
     out = step(h, N - 1, prev, EngineSettings())[0]
     assert out["diagnostics"]["edx"]["n"] == N - 100
+
+
+@pytest.mark.slow
+def test_no_s1_buy_on_s2_to_s1_bars_of_btc_hourly_2017_2022() -> None:
+    # issue 13: before the fix 19 of the 261 S1 buy signals of this file fell on S2→S1 bars
+    from regime_tasks.engine_cli import run_file
+    from tests.conftest import real_file
+
+    path = real_file("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz")
+    payloads, _ = run_file(path, "1h", EngineSettings())
+    drops = [p for p in payloads if p["prev_state"] == "S2" and p["state"] == "S1"]
+    assert len(drops) == 265
+    assert sum(p["buy_signal"] for p in drops) == 0
+    assert sum(p["buy_signal"] for p in payloads) == 261 - 19
