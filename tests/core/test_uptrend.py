@@ -502,17 +502,72 @@ def test_inputs_as_run_changes_ox_and_dx_only_through_the_misread_keys() -> None
     assert host["state"] == correct["state"] == "S3"
 
 
-def test_edx_1d_count_as_run_counts_days_in_hours() -> None:
-    frame_rows = [{**S3_EMAS, "close": 111.0}]
-    h = history(frame_rows)
+def test_edx_1d_count_as_run_counts_days_in_hours_but_reads_only_bars_since_the_s3_start() -> None:
+    from regime_tasks.core.uptrend import _window_components
+
+    h = history([{**S3_EMAS, "close": 111.0}])
     h.index = pd.date_range("2020-01-01", periods=N, freq="1D", tz="UTC", name="timestamp")  # a daily series
+    rng = np.random.default_rng(7)  # slow inputs that differ from bar to bar, so window lengths matter
+    for name in ("ema250", "ema333", "rsi", "adx"):
+        h.cols[name] = h.cols[name] + rng.normal(0, 1, N).cumsum() * 0.1
+        h._prefix[name] = h._make_prefix(h.cols[name])
     start = h.index[N - 21].strftime("%Y-%m-%dT%H:%M:%SZ")  # 20 daily bars before the stepped bar
     prev = prev_payload("S3", s3_start_ts=start)
     bars = step(h, N - 1, prev, EngineSettings())[0]
     hours = step(h, N - 1, prev, EngineSettings(edx_1d_count="as_run"))[0]
     assert bars["meta"]["bars_since_s3"] == hours["meta"]["bars_since_s3"] == 20
     assert bars["diagnostics"]["edx"]["n"] == 20 and bars["diagnostics"]["edx"]["windows"] == [20, 13]
-    assert hours["diagnostics"]["edx"]["n"] > 20  # 480 hours, capped by the defined history
+    # 480 hours → windows of 480/320/160 bars, but the host fetched only the 21 bars from the S3 start bar on
+    assert hours["diagnostics"]["edx"]["n"] == min(480, N) and hours["diagnostics"]["edx"]["windows"] == [21, 21, 21]
+    c = _window_components(h, N - 1, 21)
+    by_hand = 0.30 * c["slow"] + 0.25 * c["structure"] + 0.20 * c["participation"] + 0.10 * c["compression"]
+    assert hours["scores"]["edx"] == pytest.approx(by_hand, abs=1e-12)
+    assert hours["scores"]["edx"] != pytest.approx(bars["scores"]["edx"], abs=1e-6)
+
+
+def test_edx_1d_count_as_run_with_fewer_than_10_bars_since_the_start_is_half() -> None:
+    h = history([{**S3_EMAS, "close": 111.0}])
+    h.index = pd.date_range("2020-01-01", periods=N, freq="1D", tz="UTC", name="timestamp")
+    prev = prev_payload("S3", s3_start_ts=h.index[N - 9].strftime("%Y-%m-%dT%H:%M:%SZ"))  # 9 bars fetched
+    out = step(h, N - 1, prev, EngineSettings(edx_1d_count="as_run"))[0]
+    assert out["scores"]["edx"] == 0.5 and out["diagnostics"]["edx"]["available"] == 9
+
+
+@pytest.mark.parametrize(("freq", "adx_relief"), [("1D", 0.0), ("1min", 0.0), ("1h", 0.5)])
+def test_inputs_as_run_atr_mean_falls_back_to_atr_and_adx_floor_reads_adx_1h(freq: str, adx_relief: float) -> None:
+    # ATR 2.0 against a mean of 1.0: read right, ATR relief σ(20) and surge σ(1); the host read its ATR twice
+    row = {**S3_EMAS, "close": 111.0, "atr": 2.0, "atr_mean_20": 1.0, "adx": 30.0}
+    h = history([row])
+    h.index = pd.date_range("2020-01-01", periods=N, freq=freq, tz="UTC", name="timestamp")
+    prev = prev_payload("S3", s3_start_ts=h.index[N - 2].strftime("%Y-%m-%dT%H:%M:%SZ"))
+    host = step(h, N - 1, prev, EngineSettings(inputs="as_run"))[0]
+    correct = step(h, N - 1, prev, EngineSettings())[0]
+    parts = host["diagnostics"]["s3_dx_buy"]["dx_parts"]
+    assert parts["atr_relief"] == pytest.approx(0.8807970779778823, abs=1e-15)  # σ(2)
+    assert host["diagnostics"]["ox"]["atr_surge"] == 0.5  # σ(0)
+    assert parts["adx_relief"] == adx_relief  # σ(0) over the floor on 1h (slope read as 0), else no ADX at all
+    assert correct["diagnostics"]["s3_dx_buy"]["dx_parts"]["atr_relief"] == pytest.approx(sigmoid(20.0))
+    assert correct["diagnostics"]["s3_dx_buy"]["dx_parts"]["adx_relief"] == 0.5
+
+
+def test_host_vo_z_includes_the_bar_in_its_own_ewma() -> None:
+    from tests.conftest import real_file
+
+    bars = _real_bars(real_file("binance_spot_2017-2022", "majors", "1d", "BTCUSDT.csv"), "1d")
+    from regime_tasks.core.ta import compute_ta_frame
+
+    h = EngineHistory(compute_ta_frame(bars), EngineSettings())
+    # the host TA's loop, written out: mean seeded with the first log volume, variance with 0, bar t included
+    x = np.log1p(bars["volume"].to_numpy())
+    alpha, mu, var, expected = 2.0 / 65.0, x[0], 0.0, [0.0]
+    for value in x[1:]:
+        prev_mu = mu
+        mu = alpha * value + (1 - alpha) * mu
+        var = (1 - alpha) * (var + alpha * (value - prev_mu) * (value - mu))
+        expected.append(min(6.0, max(-4.0, (value - mu) / math.sqrt(max(var, 1e-12)))))
+    got = np.array([h.host_vo_z(i) for i in range(h.n)])
+    assert np.max(np.abs(got - np.array(expected))) < 1e-12
+    assert np.max(np.abs(got - h.cols["vo_z"])) > 0.5  # not the TA's vo_z (bar t compared with bars before it)
 
 
 def test_edx_windows_never_reach_into_the_warm_up() -> None:
