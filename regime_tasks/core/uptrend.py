@@ -48,12 +48,16 @@ class EngineSettings:
       floor read the literal key ``adx_1h``, so on any timeframe but 1h the ADX relief is 0.
     - ``edx_1d_count``: ``bars`` or ``as_run`` — the host counted the bars since the S3 start of a 1d series in
       hours (24 per bar) for EDX, but read only the bars from the S3 start on, so its windows are capped there.
+    - ``gaps``: ``fill`` or ``keep`` — how a caller that reads a file lays its bars: on the D5 grid, absent bars
+      flat (``fill``), or the rows as given (``keep``, the host ran on whatever bars its store held). The engine
+      counts rows either way (bars since the S3 start, EDX windows, slopes), which on a filled grid is time.
     """
 
     bootstrap: Literal["spec", "as_run"] = "spec"
     sr_levels: Literal["swing", "none"] = "swing"
     inputs: Literal["correct", "as_run"] = "correct"
     edx_1d_count: Literal["bars", "as_run"] = "bars"
+    gaps: Literal["fill", "keep"] = "fill"
 
 
 # The inputs the host's engine read under unsuffixed keys its TA never wrote (spec §9): they read as 0.
@@ -753,9 +757,14 @@ def _clean(obj: Any) -> Any:
 
 
 def _bars_between(h: EngineHistory, start_ts: str | None, i: int) -> int:
+    """Bars from ``start_ts`` to bar ``i``: rows when the start is a row (bars kept with gaps count as the host
+    counted them), else — an episode older than the history — its length in bar periods."""
     if start_ts is None:
         return 0
     start = pd.Timestamp(start_ts)
+    pos = int(h.index.searchsorted(start))
+    if pos <= i and h.index[pos] == start:
+        return i - pos
     step_ns = h.bar_seconds * 1e9 or 1
     return max(0, round((h.index[i] - start).value / step_ns))
 

@@ -591,3 +591,15 @@ def test_no_s1_buy_on_s2_to_s1_bars_of_btc_hourly_2017_2022() -> None:
     assert len(drops) == 265
     assert sum(p["buy_signal"] for p in drops) == 0
     assert sum(p["buy_signal"] for p in payloads) == 261 - 19
+
+
+def test_bars_since_the_s3_start_count_rows_when_bars_are_kept_with_gaps() -> None:
+    h = history([{**S3_EMAS, "close": 111.0}])
+    grid = pd.date_range("2024-01-01", periods=N + 5, freq="1h", tz="UTC", name="timestamp")
+    h.index = grid.delete(range(N - 10, N - 5))  # five absent hours, 10 rows before the last
+    start = h.index[N - 21].strftime("%Y-%m-%dT%H:%M:%SZ")
+    for settings in (EngineSettings(), EngineSettings(gaps="keep")):
+        out = step(h, N - 1, prev_payload("S3", s3_start_ts=start), settings)[0]
+        assert out["meta"]["bars_since_s3"] == 20  # rows, as the host counted; 25 hours have passed
+        assert out["diagnostics"]["edx"]["windows"] == [20, 13]
+    assert h.bar_seconds == 3600.0  # the bar length is the smallest spacing, not the first one
