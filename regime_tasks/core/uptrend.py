@@ -47,7 +47,8 @@ class EngineSettings:
       ``atr_mean_20`` fell back to the ATR itself (OX ATR surge σ(0), DX ATR relief σ(2) = 0.881), and its ADX
       floor read the literal key ``adx_1h``, so on any timeframe but 1h the ADX relief is 0.
     - ``edx_1d_count``: ``bars`` or ``as_run`` — the host counted the bars since the S3 start of a 1d series in
-      hours (24 per bar) for EDX, but read only the bars from the S3 start on, so its windows are capped there.
+      hours (24 per bar) for EDX, but read only the bars from the S3 start on, so its windows are capped there,
+      and at most the first 500 of them, so from the 500th bar after the S3 start its EDX stays where it was.
     - ``gaps``: ``fill`` or ``keep`` — how a caller that reads a file lays its bars: on the D5 grid, absent bars
       flat (``fill``), or the rows as given (``keep``, the host ran on whatever bars its store held). The engine
       counts rows either way (bars since the S3 start, EDX windows, slopes), which on a filled grid is time.
@@ -71,6 +72,7 @@ HOST_MISREAD_KEYS = (
 )
 HOST_MISREAD_S3_GATE = ("ema250_slope", "ema333_slope")  # the S3 DX-buy slope gate (S1/S2 gates read right)
 HOUR_SECONDS = 3_600
+HOST_EDX_FETCH_LIMIT = 500  # bars the host's EDX fetched from the S3 start on (edx_1d_count = as_run)
 DAY_SECONDS = 86_400
 
 
@@ -627,7 +629,12 @@ def step(
             s3_start = meta["s3_start_ts"]
             n_bars = _bars_between(h, s3_start, i)
             meta["bars_since_s3"] = n_bars
-            if settings.edx_1d_count == "as_run" and h.bar_seconds == DAY_SECONDS:
+            prev_edx = (prev.get("scores") or {}).get("edx") if prev and prev_known == "S3" else None
+            host_daily = settings.edx_1d_count == "as_run" and h.bar_seconds == DAY_SECONDS
+            if host_daily and n_bars >= HOST_EDX_FETCH_LIMIT and prev_edx is not None:
+                # the host fetched at most the first 500 bars from the S3 start: from then on it read the same bars
+                edx, edx_diag = float(prev_edx), {"n": n_bars * 24, "frozen": f"first {HOST_EDX_FETCH_LIMIT} bars"}
+            elif host_daily:
                 # the host counted days in hours but read only the bars from the S3 start bar on
                 edx, edx_diag = edx_score(h, i, n_bars * 24, since=i - n_bars)
             else:

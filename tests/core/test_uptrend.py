@@ -603,3 +603,20 @@ def test_bars_since_the_s3_start_count_rows_when_bars_are_kept_with_gaps() -> No
         assert out["meta"]["bars_since_s3"] == 20  # rows, as the host counted; 25 hours have passed
         assert out["diagnostics"]["edx"]["windows"] == [20, 13]
     assert h.bar_seconds == 3600.0  # the bar length is the smallest spacing, not the first one
+
+
+def test_edx_1d_count_as_run_keeps_the_edx_of_the_first_500_bars_after_the_s3_start() -> None:
+    h = history([{**S3_EMAS, "close": 111.0}])
+    h.index = pd.date_range("2020-01-01", periods=N, freq="1D", tz="UTC", name="timestamp")
+    last = h.index[N - 1]
+    host = EngineSettings(edx_1d_count="as_run")
+
+    def at(bars_since: int, settings: EngineSettings) -> dict:
+        start = (last - pd.Timedelta(days=bars_since)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        prev = {**prev_payload("S3", s3_start_ts=start), "scores": {"edx": 0.777}}
+        return step(h, N - 1, prev, settings)[0]
+
+    # the host fetched at most 500 bars from the S3 start: from bar 500 on it read the same bars again
+    assert at(500, host)["scores"]["edx"] == 0.777 and at(800, host)["diagnostics"]["edx"]["frozen"]
+    assert at(499, host)["scores"]["edx"] != 0.777  # 500 bars fetched: computed
+    assert at(800, EngineSettings())["scores"]["edx"] != 0.777  # counted in bars: never frozen
