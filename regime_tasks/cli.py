@@ -252,7 +252,11 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     from regime_tasks.engine_cli import print_jsonl, print_table, run_file, summarise
 
     settings = EngineSettings(
-        bootstrap=args.bootstrap, sr_levels=args.sr_levels, inputs=args.inputs, edx_1d_count=args.edx_1d_count
+        bootstrap=args.bootstrap,
+        sr_levels=args.sr_levels,
+        inputs=args.inputs,
+        edx_1d_count=args.edx_1d_count,
+        gaps=args.gaps,
     )
     payloads, n_filled = run_file(args.file, args.timeframe, settings, allow_filled=args.allow_filled)
     summary = summarise(payloads)
@@ -290,6 +294,13 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         choices=["bars", "as_run"],
         default="bars",
         help="as_run: count 1d bars since the S3 start in hours for EDX, as the host did (D14)",
+    )
+    p.add_argument(
+        "--gaps",
+        choices=["fill", "keep"],
+        default="fill",
+        help="fill: absent bars flat at the previous close (D5); keep: the rows as given, bars counted as rows, "
+        "as the host's engine ran (docs/ENGINE.md)",
     )
     p.add_argument(
         "--allow-filled", action="store_true", help="run even when more than 5 %% of the bars are gaps filled flat"
