@@ -138,8 +138,12 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     settings = EngineSettings(
         bootstrap=args.bootstrap, sr_levels=args.sr_levels, inputs=args.inputs, edx_1d_count=args.edx_1d_count
     )
-    payloads, n_filled = run_file(args.file, args.timeframe, settings)
+    payloads, n_filled = run_file(args.file, args.timeframe, settings, allow_filled=args.allow_filled)
     summary = summarise(payloads)
+    summary["filled_bars"] = n_filled
+    if args.allow_filled and n_filled:
+        share = n_filled / len(payloads)
+        print(f"regime: warning: {n_filled} of {len(payloads)} bars ({share:.1%}) filled flat", file=sys.stderr)
     if args.jsonl:
         print_jsonl(payloads)
     elif args.json:
@@ -166,6 +170,9 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         choices=["bars", "as_run"],
         default="bars",
         help="as_run: count 1d bars since the S3 start in hours for EDX, as the host did (D14)",
+    )
+    p.add_argument(
+        "--allow-filled", action="store_true", help="run even when more than 5 %% of the bars are gaps filled flat"
     )
     p.add_argument("--jsonl", action="store_true", help="one JSON object per bar")
     p.add_argument("--json", action="store_true", help="one JSON document: summary and full payloads")
