@@ -39,10 +39,13 @@ def check_spacing(bars: pd.DataFrame, timeframe: str, path: str | Path) -> None:
         )
 
 
-def read_candle_file(path: str | Path, timeframe: str) -> tuple[pd.DataFrame, int]:
-    """The file's bars on a regular grid (absent bars filled flat) and how many were filled."""
+def read_candle_file(path: str | Path, timeframe: str, gaps: str = "fill") -> tuple[pd.DataFrame, int]:
+    """The file's bars on a regular grid (absent bars filled flat) and how many were filled; with
+    ``gaps="keep"`` the rows as given (none filled: the host's engine ran on whatever bars its store held)."""
     raw = read_bars_file(path, timeframe)
     check_spacing(raw, timeframe, path)
+    if gaps == "keep":
+        return raw, 0
     filled, n_filled = fill_gaps(raw, timeframe)
     return filled.drop(columns="filled"), n_filled
 
@@ -76,7 +79,7 @@ def stream_file(
 ) -> tuple[Iterator[dict[str, Any]], int, int]:
     """The payloads of the file's bars one at a time (a long file is never held as payloads), the number of bars
     and how many were filled flat. The file is read and checked before this returns."""
-    bars, n_filled = read_candle_file(path, timeframe)
+    bars, n_filled = read_candle_file(path, timeframe, settings.gaps)
     check_filled_share(n_filled, len(bars), path, allow_filled=allow_filled)
     frame = compute_ta_frame(bars)
     del bars
