@@ -70,6 +70,25 @@ def compute_levers_cases() -> None:
         f"{'compute_levers cold (one HGETALL each call)':55s} p50={statistics.median(lat) * 1e3:.3f} ms  "
         f"p99={p99 * 1e3:.3f} ms  target p99=1 ms  ratio={0.001 / p99:.2f}x"
     )
+    # issue 18: the cold call against a bare redis-py HGETALL of the same hash, interleaved in the same run
+    import redis
+
+    bare_client = redis.Redis.from_url(redis_url)
+    bare, cold = [], []
+    for _ in range(2_000):
+        t0 = time.perf_counter()
+        bare_client.hgetall("regime:bench_book:latest")
+        t1 = time.perf_counter()
+        compute_levers(features, "1h", "small", book_id="bench_book", cache=cache, now=NOW)
+        t2 = time.perf_counter()
+        bare.append(t1 - t0)
+        cold.append(t2 - t1)
+    ratio = statistics.median(cold) / statistics.median(bare)
+    print(
+        f"{'compute_levers cold vs bare HGETALL (p50, interleaved)':55s} cold={statistics.median(cold) * 1e3:.3f} ms  "
+        f"hgetall={statistics.median(bare) * 1e3:.3f} ms  ratio={ratio:.2f}x  target ≤ 1.5x  "
+        f"{'OK' if ratio <= 1.5 else 'MISS'}"
+    )
     cache.clear("bench_book")
 
 
