@@ -393,6 +393,15 @@ class EngineHistory:
         sxx = (n - 1) * n * (2 * n - 1) / 6.0
         return (n * sxy - sx * sy) / (n * sxx - sx * sx)
 
+    def avwaps(self, anchor: int, first: int, last: int) -> np.ndarray:
+        """``avwap(anchor, k)`` for k = first..last as one array (the same operations, vectorised)."""
+        base_v = self.cum_v[anchor - 1] if anchor > 0 else 0.0
+        base_cv = self.cum_cv[anchor - 1] if anchor > 0 else 0.0
+        v = self.cum_v[first : last + 1] - base_v
+        cv = self.cum_cv[first : last + 1] - base_cv
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(v > 0, cv / v, math.nan)
+
     def avwap(self, anchor: int, at: int) -> float:
         v = self.cum_v[at] - (self.cum_v[anchor - 1] if anchor > 0 else 0.0)
         cv = self.cum_cv[at] - (self.cum_cv[anchor - 1] if anchor > 0 else 0.0)
@@ -488,8 +497,7 @@ def _window_components(h: EngineHistory, t: int, length: int) -> dict[str, float
     ) / 3.0
     structure = _structure(h.pivots_at(t, start=s))
     if h.has_volume:
-        av = [h.avwap(s, k) for k in range(max(s, t - 9), t + 1)]
-        av_arr = np.array(av)
+        av_arr = h.avwaps(s, max(s, t - 9), t)
         if len(av_arr) >= 2 and np.all(np.isfinite(av_arr)) and av_arr[-1] > 0:
             x = np.arange(len(av_arr)) - (len(av_arr) - 1) / 2.0
             slope = float(np.sum(x * av_arr) / np.sum(x * x))
