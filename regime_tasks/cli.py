@@ -197,8 +197,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     else:
         print_bootstrap_report(report)
     if not report.ok:
+        hint = f" — {report.hint}" if report.hint else ""
         print(
-            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required),
+            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint,
             file=sys.stderr,
         )
         return 2
