@@ -2,9 +2,10 @@
 
 One step per closed bar: ``step(history, i, prev_payload, settings)`` reads the TA of bar ``i`` (and, for EDX
 and S/R levels, the bars before it) plus the previous bar's payload, and returns the new payload and, on a state
-change, the ``uptrend_state_change`` event. The live path (TA on the last 3,000 bars, step the new bars) and the
-replay path (TA once over the history, step every bar) both go through :func:`run_engine_frame`, so they cannot
-disagree. EDX windows use prefix sums, so a long S3 episode costs O(1) per bar, not O(episode length).
+change, the ``uptrend_state_change`` event. The replay path (TA once over the history, :func:`run_engine_frame`
+steps every bar) and the live path (``core/live.py``: a history that grows one bar at a time, then ``step`` for
+the new bar) call the same ``step`` on the same TA values, so they cannot disagree (tests/core/test_live.py).
+EDX windows use prefix sums, so a long S3 episode costs O(1) per bar, not O(episode length).
 
 Interpretations where the spec is terse (each documented in docs/ENGINE.md):
 - Bars since S3 start ``n`` counts bars of the series' own timeframe; W1 is the last ``n`` bars.
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from regime_tasks.core.constants import MIN_BARS_FOR_STATE, STATES, WARMING_UP
-from regime_tasks.core.ta import NEVER, Pivot, compute_ta_frame, sr_levels, swing_pivots
+from regime_tasks.core.ta import NEVER, Pivot, sr_levels, swing_pivots
 
 EMA_KEYS = ("ema20", "ema30", "ema60", "ema144", "ema250", "ema333")
 BUY_THRESHOLD = 0.60
@@ -106,15 +107,6 @@ def sigmoid(x: float) -> float:
 
 def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo if x < lo else hi if x > hi else x
-
-
-def _num(x: Any) -> float:
-    """A finite float or NaN."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
 
 
 def _json_num(x: float) -> float | None:
@@ -836,40 +828,6 @@ def run_engine_frame(
     return payloads, events
 
 
-def run_engine(bars: pd.DataFrame, settings: EngineSettings | None = None) -> list[dict[str, Any]]:
-    """Replay a whole (grid-filled) bar series: one payload per bar."""
-    return run_engine_frame(compute_ta_frame(bars), settings)[0]
-
-
-def payloads_to_frame(payloads: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per bar: state, flags, scores — for replay reports and the CLI."""
-    rows = []
-    for p in payloads:
-        s = p["scores"]
-        rows.append(
-            {
-                "bar_ts": p["bar_ts"],
-                "state": p["state"],
-                "price": p["price"],
-                "buy_signal": p["buy_signal"],
-                "buy_flag": p["buy_flag"],
-                "rebuy_flag": p["rebuy_flag"],
-                "trim_flag": p["trim_flag"],
-                "emergency_exit": p["emergency_exit"],
-                "reclaimed_ema333": p["reclaimed_ema333"],
-                "exit_position": p["exit_position"],
-                "ts": s["ts"],
-                "ox": s["ox"],
-                "dx": s["dx"],
-                "edx": s["edx"],
-            }
-        )
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame.index = pd.DatetimeIndex(pd.to_datetime(frame["bar_ts"], utc=True), name="timestamp")
-    return frame
-
-
 __all__ = [
     "NEVER",
     "EngineHistory",
@@ -878,8 +836,6 @@ __all__ = [
     "dx_threshold",
     "edx_score",
     "ox_base",
-    "payloads_to_frame",
-    "run_engine",
     "run_engine_frame",
     "sr_boost",
     "step",
