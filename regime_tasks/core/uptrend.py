@@ -1,4 +1,4 @@
-"""Uptrend Engine v4: the single-timeframe trend-state machine of ``shared/spec/uptrend_engine_v4.md``.
+"""Uptrend Engine v4: the single-timeframe trend-state machine of ``docs/spec/uptrend_engine_v4.md``.
 
 One step per closed bar: ``step(history, i, prev_payload, settings)`` reads the TA of bar ``i`` (and, for EDX
 and S/R levels, the bars before it) plus the previous bar's payload, and returns the new payload and, on a state
