@@ -376,10 +376,10 @@ class EngineHistory:
         """ISO-8601 UTC open time of bar ``i``."""
         s = self._stamps.get(i)
         if s is None:
-            if not self._stamps and self.n - self.first_step > 1:  # a replay: every stepped bar, in one call
-                self._stamps = dict(enumerate(format_stamps(self._ns[self.first_step :]), start=self.first_step))
-                s = self._stamps.get(i)
-            if s is None:
+            if self.n - self.first_step > 1:  # a replay: the next ROW_CHUNK bars in one call (bounded memory)
+                self._stamps = dict(enumerate(format_stamps(self._ns[i : i + ROW_CHUNK]), start=i))
+                s = self._stamps[i]
+            else:
                 s = format_stamps(self._ns[i : i + 1])[0]
                 self._stamps[i] = s
         return s
