@@ -377,7 +377,8 @@ class EngineHistory:
         s = self._stamps.get(i)
         if s is None:
             if self.n - self.first_step > 1:  # a replay: the next ROW_CHUNK bars in one call (bounded memory)
-                self._stamps = dict(enumerate(format_stamps(self._ns[i : i + ROW_CHUNK]), start=i))
+                # only bars held (a live history's buffer runs past its newest bar)
+                self._stamps = dict(enumerate(format_stamps(self._ns[i : min(i + ROW_CHUNK, self.n)]), start=i))
                 s = self._stamps[i]
             else:
                 s = format_stamps(self._ns[i : i + 1])[0]
