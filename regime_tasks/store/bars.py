@@ -231,17 +231,6 @@ def count_bars(engine: Engine, table: TableName, key: Mapping[str, str], timefra
         return int(conn.execute(query).scalar() or 0)
 
 
-def list_series(engine: Engine, table: TableName, timeframe: str | None = None) -> list[dict[str, str]]:
-    """The distinct series keys (with timeframe) stored in a price table."""
-    tbl = PRICE_TABLES[table]
-    cols = [tbl.c[c] for c in SERIES_KEYS[table]] + [tbl.c.timeframe]
-    query = sa.select(*cols).distinct()
-    if timeframe is not None:
-        query = query.where(tbl.c.timeframe == timeframe)
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
-
-
 def last_traded_bar(
     engine: Engine, table: TableName, key: Mapping[str, str], timeframe: str, at_or_before: pd.Timestamp
 ) -> pd.DataFrame:
