@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from regime_tasks.core.bars import fill_gaps
-from regime_tasks.core.composite import chain_linked_composite, select_bucket_members
+from regime_tasks.core.composite import chain_linked_composite, point_in_time_membership, select_bucket_members
 from regime_tasks.core.constants import (
     ALT_CONSTITUENTS,
     BUCKETS,
@@ -32,11 +32,11 @@ from regime_tasks.core.constants import (
     STALE_AFTER_BARS,
     TIMEFRAME_SECONDS,
 )
-from regime_tasks.core.dominance import history_to_bars, read_history_csv
+from regime_tasks.core.dominance import history_to_bars
 from regime_tasks.core.mapper import map_engine_payload
 from regime_tasks.core.ta import compute_ta_frame
 from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
-from regime_tasks.sources.files import FileSource
+from regime_tasks.sources.files import FileSource, read_history_csv
 
 log = logging.getLogger(__name__)
 HORIZONS = (1, 6, 24)
@@ -67,14 +67,23 @@ def driver_bars(source: FileSource, settings_caps: dict[str, float], timeframe: 
     alt = {s: f for s, f in alt.items() if not f.empty}
     if alt:
         out["ALT"] = chain_linked_composite(alt)
-    tokens = source.tokens()
-    caps = {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()}
-    members = select_bucket_members(caps, **settings_caps)
+    caps = source.caps_table()  # D16: close × supply per day; membership point in time (D3)
+    if caps.empty:  # a user's folder with single caps (tokens.csv without supplies): one cap for all days
+        tokens = source.tokens()
+        chosen = select_bucket_members(
+            {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()}, **settings_caps
+        )
+    else:
+        pit = point_in_time_membership(caps, **settings_caps)
+        chosen = {b: [n.split("@")[0] for n in f.columns[f.any(axis=0)]] for b, f in pit.items()}
     for bucket in BUCKETS:
-        frames = {s: source.bars("lowcaps", s, timeframe) for s in members.get(bucket, [])}
+        frames = {s: source.bars("lowcaps", s, timeframe) for s in chosen.get(bucket, [])}
         frames = {s: f for s, f in frames.items() if not f.empty}
+        membership = None if caps.empty else pit[bucket].rename(columns=lambda n: n.split("@")[0])
         if frames:
-            out[bucket] = chain_linked_composite(frames)
+            comp = chain_linked_composite(frames, membership=membership)
+            if not comp.empty:
+                out[bucket] = comp
     dom = source.root / "dominance" / f"{timeframe}.csv"
     if dom.exists():
         out.update(history_to_bars(read_history_csv(dom), timeframe))
