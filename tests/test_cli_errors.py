@@ -318,3 +318,15 @@ def test_status_on_an_empty_store_names_the_command_to_run(isolated, capsys) -> 
 )
 def test_exit_codes_2_for_bad_input_1_for_unavailable_services(exc: BaseException, code: int) -> None:
     assert exit_code(exc) == code
+
+
+def test_status_on_a_database_without_tables_says_what_to_run(isolated, capsys) -> None:
+    import sqlite3
+
+    (isolated / "var").mkdir()
+    sqlite3.connect(isolated / "var" / "regime.db").close()  # an empty SQLite file, as a bare connect leaves
+
+    code = main(["status"])
+
+    line = assert_one_error_line(capsys.readouterr().err, code, 1, ["has no regime tables", "regime db init"])
+    assert "no such table" not in line
