@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from regime_tasks.errors import RegimeError, RegimeUnavailable, SourceUnavailableError, StoreError
+from regime_tasks.errors import (
+    RateLimitedError,
+    RegimeError,
+    RegimeUnavailable,
+    SourceUnavailableError,
+    StoreError,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_BAD_INPUT = 2
@@ -565,7 +571,8 @@ def _is_service_error(exc: BaseException) -> bool:
 
 def exit_code(exc: BaseException) -> int:
     """2 for bad input, 1 for a service or data source that is unavailable (or an unexpected crash)."""
-    if isinstance(exc, RegimeUnavailable | StoreError | SourceUnavailableError | ConnectionError | TimeoutError):
+    unavailable = RegimeUnavailable | StoreError | SourceUnavailableError | RateLimitedError
+    if isinstance(exc, unavailable | ConnectionError | TimeoutError):
         return EXIT_UNAVAILABLE
     if isinstance(exc, RegimeError):
         return EXIT_BAD_INPUT
