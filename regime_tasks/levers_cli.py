@@ -31,9 +31,11 @@ def parse_intent(items: list[str]) -> dict[str, float]:
 
 
 def parse_now(value: str | None) -> dt.datetime:
-    """``--now`` as an aware UTC datetime (default: the wall clock)."""
+    """``--now`` as an aware UTC datetime (default: the pipeline's clock — the wall clock, or the replay clock)."""
     if value is None:
-        return dt.datetime.now(dt.UTC)
+        from regime_tasks.sources.clock import now
+
+        return now()
     from regime_tasks.steps import parse_ts
 
     return parse_ts(value).to_pydatetime()
