@@ -32,9 +32,6 @@ from regime_tasks.store import bars as store_bars
 
 log = logging.getLogger(__name__)
 
-COMPOSITE_DRIVERS = ("ALT", *BUCKETS)
-
-
 def bar_delta(timeframe: str) -> pd.Timedelta:
     """Length of one bar."""
     return pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])

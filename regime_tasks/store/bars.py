@@ -280,14 +280,3 @@ def count_bars(engine: Engine, table: TableName, key: Mapping[str, str], timefra
         query = query.where(tbl.c[k] == v)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar() or 0)
-
-
-def list_series(engine: Engine, table: TableName, timeframe: str | None = None) -> list[dict[str, str]]:
-    """The distinct series keys (with timeframe) stored in a price table."""
-    tbl = PRICE_TABLES[table]
-    cols = [tbl.c[c] for c in SERIES_KEYS[table]] + [tbl.c.timeframe]
-    query = sa.select(*cols).distinct()
-    if timeframe is not None:
-        query = query.where(tbl.c.timeframe == timeframe)
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
