@@ -216,7 +216,12 @@ def _cmd_tick(args: argparse.Namespace) -> int:
     from regime_tasks.runner import run_tick_command
 
     result = run_tick_command(args.timeframe, until=args.until, book_id=args.book, wait=not args.no_wait)
-    _print_json(result) if args.json else print(json.dumps(result, default=str))
+    if args.json:
+        _print_json(result)
+    else:
+        print(json.dumps(result, default=str, ensure_ascii=False))
+        if result.get("message"):  # a tick that stepped nothing says so on its own line (issue 12)
+            print(f"tick {args.timeframe}: {result['message']}")
     return 0
 
 

@@ -543,7 +543,28 @@ def publish(rt: Runtime, book_id: str, timeframe: str, results: list[dict[str, A
     failed = sorted(d for d, s in statuses.items() if s == "error")
     if failed:
         log.error("drivers failed this tick %s", kv(timeframe=timeframe, drivers=",".join(failed)))
-    return {"timeframe": timeframe, "published": sorted(entries), "statuses": statuses, "failed": failed}
+    out = {"timeframe": timeframe, "published": sorted(entries), "statuses": statuses, "failed": failed}
+    if not any(s == "ok" for s in statuses.values()):  # nothing stepped: say so instead of looking like success
+        btc = next((r for r in results if r["driver"] == "BTC"), {})
+        last = (btc.get("payload") or {}).get("bar_ts")
+        out["message"] = no_new_bar_message(rt, timeframe, parse_ts(last) if last else None)
+        log.info("tick %s: %s", timeframe, out["message"])
+    return out
+
+
+def no_new_bar_message(rt: Runtime, timeframe: str, last: pd.Timestamp | None) -> str:
+    """``no new closed bar after <last> — the source ends at <ts>`` for a tick that stepped nothing (issue 12)."""
+    end = source_end(rt, timeframe)
+    return f"no new closed bar after {iso(last) or 'none'} — the source ends at {iso(end) or 'no bar'}"
+
+
+def processed_bar(rt: Runtime, book_id: str, timeframe: str, driver: str = "BTC") -> pd.Timestamp | None:
+    """Open time of the last bar the engine stepped for ``driver`` × ``timeframe`` (None before any)."""
+    from regime_tasks.store.positions import read_driver_features
+
+    features = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4",)).get((driver, timeframe), {})
+    bar_ts = (features.get("uptrend_engine_v4") or {}).get("bar_ts")
+    return parse_ts(bar_ts) if bar_ts else None
 
 
 def run_levers(rt: Runtime, book_id: str) -> dict[str, Any]:
