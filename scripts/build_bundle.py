@@ -137,7 +137,7 @@ def build(real: Path) -> None:
             table = _iso(bars)
             dst = OUT / "lowcaps" / tf / (f"{r.symbol}.csv" if tf == "1d" else f"{r.symbol}.csv.gz")
             dst.parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(dst, index=False)
+            table.to_csv(dst, index=False, compression={"method": "gzip", "mtime": 0} if tf != "1d" else None)
             files[str(dst.relative_to(OUT))] = _describe(table, f"{ORIGIN_HL} ({what} {r.symbol}, {UNIVERSE})")
         if r.market == "spot":
             src = snap / "spot_lowcaps" / "1h" / f"{r.symbol}USDC.csv.gz"
