@@ -61,8 +61,8 @@ task_routes = {
 }
 
 # RedBeat keeps the schedule and a lock in Redis (regime_tasks.beat adds taking the lock back after a Redis
-# restart): a second beat process waits for the lock instead of
-# scheduling twice (issue 7). Embedded mode uses its own in-process ticker instead of beat.
+# restart): a second beat process waits for the lock instead of scheduling twice. Embedded mode runs no beat:
+# `regime tick` and the demo send each tick's canvas to the in-process worker (regime_tasks.embedded).
 beat_scheduler = "regime_tasks.beat:RegimeBeatScheduler"
 redbeat_redis_url = _s.redis_url or _s.broker_url
 redbeat_lock_timeout = _s.beat_lock_timeout_secs
@@ -72,5 +72,7 @@ beat_max_loop_interval = 5
 if _s.embedded:
     # One process, in-memory transport: poll quickly so a tick is not dominated by idle waits.
     broker_transport_options = {"polling_interval": 0.01}
+    # the memory transport with short blocking waits, so the worker thread stops at once (regime_tasks.embedded)
+    broker_transport = "regime_tasks.embedded:MemoryTransport"
     result_chord_retry_interval = 0.05
     worker_hijack_root_logger = False

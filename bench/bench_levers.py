@@ -29,6 +29,7 @@ PAYLOADS = {
 
 
 def main() -> None:
+    os.environ.setdefault("REGIME_BOOKS", "bench_book")  # compute_levers() accepts known books only (issue 17)
     redis_url = os.environ.get("REGIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     cache = RedisRegimeCache(redis_url)
     cache.publish("bench_book", PAYLOADS)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from regime_tasks.errors import ConfigError
 
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         1.0, ge=0, description="compute_levers() reuses a book's entries this long (0 = read the cache every call)."
     )
     book_id: str = Field("onchain_crypto", min_length=1, description="Book whose drivers this deployment computes.")
+    # NoDecode: the variable is a plain comma-separated list, not JSON (pydantic-settings would json.loads it).
+    books: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="More known books besides D12's (comma-separated); compute_levers() refuses any other."
+    )
     source: Literal["file", "live"] = Field("file", description="file = bundled/user files; live = venues' APIs.")
     files_dir: Path = Field(BUNDLED_DATA_DIR, description="Root of the file source (bundled data by default).")
     ta_window_bars: int = Field(3_000, ge=333, description="Closed bars per series fed to TA, at least (D6).")
@@ -89,6 +93,9 @@ class Settings(BaseSettings):
     )
     engine_edx_1d_count: Literal["bars", "as_run"] = Field(
         "bars", description="as_run: 1d bars since the S3 start counted in hours for EDX, as the host did (D14)."
+    )
+    engine_edx: Literal["spec", "as_run"] = Field(
+        "spec", description="as_run: EDX as the host computed it (its bar count, 500-bar fetch, per-window TA)."
     )
     bucket_nano_max_usd: float = Field(10e6, gt=0, description="nano < this market cap (USD) ≤ small (D3).")
     bucket_small_max_usd: float = Field(50e6, gt=0, description="small < this ≤ mid.")
@@ -128,6 +135,21 @@ class Settings(BaseSettings):
             raise ValueError("needs one or more non-negative numbers, e.g. 5,15,60")
         return value
 
+    @field_validator("books", mode="before")
+    @classmethod
+    def _parse_books(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("books")
+    @classmethod
+    def _check_books(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for book in value:
+            if not book.isprintable() or "|" in book or ":" in book:
+                raise ValueError(f"book id {book!r} must be printable, without '|' or ':'")
+        return value
+
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -160,7 +182,15 @@ class Settings(BaseSettings):
             sr_levels=self.engine_sr_levels,
             inputs=self.engine_inputs,
             edx_1d_count=self.engine_edx_1d_count,
+            edx=self.engine_edx,
         )
+
+    @property
+    def known_books(self) -> frozenset[str]:
+        """Books compute_levers() accepts: D12's crypto books, ``REGIME_BOOK_ID`` and ``REGIME_BOOKS``."""
+        from regime_tasks.core.constants import CRYPTO_BOOK_IDS
+
+        return CRYPTO_BOOK_IDS | {self.book_id, *self.books}
 
     @property
     def embedded(self) -> bool:

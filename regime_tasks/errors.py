@@ -11,7 +11,9 @@ RegimeError                    base; the CLI turns any of these into a one-line 
 │   └── InvalidResponseError   the venue answered, but not with valid data (also a DataValidationError)
 ├── StoreError                 the database rejected or could not take a write/read
 ├── RegimeUnavailable          compute_levers() could reach neither the cache nor the database (D9)
-└── UnknownInputError          an execution timeframe, bucket, driver or book the tables do not know
+└── UnknownInputError          an execution timeframe, bucket, driver or book the tables do not know, or a
+                               caller's argument that is not valid (features, a non-finite intent metric, a
+                               naive ``now``); compute_levers() checks every argument before any I/O
 """
 
 from __future__ import annotations
@@ -95,4 +97,5 @@ class RegimeUnavailable(RegimeError):
 
 
 class UnknownInputError(RegimeError, ValueError):
-    """A name outside the plan's tables: execution timeframe, bucket, driver, timeframe or book."""
+    """A name outside the plan's tables (execution timeframe, bucket, driver, timeframe, book) or an invalid
+    argument to compute_levers() (features not an object, a non-finite intent metric, a naive ``now``)."""

@@ -3,7 +3,7 @@
 A trading system calls::
 
     from regime_tasks import compute_levers
-    levers = compute_levers(position["features"], "1h", "small")
+    levers = compute_levers(features, "1h", "small")  # features: the position's lowcap_positions.features
     levers["A_value"], levers["E_value"], levers["position_size_frac"], levers["diagnostics"]
 
 Driver payloads come from the cache (one Redis HGETALL, or the in-process cache in embedded mode). If the cache
@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +40,15 @@ from regime_tasks.core.constants import (
     POSITION_SIZE_PER_A,
     REGIME_TIMEFRAMES,
 )
-from regime_tasks.core.levers import EntryKey, check_inputs, compute_levers_from_entries, regime_book_id
+from regime_tasks.core.levers import (
+    EntryKey,
+    check_book_id,
+    check_inputs,
+    check_now,
+    compute_levers_from_entries,
+    intent_deltas,
+    regime_book_id,
+)
 from regime_tasks.errors import RegimeError, RegimeUnavailable, StoreError
 from regime_tasks.logs import kv
 from regime_tasks.store.cache import CacheUnavailable, MemoryRegimeCache, RedisRegimeCache, RegimeCache
@@ -48,8 +57,11 @@ log = logging.getLogger(__name__)
 
 _CACHE_LOCK = threading.Lock()
 _DEFAULT_CACHE: RegimeCache | None = None
-# (id(cache), book) -> (monotonic time, cache version or None, entries, source)
-_SNAPSHOTS: dict[tuple[int, str], tuple[float, int | None, dict[EntryKey, dict[str, Any]], str]] = {}
+# (id(cache), book) -> (monotonic time, cache version or None, entries, source); least recently used first.
+# Bounded: a process that sees many caches (tests, a host creating one per request) must not grow without end.
+SNAPSHOT_MAX_BOOKS = 64
+_SNAPSHOTS: OrderedDict[tuple[int, str], tuple[float, int | None, dict[EntryKey, dict[str, Any]], str]] = OrderedDict()
+_SNAPSHOTS_LOCK = threading.Lock()
 
 
 def get_default_cache() -> RegimeCache:
@@ -76,7 +88,21 @@ def reset_default_cache() -> None:
 
 def invalidate_snapshots() -> None:
     """Drop warm snapshots so the next call reads the cache (after a local publish)."""
-    _SNAPSHOTS.clear()
+    with _SNAPSHOTS_LOCK:
+        _SNAPSHOTS.clear()
+
+
+_KNOWN_BOOKS: tuple[object, frozenset[str]] | None = None  # (settings it was built from, books)
+
+
+def check_book(book_id: Any) -> str:
+    """``book_id`` if it is a known book (D12's crypto books, ``REGIME_BOOK_ID``, ``REGIME_BOOKS``), else
+    UnknownInputError."""
+    global _KNOWN_BOOKS
+    settings = get_settings()
+    if _KNOWN_BOOKS is None or _KNOWN_BOOKS[0] is not settings:
+        _KNOWN_BOOKS = (settings, settings.known_books)
+    return check_book_id(book_id, _KNOWN_BOOKS[1])
 
 
 def _parse_fields(raw: Mapping[str, Mapping[str, Any]]) -> dict[EntryKey, dict[str, Any]]:
@@ -89,9 +115,17 @@ def _parse_fields(raw: Mapping[str, Mapping[str, Any]]) -> dict[EntryKey, dict[s
 
 
 def _default_engine() -> Engine:
+    """The settings' database; a missing SQLite file is an error, not created (a library call writes no files)."""
+    from pathlib import Path
+
     from regime_tasks.store.db import make_engine
 
-    return make_engine(get_settings().effective_database_url)
+    url = get_settings().effective_database_url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise StoreError(f"no database file {path} (run `regime bootstrap`, or set REGIME_DATABASE_URL)")
+    return make_engine(url)
 
 
 def load_entries(
@@ -100,7 +134,7 @@ def load_entries(
     """Driver payloads of a book and where they came from (``cache`` or ``database``)."""
     from regime_tasks.store.positions import read_driver_features
 
-    book = regime_book_id(book_id)
+    book = regime_book_id(check_book(book_id))
     cache = cache or get_default_cache()
     cache_error: Exception | None = None
     try:
@@ -131,13 +165,19 @@ def _snapshot(book_id: str, cache: RegimeCache, engine: Engine | None) -> tuple[
     # An in-process cache counts its publishes: a local tick then invalidates the snapshot at once. Redis has no
     # such cheap signal (asking would cost the round trip the snapshot saves), so there the TTL bounds the lag.
     version = getattr(cache, "version", None)
-    hit = _SNAPSHOTS.get(key)
     now = time.monotonic()
-    if hit is not None and now - hit[0] < ttl and hit[1] == version:
-        return hit[2], hit[3]
+    with _SNAPSHOTS_LOCK:
+        hit = _SNAPSHOTS.get(key)
+        if hit is not None and now - hit[0] < ttl and hit[1] == version:
+            _SNAPSHOTS.move_to_end(key)
+            return hit[2], hit[3]
     entries, source = load_entries(book_id, cache=cache, engine=engine)
     if ttl > 0:
-        _SNAPSHOTS[key] = (now, version, entries, source)
+        with _SNAPSHOTS_LOCK:
+            _SNAPSHOTS[key] = (now, version, entries, source)
+            _SNAPSHOTS.move_to_end(key)
+            while len(_SNAPSHOTS) > SNAPSHOT_MAX_BOOKS:
+                _SNAPSHOTS.popitem(last=False)
     return entries, source
 
 
@@ -158,8 +198,12 @@ def compute_levers(
     timeframe or bucket outside the plan's tables and ``RegimeUnavailable`` when neither cache nor database
     answers (unless ``neutral_on_unavailable``: then A = E = 0.5 with ``diagnostics.unavailable = True``).
     """
-    clock = now or dt.datetime.now(dt.UTC)
+    # Every argument is checked before any I/O, so a bad one is an UnknownInputError, never a RegimeUnavailable
+    # or a TypeError from deep inside (issue 17 #11).
+    clock = dt.datetime.now(dt.UTC) if now is None else check_now(now)
+    check_book(book_id)
     check_inputs(execution_timeframe, position_bucket)
+    intent_deltas({} if features is None else features)
     try:
         entries, source = _snapshot(book_id, cache or get_default_cache(), engine)
     except RegimeUnavailable as exc:
@@ -176,6 +220,9 @@ def compute_levers(
         result["diagnostics"]["error"] = str(exc)
         return result
     result = compute_levers_from_entries(entries, features, execution_timeframe, position_bucket, now=clock)
+    corrupt = result["diagnostics"]["corrupt"]
+    if corrupt:
+        log.warning("corrupt driver entries ignored %s", kv(book=book_id, source=source, corrupt=corrupt))
     result["diagnostics"]["source"] = source
     result["diagnostics"]["regime_book_id"] = regime_book_id(book_id)
     return result
@@ -203,6 +250,7 @@ def run_levers_task(
     """
     from regime_tasks.store.positions import iter_lever_positions, set_features_bulk
 
+    check_book(book_id)
     clock = now or dt.datetime.now(dt.UTC)
     entries, source = load_entries(book_id, cache=cache, engine=engine)
     settings = get_settings()

@@ -93,6 +93,7 @@ def test_levers_human_output_prints_a_e_size_and_the_table(all_s3, capsys) -> No
         (["--exec-tf", "2h"], "unknown execution timeframe '2h'"),
         (["--exec-tf", "1h", "--intent", "hi_bye=1"], "unknown intent metric 'hi_bye'"),
         (["--exec-tf", "1h", "--intent", "hi_buy=lots"], "--intent expects name=number"),
+        (["--exec-tf", "1h", "--intent", "hi_buy=nan"], "intent_metrics.hi_buy must be a finite number"),
     ],
 )
 def test_levers_bad_input_is_one_line_and_exit_2(all_s3, capsys, argv: list[str], message: str) -> None:
@@ -119,3 +120,122 @@ def test_status_human_output(all_s3, capsys) -> None:
     assert main(["status", "--now", NOW]) == 0
     out = capsys.readouterr().out
     assert "market summary: A=0.860" in out and "BTC.d" in out and "stale/missing: USDT.d|1m" in out
+
+
+EARLY = "2025-07-26T04:30:00Z"  # the 1h bar of 04:00 and every 1m bar close after this; the 1d bar closed before
+
+
+def test_status_with_an_earlier_now_counts_bars_closing_after_it_as_missing(all_s3, capsys) -> None:
+    # B5: these bars used to count as fresh with negative ages (−0.5 bars, −29 bars) and "stale/missing: none"
+    rep = run_json(capsys, "status", "--now", EARLY, "--json")
+
+    rows = {(r["driver"], r["timeframe"]): r for r in rep["drivers"]}
+    later = sorted(f"{d}|{tf}" for d in DRIVERS for tf in ("1h", "1m"))
+    assert sorted(rep["closes_after_now"]) == later
+    assert sorted(rep["market_summary"]["missing"]) == later and rep["market_summary"]["degraded"] is True
+    assert all(r["age_bars"] is None or r["age_bars"] >= 0 for r in rows.values())
+    assert rows[("BTC", "1h")]["state"] == "missing" and rows[("BTC", "1h")]["stale"] is True
+    assert rows[("BTC", "1d")]["state"] == "S3" and rows[("BTC", "1d")]["age_bars"] == pytest.approx(4.5 / 24, abs=0.01)
+    # only the 1d entries count: Σ weights 1.5 × 0.20 × 0.50
+    assert rep["market_summary"]["A_value"] == pytest.approx(0.5 + 0.15)
+
+    assert main(["status", "--now", EARLY]) == 0
+    assert "not known at --now (latest bar closes after it; counted missing): " in capsys.readouterr().out
+
+
+def test_levers_with_an_earlier_now_use_only_bars_closed_by_then(all_s3, capsys) -> None:
+    res = run_json(capsys, "levers", "--bucket", "small", "--exec-tf", "1h", "--now", EARLY, "--json")
+
+    status = {f"{c['driver']}|{c['timeframe']}": c["status"] for c in res["diagnostics"]["contributions"]}
+    drivers = ("BTC", "ALT", "small", "BTC.d", "USDT.d")
+    assert {k for k, v in status.items() if v == "ok"} == {f"{d}|1d" for d in drivers}
+    assert sorted(res["diagnostics"]["missing"]) == sorted(f"{d}|{tf}" for d in drivers for tf in ("1h", "1m"))
+    assert set(res["diagnostics"]["missing"]) <= set(res["diagnostics"]["closes_after_now"])
+    # 1d only: Σ weights 1.5 × 0.20 × the 1h execution multiplier of 1d
+    from regime_tasks.core.constants import EXEC_TF_MULTIPLIERS
+
+    assert res["A_value"] == pytest.approx(0.5 + 1.5 * 0.2 * EXEC_TF_MULTIPLIERS["1h"]["1d"])
+
+
+def test_status_shows_the_beat_heartbeat_age(all_s3, capsys) -> None:
+    # B7: the README promises it; neither the table nor --json had it
+    assert run_json(capsys, "status", "--now", NOW, "--json")["beat_heartbeat"] == {
+        "at": None,
+        "age_secs": None,
+        "count": 0,
+    }
+    assert main(["status", "--now", NOW]) == 0
+    assert "beat heartbeat: none recorded" in capsys.readouterr().out
+
+    from regime_tasks.store import meta
+
+    meta.set_meta(all_s3, "beat:heartbeat", {"at": "2025-07-26T04:59:48Z", "count": 7, "task_id": "x"})
+    beat = run_json(capsys, "status", "--now", NOW, "--json")["beat_heartbeat"]
+    assert beat == {"at": "2025-07-26T04:59:48Z", "age_secs": 42.0, "count": 7}
+    assert main(["status", "--now", NOW]) == 0
+    assert "beat heartbeat: 42 s ago (at 2025-07-26T04:59:48Z, 7 heartbeats)" in capsys.readouterr().out
+
+
+def test_tables_print_no_negative_zero_and_mark_a_clamped_a(all_s3, capsys) -> None:
+    assert main(["levers", "--bucket", "small", "--exec-tf", "1h", "--now", NOW, "--intent", "hi_buy=1"]) == 0
+    out = capsys.readouterr().out
+
+    assert "-0.0000" not in out and "-0.00 " not in out
+    assert "A = 1.0000 (clamped from 1.1400)" in out  # 0.89 + intent 0.25
+    assert "S0 bearish order" in out and "S4 uncertain" in out
+
+
+def test_cli_logs_are_quiet_by_default_and_minus_v_shows_info(all_s3, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("REGIME_LOG_LEVEL", raising=False)
+    reset_runtime()
+    assert main(["status", "--now", NOW]) == 0
+    assert "cache repopulated" not in capsys.readouterr().err  # was printed by every call
+
+    reset_runtime()  # an empty in-process cache again, so the database is read and the cache repopulated
+    assert main(["-v", "status", "--now", NOW]) == 0
+    assert "INFO regime_tasks.levers cache repopulated from the database" in capsys.readouterr().err
+
+
+def test_the_readme_compute_levers_snippet_runs_as_written(all_s3, tmp_path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Calling it from a trading system") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL)[1]
+    cwd = tmp_path / "caller"
+    cwd.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, cwd=cwd, timeout=120
+    )  # REGIME_DATABASE_URL (all_s3's database) is inherited
+
+    assert proc.returncode == 0, proc.stderr
+    a, e, size = (float(x) for x in proc.stdout.splitlines()[0].split())
+    assert 0 <= a <= 1 and 0 <= e <= 1 and size == pytest.approx(0.10 + 0.50 * a)
+    assert proc.stdout.splitlines()[1] == "15"
+    assert list(cwd.iterdir()) == []  # nothing written in the caller's working directory
+
+
+def test_status_says_how_far_a_warming_up_driver_is(all_s3, capsys) -> None:
+    ids = positions.driver_row_ids(all_s3, "onchain_crypto")
+    warm = {**payload("1d"), "state": "warming_up", "delta_a_raw": 0.0, "delta_e_raw": 0.0}
+    engine_payload = {
+        "state": "warming_up",
+        "bar_ts": BARS["1d"],
+        "diagnostics": {"warming_up": {"bars": 315, "needed": 333}},
+    }
+    positions.set_features_bulk(
+        all_s3,
+        [(ids[("BTC.d", "1d")], "regime_engine_v4", warm), (ids[("BTC.d", "1d")], "uptrend_engine_v4", engine_payload)],
+    )
+
+    rep = run_json(capsys, "status", "--now", NOW, "--json")
+    rows = {(r["driver"], r["timeframe"]): r for r in rep["drivers"]}
+    assert rows[("BTC.d", "1d")]["warming_up"] == {"bars": 315, "needed": 333}
+    assert rows[("BTC", "1d")]["warming_up"] is None
+
+    assert main(["status", "--now", NOW]) == 0
+    assert "warming_up (315/333 bars)" in capsys.readouterr().out

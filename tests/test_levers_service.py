@@ -167,3 +167,20 @@ def test_warm_snapshot_sees_an_in_process_publish_at_once(monkeypatch, engine) -
 
     assert first["A_value"] == pytest.approx(0.80)
     assert second["A_value"] == pytest.approx(0.80 + (-0.3 - 0.2) * 1.0 * 0.55)
+
+
+def test_levers_task_refuses_a_nan_intent_row_and_writes_the_others(engine) -> None:
+    nan_row = positions.insert_position(
+        engine, token_contract="0xn", token_chain="base", timeframe="1h", status="active", bucket="small"
+    )
+    positions.set_feature(engine, nan_row, "intent_metrics", {"hi_buy": "nan"})
+    good = positions.insert_position(
+        engine, token_contract="0xg", token_chain="base", timeframe="1h", status="active", bucket="small"
+    )
+
+    summary = run_levers_task(engine, MemoryRegimeCache(), book_id="onchain_crypto", now=NOW)
+
+    assert summary["written"] == 1 and [e["id"] for e in summary["errors"]] == [nan_row]
+    assert "intent_metrics.hi_buy" in summary["errors"][0]["error"]
+    assert "levers" not in positions.get_features(engine, nan_row)
+    assert positions.get_features(engine, good)["levers"]["A_value"] == pytest.approx(0.80)

@@ -79,6 +79,10 @@ TRANSITION_DELTAS: Final = {
     ("S3", "S0"): {"delta_a": -0.50, "delta_e": 0.50},
 }
 
+# No mapper output exceeds ±0.8 (S3→S0: -0.30 baseline - 0.50 pulse); a cached or stored delta beyond ±1 was not
+# written by the mapper and is treated as corrupt (issue 17), never summed.
+MAX_DRIVER_DELTA_ABS: Final = 1.0
+
 # --- weighting (plan §4, D2) ------------------------------------------------------
 # Keyed by regime timeframe (1d/1h/1m) rather than macro/meso/micro, see TF_ROLE.
 TF_WEIGHTS: Final = {"1d": 0.50, "1h": 0.40, "1m": 0.10}  # plan §4.1; summary only (D2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 
@@ -179,3 +180,39 @@ def test_market_summary_uses_fixed_timeframe_weights() -> None:
     # BTC 1 + ALT 1.5 + buckets 4 × 3/4 + BTC.d −1 + USDT.d −3 = 1.5; TF weights sum to 1
     assert res["A_value"] == pytest.approx(0.5 + 0.20 * 1.5)
     assert STATE_DELTAS["S3"]["delta_a"] == 0.20
+
+
+# --- issue 17: no NaN leaves the levers ------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["nan", float("nan"), float("inf"), "-inf", 10**400])
+def test_non_finite_intent_metric_is_an_error_naming_the_metric(value: object) -> None:
+    with pytest.raises(UnknownInputError, match=r"intent_metrics\.hi_buy"):
+        compute_levers_from_entries(all_in("S3"), {"intent_metrics": {"hi_buy": value}}, "1h", "small", now=NOW)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.2", 1e300, None])
+def test_corrupt_driver_entry_counts_as_missing_and_levers_stay_finite(bad: object) -> None:
+    entries = all_in("S3")
+    if bad is None:
+        entries[("BTC", "1h")] = "not an object"  # type: ignore[assignment]
+    else:
+        entries[("BTC", "1h")] = {**entries[("BTC", "1h")], "delta_a_raw": bad}
+
+    res = compute_levers_from_entries(entries, {}, "1h", "small", now=NOW)
+
+    numbers = [res["A_value"], res["E_value"], res["position_size_frac"]]
+    numbers += [c["contribution_a"] for c in res["diagnostics"]["contributions"]]
+    assert all(math.isfinite(x) for x in numbers)
+    assert "BTC|1h" in res["diagnostics"]["missing"] and "BTC|1h" in res["diagnostics"]["corrupt"]
+    assert res["diagnostics"]["degraded"] is True
+    # the D2 example minus BTC 1h's share: 0.2 × 1.0 × 0.55
+    assert res["A_value"] == pytest.approx(0.80 - 0.2 * 0.55)
+
+
+def test_unparsable_bar_time_counts_as_missing_not_an_exception() -> None:
+    entries = all_in("S3")
+    entries[("ALT", "1d")] = {**entries[("ALT", "1d")], "bar_ts": "yesterday"}
+
+    res = compute_levers_from_entries(entries, {}, "1h", "small", now=NOW)
+
+    assert "ALT|1d" in res["diagnostics"]["corrupt"] and res["diagnostics"]["degraded"] is True
+    assert math.isfinite(res["A_value"])

@@ -1,0 +1,121 @@
+"""compute_levers() arguments (issue 17): every bad one is a typed error raised before any I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
+from regime_tasks.errors import RegimeUnavailable, UnknownInputError
+from regime_tasks.levers import compute_levers, reset_default_cache
+from regime_tasks.store import positions
+from regime_tasks.store.cache import MemoryRegimeCache
+from regime_tasks.store.db import init_db, make_engine
+
+NOW = dt.datetime(2025, 7, 26, 5, 0, 30, tzinfo=dt.UTC)
+BARS = {"1d": "2025-07-25T00:00:00Z", "1h": "2025-07-26T04:00:00Z", "1m": "2025-07-26T04:59:00Z"}
+
+
+def payload(tf: str) -> dict:
+    return {"delta_a_raw": 0.2, "delta_e_raw": -0.05, "state": "S3", "prev_state": "S3", "bar_ts": BARS[tf]}
+
+
+@pytest.fixture()
+def engine(sqlite_url):
+    eng = make_engine(sqlite_url, cached=False)
+    init_db(eng)
+    positions.ensure_driver_rows(eng, "onchain_crypto")
+    ids = positions.driver_row_ids(eng, "onchain_crypto")
+    positions.set_features_bulk(
+        eng, [(ids[(d, tf)], "regime_engine_v4", payload(tf)) for d in DRIVERS for tf in REGIME_TIMEFRAMES]
+    )
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(autouse=True)
+def fresh_levers(monkeypatch):
+    monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "0")
+    monkeypatch.delenv("REGIME_BOOKS", raising=False)
+    from regime_tasks.config import get_settings
+
+    get_settings.cache_clear()
+    reset_default_cache()
+    yield
+    get_settings.cache_clear()
+    reset_default_cache()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"features": ["hi_buy"]}, "features must be an object"),
+        ({"features": "x"}, "features must be an object"),
+        ({"features": {"intent_metrics": {"sell": 10**400}}}, "intent_metrics.sell"),
+        ({"book_id": "onchain\x00crypto"}, "book_id"),
+        ({"book_id": 123}, "book_id"),
+        ({"now": dt.datetime(2025, 7, 26, 5, 0, 30)}, "timezone-aware"),
+        ({"now": "2025-07-26T05:00:30Z"}, "timezone-aware"),
+        ({"execution_timeframe": ["1h"]}, "unknown execution timeframe"),
+        ({"position_bucket": 3}, "unknown bucket"),
+    ],
+)
+def test_bad_arguments_raise_unknown_input_error_before_any_io(kwargs: dict, message: str) -> None:
+    args = {"features": {}, "execution_timeframe": "1h", "position_bucket": "small", "now": NOW}
+    args.update(kwargs)
+    features, exec_tf, bucket = args.pop("features"), args.pop("execution_timeframe"), args.pop("position_bucket")
+
+    class NoIO:  # any cache access would mean the argument was checked too late
+        def read(self, book_id: str):
+            raise AssertionError("cache read before the arguments were checked")
+
+    with pytest.raises(UnknownInputError, match=message) as info:
+        compute_levers(features, exec_tf, bucket, cache=NoIO(), **args)  # type: ignore[arg-type]
+    assert not isinstance(info.value, RegimeUnavailable)
+
+
+def test_good_arguments_still_give_the_d2_example(engine) -> None:
+    res = compute_levers({}, "1h", "small", cache=MemoryRegimeCache(), engine=engine, now=NOW)
+    assert res["A_value"] == pytest.approx(0.80) and res["diagnostics"]["degraded"] is False
+
+
+# --- issue 17 #6: known books only, bounded snapshot map -------------------------------------------------------
+@pytest.mark.parametrize("book", ["onchain_crytpo", "stocks", "ONCHAIN_CRYPTO", ""])
+def test_unknown_book_is_an_error_not_a_silent_neutral(engine, book: str) -> None:
+    from regime_tasks import levers
+
+    with pytest.raises(UnknownInputError, match="book"):
+        compute_levers({}, "1h", "small", book_id=book, cache=MemoryRegimeCache(), engine=engine, now=NOW)
+    with pytest.raises(UnknownInputError, match="book"):
+        levers.load_entries(book, cache=MemoryRegimeCache(), engine=engine)
+    assert len(levers._SNAPSHOTS) == 0
+
+
+def test_configured_books_are_known(monkeypatch, engine) -> None:
+    from regime_tasks.config import get_settings
+
+    monkeypatch.setenv("REGIME_BOOKS", "stocks, fx")
+    get_settings.cache_clear()
+    positions.ensure_driver_rows(engine, "stocks")
+
+    res = compute_levers({}, "1h", "small", book_id="stocks", cache=MemoryRegimeCache(), engine=engine, now=NOW)
+
+    assert res["diagnostics"]["regime_book_id"] == "stocks" and res["A_value"] == pytest.approx(0.5)
+    assert res["diagnostics"]["degraded"] is True  # stocks has no driver states yet: said, not silent
+    assert get_settings().known_books >= {"onchain_crypto", "spot_crypto", "perp_crypto", "stocks", "fx"}
+
+
+def test_snapshot_map_keeps_at_most_64_books(monkeypatch, engine) -> None:
+    from regime_tasks import levers
+    from regime_tasks.config import get_settings
+
+    monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "60")
+    get_settings.cache_clear()
+    caches = [MemoryRegimeCache() for _ in range(200)]  # kept alive: each id() is a distinct snapshot key
+
+    for cache in caches:
+        compute_levers({}, "1h", "small", cache=cache, engine=engine, now=NOW)
+
+    assert len(levers._SNAPSHOTS) == levers.SNAPSHOT_MAX_BOOKS == 64
+    assert next(reversed(levers._SNAPSHOTS))[0] == id(caches[-1])  # the newest is kept, the oldest dropped
