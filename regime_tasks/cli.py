@@ -437,7 +437,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from regime_tasks.config import get_settings
     from regime_tasks.replay import run_replay
-    from regime_tasks.report import write_report
+    from regime_tasks.replay.report import write_report
     from regime_tasks.runner import progress_reporter
     from regime_tasks.sources.files import FileSource
 
