@@ -22,7 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from regime_tasks.errors import RegimeError, RegimeUnavailable, SourceUnavailableError, StoreError
+from regime_tasks.errors import (
+    RateLimitedError,
+    RegimeError,
+    RegimeUnavailable,
+    SourceUnavailableError,
+    StoreError,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_BAD_INPUT = 2
@@ -197,13 +203,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         _print_json(report.as_dict())
     else:
         print_bootstrap_report(report)
-    if not report.ok:
+    if not report.ok:  # the report is printed (the worker's bootstrap task reads it from stdout), then exit 2
         hint = f" — {report.hint}" if report.hint else ""
-        print(
-            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint,
-            file=sys.stderr,
-        )
-        return 2
+        raise RegimeError("required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint)
     return 0
 
 
@@ -211,7 +213,12 @@ def _cmd_tick(args: argparse.Namespace) -> int:
     from regime_tasks.runner import run_tick_command
 
     result = run_tick_command(args.timeframe, until=args.until, book_id=args.book, wait=not args.no_wait)
-    _print_json(result) if args.json else print(json.dumps(result, default=str))
+    if args.json:
+        _print_json(result)
+    else:
+        print(json.dumps(result, default=str, ensure_ascii=False))
+        if result.get("message"):  # a tick that stepped nothing says so on its own line (issue 12)
+            print(f"tick {args.timeframe}: {result['message']}")
     return 0
 
 
@@ -440,7 +447,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from regime_tasks.config import get_settings
     from regime_tasks.replay import run_replay
-    from regime_tasks.report import write_report
+    from regime_tasks.replay.report import write_report
     from regime_tasks.runner import progress_reporter
     from regime_tasks.sources.files import FileSource
 
@@ -579,7 +586,8 @@ def _is_service_error(exc: BaseException) -> bool:
 
 def exit_code(exc: BaseException) -> int:
     """2 for bad input, 1 for a service or data source that is unavailable (or an unexpected crash)."""
-    if isinstance(exc, RegimeUnavailable | StoreError | SourceUnavailableError | ConnectionError | TimeoutError):
+    unavailable = RegimeUnavailable | StoreError | SourceUnavailableError | RateLimitedError
+    if isinstance(exc, unavailable | ConnectionError | TimeoutError):
         return EXIT_UNAVAILABLE
     if isinstance(exc, RegimeError):
         return EXIT_BAD_INPUT
