@@ -21,10 +21,10 @@ import pandas as pd
 
 from regime_tasks.config import Settings
 from regime_tasks.core.bars import timeframe_delta
-from regime_tasks.core.dominance import history_to_bars, read_history_csv
+from regime_tasks.core.dominance import history_to_bars
 from regime_tasks.errors import DataValidationError
 from regime_tasks.logs import kv
-from regime_tasks.sources.files import FileSource
+from regime_tasks.sources.files import FileSource, read_history_csv
 
 if TYPE_CHECKING:
     from regime_tasks.runtime import Runtime
@@ -50,13 +50,20 @@ class MarketSource(Protocol):
 def _append_new(
     rt: Runtime, table: str, key: dict[str, str], timeframe: str, frame: pd.DataFrame, until: pd.Timestamp
 ) -> int:
-    """Store the bars of ``frame`` after the last stored one and up to ``until`` (a venue serving closed bars)."""
+    """Store the bars of ``frame`` up to ``until`` that the store lacks (a venue serving closed bars): those after
+    the last stored one, and any missing before it — a bootstrap after a failed one repairs the history (B1)."""
     from regime_tasks.store import bars as store_bars
 
-    last = store_bars.last_bar_ts(rt.engine, table, key, timeframe)  # type: ignore[arg-type]
     part = frame[frame.index <= until]
-    if last is not None:
+    if part.empty:
+        return 0
+    # one aggregate query on a tick; the stored timestamps are read only when the history has holes
+    count, last = store_bars.bar_span(rt.engine, table, key, timeframe, start=part.index[0], end=until)  # type: ignore[arg-type]
+    if last is not None and count >= int((part.index <= last).sum()):
         part = part[part.index > last]
+    elif last is not None:
+        stored = store_bars.bar_timestamps(rt.engine, table, key, timeframe, start=part.index[0], end=until)  # type: ignore[arg-type]
+        part = part[~part.index.isin(stored)]
     return store_bars.upsert_bars(rt.engine, table, key, timeframe, part, source="file")  # type: ignore[arg-type]
 
 
@@ -92,7 +99,41 @@ class FileMarket(FileSource):
             if frame.empty:
                 continue
             written += _append_new(rt, "lowcap", key, timeframe, frame, until)
+        if timeframe == "1d":
+            self._collect_caps(rt, until)
         return written
+
+    def _collect_caps(self, rt: Runtime, until: pd.Timestamp) -> int:
+        """Daily caps (D16: close × supply) of the tokens with a supply, for the days closed by ``until``."""
+        from regime_tasks.store.tokens import cap_source, last_cap_day, upsert_caps
+
+        tokens = self.tokens()
+        if "circulating_supply" not in tokens.columns:
+            return 0
+        rows = []
+        for rec in tokens.dropna(subset=["circulating_supply"]).to_dict("records"):
+            chain = rec.get("chain") or LOWCAP_CHAIN
+            supply, as_of = float(rec["circulating_supply"]), pd.Timestamp(rec["supply_as_of"])
+            caps = self.daily_caps(rec["symbol"], supply, float(rec.get("price_multiplier") or 1))
+            last = last_cap_day(rt.engine, rec["symbol"], chain)
+            caps = caps[caps["day"] <= until]
+            if last is not None:
+                caps = caps[caps["day"] > last]
+            source = cap_source(as_of)
+            rows.extend(
+                {
+                    "token_contract": rec["symbol"],
+                    "token_chain": chain,
+                    "day": day.to_pydatetime(),
+                    "market_cap_usd": float(cap),
+                    "close_usd": float(close),
+                    "circulating_supply": supply,
+                    "supply_as_of": as_of.to_pydatetime(),
+                    "source": source,
+                }
+                for day, cap, close in caps[["day", "market_cap_usd", "close_usd"]].itertuples(index=False)
+            )
+        return upsert_caps(rt.engine, rows) if rows else 0
 
     def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
         """Imported history (D4): ``dominance/<tf>.csv`` becomes flat BTC.d/USDT.d bars."""
