@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from regime_tasks.errors import RegimeError, RegimeUnavailable, SourceUnavailableError, StoreError
+from regime_tasks.errors import (
+    RateLimitedError,
+    RegimeError,
+    RegimeUnavailable,
+    SourceUnavailableError,
+    StoreError,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_BAD_INPUT = 2
@@ -197,8 +203,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     else:
         print_bootstrap_report(report)
     if not report.ok:
+        hint = f" — {report.hint}" if report.hint else ""
         print(
-            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required),
+            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint,
             file=sys.stderr,
         )
         return 2
@@ -209,7 +216,12 @@ def _cmd_tick(args: argparse.Namespace) -> int:
     from regime_tasks.runner import run_tick_command
 
     result = run_tick_command(args.timeframe, until=args.until, book_id=args.book, wait=not args.no_wait)
-    _print_json(result) if args.json else print(json.dumps(result, default=str))
+    if args.json:
+        _print_json(result)
+    else:
+        print(json.dumps(result, default=str, ensure_ascii=False))
+        if result.get("message"):  # a tick that stepped nothing says so on its own line (issue 12)
+            print(f"tick {args.timeframe}: {result['message']}")
     return 0
 
 
@@ -256,6 +268,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         sr_levels=args.sr_levels,
         inputs=args.inputs,
         edx_1d_count=args.edx_1d_count,
+        edx=args.edx,
         gaps=args.gaps,
     )
     payloads, n_filled = run_file(args.file, args.timeframe, settings, allow_filled=args.allow_filled)
@@ -294,6 +307,13 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         choices=["bars", "as_run"],
         default="bars",
         help="as_run: count 1d bars since the S3 start in hours for EDX, as the host did (D14)",
+    )
+    p.add_argument(
+        "--edx",
+        choices=["spec", "as_run"],
+        default="spec",
+        help="as_run: EDX as the host computed it, from the first 500 bars after the S3 start with per-window TA "
+        "(docs/ENGINE.md)",
     )
     p.add_argument(
         "--gaps",
@@ -417,7 +437,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from regime_tasks.config import get_settings
     from regime_tasks.replay import run_replay
-    from regime_tasks.report import write_report
+    from regime_tasks.replay.report import write_report
     from regime_tasks.runner import progress_reporter
     from regime_tasks.sources.files import FileSource
 
@@ -556,7 +576,8 @@ def _is_service_error(exc: BaseException) -> bool:
 
 def exit_code(exc: BaseException) -> int:
     """2 for bad input, 1 for a service or data source that is unavailable (or an unexpected crash)."""
-    if isinstance(exc, RegimeUnavailable | StoreError | SourceUnavailableError | ConnectionError | TimeoutError):
+    unavailable = RegimeUnavailable | StoreError | SourceUnavailableError | RateLimitedError
+    if isinstance(exc, unavailable | ConnectionError | TimeoutError):
         return EXIT_UNAVAILABLE
     if isinstance(exc, RegimeError):
         return EXIT_BAD_INPUT

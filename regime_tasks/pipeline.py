@@ -24,7 +24,13 @@ from celery.canvas import Signature
 from celery.schedules import crontab
 
 from regime_tasks import steps
-from regime_tasks.core.constants import DRIVERS, MIN_BARS_FOR_STATE, REGIME_TIMEFRAMES, REQUIRED_DRIVERS
+from regime_tasks.core.constants import (
+    DRIVERS,
+    MIN_BARS_FOR_STATE,
+    REGIME_TIMEFRAMES,
+    REQUIRED_DRIVERS,
+    TIMEFRAME_SECONDS,
+)
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import meta, positions
@@ -38,8 +44,11 @@ ONE_MINUTE_TICK_EXPIRES_SECS = 50
 
 
 def utcnow() -> dt.datetime:
-    """The wall clock; a single place to pin time in tests and demos."""
-    return dt.datetime.now(dt.UTC)
+    """The pipeline's "now": the wall clock, or the replay clock when ``REGIME_REPLAY_CLOCK_START`` is set
+    (``sources/clock.py``); a single place to pin time in tests and demos."""
+    from regime_tasks.sources import clock
+
+    return clock.now()
 
 
 def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
@@ -55,11 +64,30 @@ def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
     )
 
 
-def beat_schedule(heartbeat_secs: int = 30) -> dict[str, dict[str, Any]]:
+def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -> dict[str, dict[str, Any]]:
     """Beat entries: each timeframe a few seconds after its bar closes; 1m entries expire (no backlog replay).
 
     The heartbeat entry lets operators (``regime status``) and tests see that exactly one beat is scheduling.
+    On the replay clock (``replay_speed``) a tick runs every bar length of *replay* time — every 60/speed s for
+    1m — since replay bars do not close on the wall clock's minutes; the tick resolves its bar by that clock.
     """
+    if replay_speed is not None:
+        return {
+            "regime-beat-heartbeat": {
+                "task": "regime.beat.heartbeat",
+                "schedule": float(heartbeat_secs),
+                "options": {"expires": heartbeat_secs},
+            },
+            **{
+                f"regime-tick-{tf}": {
+                    "task": "regime.tick",
+                    "schedule": TIMEFRAME_SECONDS[tf] / replay_speed,
+                    "args": (tf,),
+                    "options": {"expires": ONE_MINUTE_TICK_EXPIRES_SECS / replay_speed} if tf == "1m" else {},
+                }
+                for tf in ("1m", "1h", "1d")
+            },
+        }
     return {
         "regime-beat-heartbeat": {
             "task": "regime.beat.heartbeat",
@@ -114,6 +142,10 @@ class BootstrapReport:
     bars: dict[str, dict[str, int]]
     errors: list[str]
     seconds: float
+    now: str | None = None
+    # per timeframe, the open time of the source's newest BTC bar, when it is older than the last closed bar at now
+    source_ends: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    suggested_now: str | None = None  # the earliest clock at which every timeframe's newest source bar has closed
 
     @property
     def missing_required(self) -> list[str]:
@@ -128,10 +160,27 @@ class BootstrapReport:
     def ok(self) -> bool:
         return not self.missing_required
 
+    @property
+    def hint(self) -> str | None:
+        """What to do when the source's data ends before ``now`` (the file source on the real clock)."""
+        if not self.source_ends:
+            return None
+        ends = ", ".join(f"{tf} {ts or 'none'}" for tf, ts in self.source_ends.items())
+        text = f"the source's data ends before now ({self.now}): its last BTC bars are {ends}"
+        if self.suggested_now:
+            text += (
+                f"; pass --now {self.suggested_now} (regime bootstrap --now {self.suggested_now}) or run on the "
+                "replay clock (REGIME_REPLAY_CLOCK_START, README: Try the production setup offline)"
+            )
+        return text
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "book_id": self.book_id,
             "ok": self.ok,
+            "now": self.now,
+            "hint": self.hint,
+            "source_ends": self.source_ends,
             "missing_required": self.missing_required,
             "status": self.status,
             "bars": self.bars,
@@ -153,9 +202,12 @@ def bootstrap(
 ) -> BootstrapReport:
     """Create driver rows, backfill, build series, replay history through TA/engine/mapper, fill the cache.
 
-    Each timeframe's replay runs the engine bar by bar over the stored history (D15), so the present starts
-    in the state its history implies. The completion marker is written even when optional drivers are
-    missing; without BTC or ALT the report is not ``ok`` and the marker is not written.
+    The backfill fetches every bar missing back to the configured depth, holes included, and the driver series
+    and the engine's history replay (D15) are rebuilt from all stored bars, so the present starts in the state
+    its history implies and a bootstrap after a failed or shorter one ends where a fresh one would (B1). The
+    completion marker is written even when optional drivers are missing; without BTC or ALT the report is not
+    ``ok`` and the marker is not written. When the source's data ends before ``now`` the report says where
+    (``source_ends``, ``hint``).
     """
     t0 = time.perf_counter()
     clock = now or utcnow()
@@ -172,23 +224,31 @@ def bootstrap(
         if progress is not None:
             progress(phase, done, steps_total)
 
+    source_ends: dict[str, str | None] = {}
+    closes: list[Any] = []
     for tf in timeframes:
         until = steps.last_closed_bar(tf, clock)
         try:
-            steps.collect(rt, tf, until)
+            steps.collect(rt, tf, until, repair=True)
         except Exception as exc:
             errors.append(f"collect {tf}: {exc}")
             log.exception("bootstrap collect failed %s", kv(timeframe=tf))
         advance(f"collect {tf}")
+        end = steps.source_end(rt, tf)
+        if end is not None:
+            closes.append(end + steps.bar_delta(tf))
+        if end is None or end < until:
+            source_ends[tf] = steps.iso(end)
+            log.warning("source ends before now %s", kv(timeframe=tf, last_bar=steps.iso(end), until=steps.iso(until)))
         try:
-            steps.build_driver_series(rt, tf, until)
+            steps.build_driver_series(rt, tf, until, rebuild=True)
         except Exception as exc:
             errors.append(f"series {tf}: {exc}")
             log.exception("bootstrap series failed %s", kv(timeframe=tf))
         advance(f"series {tf}")
         results = []
         for driver in DRIVERS:
-            result = steps.update_driver_safely(rt, book_id, driver, tf, until)
+            result = steps.update_driver_safely(rt, book_id, driver, tf, until, replay=True)
             results.append(result)
             nbars[driver][tf] = int(result.get("bars", 0))
             if result["status"] == "error":
@@ -204,7 +264,16 @@ def bootstrap(
         steps.publish(rt, book_id, tf, results)
         advance(f"publish {tf}")
     steps.run_levers(rt, book_id)
-    report = BootstrapReport(book_id, status, nbars, errors, time.perf_counter() - t0)
+    report = BootstrapReport(
+        book_id,
+        status,
+        nbars,
+        errors,
+        time.perf_counter() - t0,
+        now=steps.iso(clock),
+        source_ends=source_ends,
+        suggested_now=steps.iso(max(closes)) if source_ends and closes else None,
+    )
     if report.ok:
         meta.set_meta(rt.engine, _bootstrap_key(book_id), {"completed_at": steps.iso(clock), **report.as_dict()})
     return report

@@ -80,6 +80,8 @@ def print_bootstrap_report(report: pipeline.BootstrapReport) -> None:
     console.print(table)
     for err in report.errors:
         console.print(f"[red]error[/]: {err}")
+    if report.hint:
+        console.print(f"[yellow]note[/]: {report.hint}")
     if report.missing_required:
         console.print(f"[red]required drivers missing:[/] {', '.join(report.missing_required)}")
     else:
@@ -93,17 +95,22 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
     rt = get_runtime()
     book = book_id or rt.book_id
     bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
+    before = steps.processed_bar(rt, book, timeframe)
     if rt.settings.embedded:
         with in_process_worker():
-            return {
-                "timeframe": timeframe,
-                "until": steps.iso(bar),
-                "result": run_tick(timeframe, steps.iso(bar), book),
-            }
-    result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
-    if not wait:
-        return {"timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
-    return {"timeframe": timeframe, "until": steps.iso(bar), "result": result.get(timeout=600)}
+            out = {"timeframe": timeframe, "until": steps.iso(bar), "result": run_tick(timeframe, steps.iso(bar), book)}
+    else:
+        result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
+        if not wait:
+            return {"timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
+        out = {"timeframe": timeframe, "until": steps.iso(bar), "result": result.get(timeout=600)}
+    # a tick that stepped no new bar says so (issue 12): the source may have ended, or the bar is not closed yet
+    after = steps.processed_bar(rt, book, timeframe)
+    out["new_bar"] = after is not None and (before is None or after > before)
+    out["last_bar"] = steps.iso(after)
+    if not out["new_bar"]:
+        out["message"] = steps.no_new_bar_message(rt, timeframe, after)
+    return out
 
 
 # --- demo --------------------------------------------------------------------------------------------
