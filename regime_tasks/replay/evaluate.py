@@ -127,7 +127,8 @@ def trim_to_segment(driver: str, timeframe: str, bars: pd.DataFrame, start: pd.T
     if len(bars) < 2:
         return bars
     idx = bars.index
-    holes = np.flatnonzero(np.diff(idx.asi8) > MAX_GAP.value)
+    # compare durations, not integers: a stored history's index may be in µs where a file's is in ns
+    holes = np.flatnonzero(idx[1:] - idx[:-1] > MAX_GAP)
     if len(holes) == 0:
         return bars
     before = [h for h in holes if idx[h + 1] <= start]

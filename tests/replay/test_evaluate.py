@@ -260,3 +260,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, argv
     err = capsys.readouterr().err.strip()
     assert err.startswith("regime: error:") and message in err and "\n" not in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("unit", ["ns", "us"])
+def test_a_gap_longer_than_a_week_is_never_filled_and_never_crossed(unit) -> None:
+    from regime_tasks.errors import DataValidationError
+    from regime_tasks.replay.evaluate import trim_to_segment
+
+    bars = _btc_bars()[["open", "high", "low", "close", "volume"]]
+    bars.index = bars.index.as_unit(unit)  # the stored history reads back in µs, files in ns
+    gapped = pd.concat([bars.loc[:"2019-12-31"], bars.loc["2020-03-01":]])
+    kept = trim_to_segment("BTC", "1d", gapped, pd.Timestamp("2021-01-01", tz="UTC"))
+    assert kept.index[0] == pd.Timestamp("2020-03-01", tz="UTC") and len(kept) == len(bars.loc["2020-03-01":])
+    with pytest.raises(DataValidationError, match="crosses a gap in the BTC 1d history"):
+        trim_to_segment("BTC", "1d", gapped, pd.Timestamp("2019-06-01", tz="UTC"))
+    assert trim_to_segment("BTC", "1d", bars, pd.Timestamp("2019-06-01", tz="UTC")).equals(bars)
