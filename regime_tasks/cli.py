@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from regime_tasks.errors import RegimeError, RegimeUnavailable, SourceUnavailableError, StoreError
+from regime_tasks.errors import (
+    RateLimitedError,
+    RegimeError,
+    RegimeUnavailable,
+    SourceUnavailableError,
+    StoreError,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_BAD_INPUT = 2
@@ -210,7 +216,12 @@ def _cmd_tick(args: argparse.Namespace) -> int:
     from regime_tasks.runner import run_tick_command
 
     result = run_tick_command(args.timeframe, until=args.until, book_id=args.book, wait=not args.no_wait)
-    _print_json(result) if args.json else print(json.dumps(result, default=str))
+    if args.json:
+        _print_json(result)
+    else:
+        print(json.dumps(result, default=str, ensure_ascii=False))
+        if result.get("message"):  # a tick that stepped nothing says so on its own line (issue 12)
+            print(f"tick {args.timeframe}: {result['message']}")
     return 0
 
 
@@ -660,7 +671,8 @@ def _is_service_error(exc: BaseException) -> bool:
 
 def exit_code(exc: BaseException) -> int:
     """2 for bad input, 1 for a service or data source that is unavailable (or an unexpected crash)."""
-    if isinstance(exc, RegimeUnavailable | StoreError | SourceUnavailableError | ConnectionError | TimeoutError):
+    unavailable = RegimeUnavailable | StoreError | SourceUnavailableError | RateLimitedError
+    if isinstance(exc, unavailable | ConnectionError | TimeoutError):
         return EXIT_UNAVAILABLE
     if isinstance(exc, RegimeError):
         return EXIT_BAD_INPUT

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from regime_tasks.core.bars import fill_gaps
-from regime_tasks.core.composite import chain_linked_composite, select_bucket_members
+from regime_tasks.core.composite import chain_linked_composite, point_in_time_membership, select_bucket_members
 from regime_tasks.core.constants import ALT_CONSTITUENTS, BUCKETS, EXEC_TF_MULTIPLIERS, REGIME_TIMEFRAMES
 from regime_tasks.core.mapper import map_engine_payload
 from regime_tasks.core.ta import compute_ta_frame
@@ -78,14 +78,23 @@ def driver_bars(
     alt = {s: f for s, f in alt.items() if not f.empty}
     if alt:
         out["ALT"] = chain_linked_composite(alt)
-    tokens = source.tokens()
-    caps = {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()}
-    members = select_bucket_members(caps, **settings_caps)
+    caps = source.caps_table()  # D16: close × supply per day; membership point in time (D3)
+    if caps.empty:  # a user's folder with single caps (tokens.csv without supplies): one cap for all days
+        tokens = source.tokens()
+        chosen = select_bucket_members(
+            {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()}, **settings_caps
+        )
+    else:
+        pit = point_in_time_membership(caps, **settings_caps)
+        chosen = {b: [n.split("@")[0] for n in f.columns[f.any(axis=0)]] for b, f in pit.items()}
     for bucket in BUCKETS:
-        frames = {s: source.bars("lowcaps", s, timeframe) for s in members.get(bucket, [])}
+        frames = {s: source.bars("lowcaps", s, timeframe) for s in chosen.get(bucket, [])}
         frames = {s: f for s, f in frames.items() if not f.empty}
+        membership = None if caps.empty else pit[bucket].rename(columns=lambda n: n.split("@")[0])
         if frames:
-            out[bucket] = chain_linked_composite(frames)
+            comp = chain_linked_composite(frames, membership=membership)
+            if not comp.empty:
+                out[bucket] = comp
     out.update(source.dominance(timeframe))
     return out
 

@@ -14,8 +14,8 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from regime_tasks.core.constants import BUCKETS, DOMINANCE_DRIVERS, REGIME_TIMEFRAMES
-from regime_tasks.core.dominance import history_to_bars, read_history_csv
-from regime_tasks.sources.files import FileSource
+from regime_tasks.core.dominance import history_to_bars
+from regime_tasks.sources.files import FileSource, read_history_csv
 
 BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
 
@@ -26,6 +26,8 @@ class History(Protocol):
     def bars(self, kind: str, symbol: str, timeframe: str) -> pd.DataFrame: ...
 
     def tokens(self) -> pd.DataFrame: ...
+
+    def caps_table(self) -> pd.DataFrame: ...
 
     def dominance(self, timeframe: str) -> dict[str, pd.DataFrame]: ...
 
@@ -48,6 +50,10 @@ class FileHistory:
     def tokens(self) -> pd.DataFrame:
         """tokens.csv (empty if absent)."""
         return self.source.tokens()
+
+    def caps_table(self) -> pd.DataFrame:
+        """Daily caps (close × supply) per token, for point-in-time bucket membership (D3, D16)."""
+        return self.source.caps_table()
 
     def dominance(self, timeframe: str) -> dict[str, pd.DataFrame]:
         """BTC.d / USDT.d bars from ``dominance/<tf>.csv`` (D4), empty if absent."""
@@ -106,6 +112,12 @@ class StoreHistory:
                 }
             )
         return self._tokens
+
+    def caps_table(self) -> pd.DataFrame:
+        """The stored daily caps (``token_caps``), columns ``symbol@chain``; empty without any."""
+        from regime_tasks.store.tokens import read_caps
+
+        return read_caps(self.engine)
 
     def dominance(self, timeframe: str) -> dict[str, pd.DataFrame]:
         """Stored BTC.d / USDT.d bars of one timeframe."""
