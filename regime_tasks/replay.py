@@ -69,7 +69,12 @@ def driver_bars(source: FileSource, settings_caps: dict[str, float], timeframe: 
         out["ALT"] = chain_linked_composite(alt)
     tokens = source.tokens()
     caps = {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()}
-    members = select_bucket_members(caps, **settings_caps)
+    members = select_bucket_members(
+        caps,
+        nano_max_usd=settings_caps["nano_max_usd"],
+        small_max_usd=settings_caps["small_max_usd"],
+        mid_max_usd=settings_caps["mid_max_usd"],
+    )
     for bucket in BUCKETS:
         frames = {s: source.bars("lowcaps", s, timeframe) for s in members.get(bucket, [])}
         frames = {s: f for s, f in frames.items() if not f.empty}

@@ -32,7 +32,8 @@ def bridge_path(
     later anchor, so no future value leaks into the simulated series).
     """
     anchors = anchors.sort_index()
-    out_idx, out_val = [], []
+    out_idx: list[pd.Timestamp] = []
+    out_val: list[float] = []
     times = anchors.index
     logs = np.log(anchors.to_numpy(dtype=np.float64))
     step = pd.Timedelta(freq)
