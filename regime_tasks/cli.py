@@ -197,8 +197,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     else:
         print_bootstrap_report(report)
     if not report.ok:
+        hint = f" — {report.hint}" if report.hint else ""
         print(
-            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required),
+            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint,
             file=sys.stderr,
         )
         return 2
@@ -256,6 +257,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         sr_levels=args.sr_levels,
         inputs=args.inputs,
         edx_1d_count=args.edx_1d_count,
+        edx=args.edx,
         gaps=args.gaps,
     )
     payloads, n_filled = run_file(args.file, args.timeframe, settings, allow_filled=args.allow_filled)
@@ -294,6 +296,13 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         choices=["bars", "as_run"],
         default="bars",
         help="as_run: count 1d bars since the S3 start in hours for EDX, as the host did (D14)",
+    )
+    p.add_argument(
+        "--edx",
+        choices=["spec", "as_run"],
+        default="spec",
+        help="as_run: EDX as the host computed it, from the first 500 bars after the S3 start with per-window TA "
+        "(docs/ENGINE.md)",
     )
     p.add_argument(
         "--gaps",

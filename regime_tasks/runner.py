@@ -78,6 +78,8 @@ def print_bootstrap_report(report: pipeline.BootstrapReport) -> None:
     console.print(table)
     for err in report.errors:
         console.print(f"[red]error[/]: {err}")
+    if report.hint:
+        console.print(f"[yellow]note[/]: {report.hint}")
     if report.missing_required:
         console.print(f"[red]required drivers missing:[/] {', '.join(report.missing_required)}")
     else:

@@ -1,4 +1,4 @@
-"""Uptrend Engine v4: the single-timeframe trend-state machine of ``shared/spec/uptrend_engine_v4.md``.
+"""Uptrend Engine v4: the single-timeframe trend-state machine of ``docs/spec/uptrend_engine_v4.md``.
 
 One step per closed bar: ``step(history, i, prev_payload, settings)`` reads the TA of bar ``i`` (and, for EDX
 and S/R levels, the bars before it) plus the previous bar's payload, and returns the new payload and, on a state
@@ -51,6 +51,9 @@ class EngineSettings:
     - ``edx_1d_count``: ``bars`` or ``as_run`` — the host counted the bars since the S3 start of a 1d series in
       hours (24 per bar) for EDX, but read only the bars from the S3 start on, so its windows are capped there,
       and at most the first 500 of them, so from the 500th bar after the S3 start its EDX stays where it was.
+    - ``edx``: ``spec`` or ``as_run`` — EDX as spec §4 defines it, or as the host computed it: from the first 500
+      bars after the S3 start, every input recomputed from each window's bars (:mod:`regime_tasks.core.host_edx`);
+      ``as_run`` includes the host's bar count, so ``edx_1d_count`` does not apply to it.
     - ``gaps``: ``fill`` or ``keep`` — how a caller that reads a file lays its bars: on the D5 grid, absent bars
       flat (``fill``), or the rows as given (``keep``, the host ran on whatever bars its store held). The engine
       counts rows either way (bars since the S3 start, EDX windows, slopes), which on a filled grid is time.
@@ -60,6 +63,7 @@ class EngineSettings:
     sr_levels: Literal["swing", "none"] = "swing"
     inputs: Literal["correct", "as_run"] = "correct"
     edx_1d_count: Literal["bars", "as_run"] = "bars"
+    edx: Literal["spec", "as_run"] = "spec"
     gaps: Literal["fill", "keep"] = "fill"
 
 
@@ -624,7 +628,9 @@ def step(
             meta["bars_since_s3"] = n_bars
             prev_edx = (prev.get("scores") or {}).get("edx") if prev and prev_known == "S3" else None
             host_daily = settings.edx_1d_count == "as_run" and h.bar_seconds == DAY_SECONDS
-            if host_daily and n_bars >= HOST_EDX_FETCH_LIMIT and prev_edx is not None:
+            if settings.edx == "as_run":
+                edx, edx_diag = _host_edx_at(h, i, s3_start, prev_edx)
+            elif host_daily and n_bars >= HOST_EDX_FETCH_LIMIT and prev_edx is not None:
                 # the host fetched at most the first 500 bars from the S3 start: from then on it read the same bars
                 edx, edx_diag = float(prev_edx), {"n": n_bars * 24, "frozen": f"first {HOST_EDX_FETCH_LIMIT} bars"}
             elif host_daily:
@@ -755,6 +761,31 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def _host_edx_at(h: EngineHistory, i: int, s3_start_ts: str, prev_edx: float | None) -> tuple[float, dict[str, Any]]:
+    """The host's EDX at bar ``i`` (``edx = as_run``): windows sized by the time since the S3 start, read from the
+    bars from the S3 start bar on, at most the first 500."""
+    from regime_tasks.core.host_edx import HOST_FETCH_LIMIT, host_edx, host_window_lengths
+
+    start = pd.Timestamp(s3_start_ts)
+    lengths = host_window_lengths((h.index[i] - start).total_seconds(), h.bar_seconds)
+    if lengths is None:
+        return 0.5, {"windows": [], "why": "fewer than 10 bars since the S3 start"}
+    pos = int(h.index.searchsorted(start))
+    if pos > i or h.index[pos] != start:  # the S3 start is older than the bars at hand (a live window)
+        if prev_edx is None:
+            return 0.5, {"windows": [], "why": "the S3 start bar is not in the history"}
+        return float(prev_edx), {"windows": [], "frozen": "the S3 start bar is not in the history"}
+    end = min(i, pos + HOST_FETCH_LIMIT - 1)
+    if end < i and prev_edx is not None:
+        # same fetched bars as the previous bar, and windows that cover them all on both bars: the same EDX
+        prev_lengths = host_window_lengths((h.index[i - 1] - start).total_seconds(), h.bar_seconds)
+        if prev_lengths and min(prev_lengths) >= HOST_FETCH_LIMIT:
+            return float(prev_edx), {"windows": [HOST_FETCH_LIMIT] * len(lengths), "frozen": "first 500 bars"}
+    cols = h.cols
+    rows = slice(pos, end + 1)
+    return host_edx(cols["high"][rows], cols["low"][rows], cols["close"][rows], cols["volume"][rows], lengths)
 
 
 def _bars_between(h: EngineHistory, start_ts: str | None, i: int) -> int:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -106,6 +107,53 @@ def test_host_reference_edx_windows_and_remaining_gap(host_vs_engine) -> None:
     # what remains is the host's EDX algorithm (window-local TA, docs/ENGINE.md): measured 0.1714 / 0.0211
     diffs = [abs(p["scores"]["edx"] - float(r["edx"])) for p, r in s3]
     assert max(diffs) == pytest.approx(0.1714, abs=5e-4) and statistics.median(diffs) == pytest.approx(0.0211, abs=5e-4)
+
+
+@pytest.mark.slow
+def test_host_reference_reproduced_on_every_bar_with_the_hosts_edx() -> None:
+    # --edx as_run: EDX as the host computed it (its count, its 500-bar fetch, per-window TA); then every number
+    # the host gives agrees, as computed
+    ref = pd.read_csv(REFERENCE)
+    settings = dataclasses.replace(HOST, edx="as_run")
+    payloads, _ = run_file(real_file(*BTC_1D), "1d", settings)
+    assert [p["state"] for p in payloads] == ref["state"].tolist()
+    for flag in FLAGS:
+        assert [p[flag] for p in payloads] == [_flag(x) for x in ref[flag]], flag
+    worst = dict.fromkeys(("ts", "ox", "dx", "edx"), 0.0)
+    counts = dict.fromkeys(worst, 0)
+    for p, (_, row) in zip(payloads, ref.iterrows(), strict=True):
+        for k in worst:
+            if _num(row[k]) is None:
+                assert k == "ts" or p["scores"][k] is None, (k, p["bar_ts"])
+                continue
+            worst[k] = max(worst[k], abs(p["scores"][k] - _num(row[k])))
+            counts[k] += 1
+    assert counts == {"ts": 1_070, "ox": 1_126, "dx": 1_070, "edx": 1_070}
+    assert max(worst.values()) < 1e-9, worst  # measured: ≤ 3.9e-16
+
+
+def test_host_window_lengths_count_hours_on_1d_and_minutes_on_1m() -> None:
+    from regime_tasks.core.host_edx import host_window_lengths
+
+    day, hour, minute = 86_400, 3_600, 60
+    assert host_window_lengths(20 * day, day) == [480, 320, 160]  # the host's table has no 1d: hours
+    assert host_window_lengths(20 * hour, hour) == [20, 13]
+    assert host_window_lengths(45 * minute, minute) == [45, 30, 15]
+    assert host_window_lengths(9 * hour, hour) is None
+    assert host_window_lengths(29 * hour, hour) == [29, 19]  # ⌊29/3⌋ = 9: no third window
+
+
+def test_host_simple_rsi_is_the_mean_of_the_last_14_changes() -> None:
+    import numpy as np
+
+    from regime_tasks.core.host_edx import _simple_rsi_values
+
+    close = pd.read_csv(real_file(*BTC_1D))["close"].to_numpy()[:60]
+    got = _simple_rsi_values(close)
+    for i in range(14, 60):
+        changes = np.diff(close[i - 14 : i + 1])
+        gain, loss = changes[changes > 0].sum() / 14, -changes[changes < 0].sum() / 14
+        assert got[i - 14] == pytest.approx(100 - 100 / (1 + gain / (loss or 1e-9)), rel=1e-12)
 
 
 @pytest.mark.slow
