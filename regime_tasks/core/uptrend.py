@@ -763,7 +763,9 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _host_edx_at(h: EngineHistory, i: int, s3_start_ts: str, prev_edx: float | None) -> tuple[float, dict[str, Any]]:
+def _host_edx_at(
+    h: EngineHistory, i: int, s3_start_ts: str | None, prev_edx: float | None
+) -> tuple[float, dict[str, Any]]:
     """The host's EDX at bar ``i`` (``edx = as_run``): windows sized by the time since the S3 start, read from the
     bars from the S3 start bar on, at most the first 500."""
     from regime_tasks.core.host_edx import HOST_FETCH_LIMIT, host_edx, host_window_lengths
