@@ -6,7 +6,7 @@ import collections
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -14,6 +14,7 @@ import pandas as pd
 
 from regime_tasks.core.bars import fill_gaps
 from regime_tasks.core.constants import TIMEFRAME_SECONDS
+from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.core.ta import compute_ta_frame
 from regime_tasks.core.uptrend import Diagnostics, EngineSettings, iter_engine_frame
 from regime_tasks.errors import DataValidationError
@@ -63,7 +64,7 @@ def check_filled_share(n_filled: int, n_bars: int, path: str | Path, *, allow_fi
 
 def run_file(
     path: str | Path, timeframe: str, settings: EngineSettings, *, allow_filled: bool = False
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[EnginePayload], int]:
     """Payloads of every bar of the file (replay from the first bar) and how many bars were filled flat."""
     payloads, _, n_filled = stream_file(path, timeframe, settings, allow_filled=allow_filled)
     return list(payloads), n_filled
@@ -76,7 +77,7 @@ def stream_file(
     *,
     allow_filled: bool = False,
     diagnostics: Diagnostics = "all",
-) -> tuple[Iterator[dict[str, Any]], int, int]:
+) -> tuple[Iterator[EnginePayload], int, int]:
     """The payloads of the file's bars one at a time (a long file is never held as payloads), the number of bars
     and how many were filled flat. The file is read and checked before this returns."""
     bars, n_filled = read_candle_file(path, timeframe, settings.gaps)
@@ -97,7 +98,7 @@ class Summary:
         self.flags = dict.fromkeys(FLAG_KEYS, 0)
         self.last: dict[str, Any] | None = None
 
-    def add(self, p: dict[str, Any]) -> None:
+    def add(self, p: Mapping[str, Any]) -> None:
         state = p["state"]
         if self.last is not None and self.last["state"] != state and self.last["state"] != "warming_up":
             self.transitions[f"{self.last['state']}→{state}"] += 1
@@ -118,14 +119,14 @@ class Summary:
         }
 
 
-def summarise(payloads: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def summarise(payloads: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     summary = Summary()
     for p in payloads:
         summary.add(p)
     return summary.as_dict()
 
 
-def line(p: dict[str, Any]) -> dict[str, Any]:
+def line(p: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "bar_ts": p["bar_ts"],
         "state": p["state"],
@@ -138,14 +139,16 @@ def line(p: dict[str, Any]) -> dict[str, Any]:
 _JSONL = json.JSONEncoder(separators=(",", ":"))  # json.dumps with these arguments builds one per call
 
 
-def print_jsonl(payloads: Iterable[dict[str, Any]], out: TextIO | None = None) -> None:
+def print_jsonl(payloads: Iterable[Mapping[str, Any]], out: TextIO | None = None) -> None:
     out = out or sys.stdout  # the stdout of the call, not of the import (tests and callers replace it)
     encode = _JSONL.encode
     for p in payloads:
         out.write(encode(line(p)) + "\n")
 
 
-def print_table(payloads: list[dict[str, Any]], summary: dict[str, Any], *, n_filled: int, tail: int | None) -> None:
+def print_table(
+    payloads: Sequence[Mapping[str, Any]], summary: dict[str, Any], *, n_filled: int, tail: int | None
+) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from regime_tasks.core.constants import (
     MAX_BUCKET_CONSTITUENTS,
     TIMEFRAME_SECONDS,
 )
+from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
@@ -45,8 +46,12 @@ def last_closed_bar(timeframe: str, now: dt.datetime | pd.Timestamp) -> pd.Times
     return now_ts.floor(bar_delta(timeframe)) - bar_delta(timeframe)
 
 
+@overload
+def iso(ts: pd.Timestamp | dt.datetime) -> str: ...
+@overload
+def iso(ts: None) -> None: ...
 def iso(ts: pd.Timestamp | dt.datetime | None) -> str | None:
-    """ISO-8601 UTC with a Z, the payload convention."""
+    """ISO-8601 UTC with a Z, the payload convention (``None`` stays ``None``)."""
     if ts is None:
         return None
     t = pd.Timestamp(ts)
@@ -368,7 +373,7 @@ def update_driver(
     prev = None if replay else features.get("uptrend_engine_v4") or None
     prev_bar = parse_ts(prev["bar_ts"]) if prev and prev.get("bar_ts") else None
     base = {"driver": driver, "timeframe": timeframe, "until": iso(until)}
-    if prev_bar is not None and prev_bar >= until:
+    if prev is not None and prev_bar is not None and prev_bar >= until:
         return {
             **base,
             "status": "unchanged",
@@ -392,7 +397,8 @@ def update_driver(
     if prev_bar is None:
         ta_frame = compute_ta_frame(filled.drop(columns="filled"))
         # only the last payload is stored: the bars before it are streamed, without diagnostics, and dropped
-        payloads, state_events = [], []
+        payloads: list[Any] = []
+        state_events: list[dict[str, Any]] = []
         for payload, event in iter_engine_frame(ta_frame, engine_settings, diagnostics="last"):
             payloads[:] = [payload]
             if event is not None:
@@ -402,6 +408,7 @@ def update_driver(
         window_filled = filled["filled"].to_numpy()[-len(window) :]
         history = EngineHistory(window, engine_settings, first_step=len(window) - 1, filled=window_filled)
     else:
+        assert prev is not None  # prev_bar was read from it
         cache_key = (str(rt.engine.url), book_id, driver, timeframe)
         payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
         stepped = len(payloads)
@@ -450,7 +457,7 @@ def _step_live(
     prev: Mapping[str, Any],
     prev_bar: pd.Timestamp,
     settings: Any,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+) -> tuple[list[EnginePayload], list[dict[str, Any]], Any]:
     """Step every bar of ``filled`` after ``prev_bar``, each on its anchored window."""
     from regime_tasks.core.live import LiveHistory, window_start
     from regime_tasks.core.ta import StreamBreak, compute_ta_frame
@@ -458,9 +465,10 @@ def _step_live(
 
     s = rt.settings
     live = _LIVE.pop(cache_key, None)
-    payloads: list[dict[str, Any]] = []
+    payloads: list[EnginePayload] = []
     events: list[dict[str, Any]] = []
     history: Any = None
+    payload: Mapping[str, Any]
     previous: Mapping[str, Any] | None = prev
     checked = False  # a history from the cache is compared with the database once; after that this call feeds it
     for ts in filled.index[filled.index > prev_bar]:
@@ -481,7 +489,7 @@ def _step_live(
             window_filled = filled.loc[frame.index, "filled"].to_numpy()
             history = EngineHistory(frame, settings, first_step=len(frame) - 1, filled=window_filled)
             payload, event = step(history, history.n - 1, previous, settings)
-        payloads.append(payload)
+        payloads.append(cast(EnginePayload, payload))  # step()'s dict; its shape: tests/core/test_payloads.py
         if event is not None:
             events.append(event)
         previous = payload

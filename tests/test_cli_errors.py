@@ -27,7 +27,7 @@ DATE_OPTIONS = {"now", "until", "start", "end"}
 FILE_ARGS = {"file"}
 INPUT_FOLDERS = {"files"}
 OUTPUT_FOLDERS = {"out"}
-COUNTS = {"minutes", "tail", "seconds"}
+COUNTS = {"minutes", "tail", "seconds", "cost_bps"}
 FREE_TEXT = {"book", "intent", "exec_tf", "series", "coins", "log_level"}
 VALID = {  # a valid value for each required option that is not a date or a file
     "exec_tf": "1h",

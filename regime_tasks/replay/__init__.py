@@ -14,29 +14,37 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from regime_tasks.core.bars import fill_gaps
 from regime_tasks.core.composite import chain_linked_composite, point_in_time_membership, select_bucket_members
-from regime_tasks.core.constants import (
-    ALT_CONSTITUENTS,
-    BUCKETS,
-    DRIVER_WEIGHTS,
-    DRIVERS,
-    EXEC_TF_MULTIPLIERS,
-    REGIME_TIMEFRAMES,
-    STALE_AFTER_BARS,
-    TIMEFRAME_SECONDS,
-)
-from regime_tasks.core.dominance import history_to_bars
+from regime_tasks.core.constants import ALT_CONSTITUENTS, BUCKETS, EXEC_TF_MULTIPLIERS, REGIME_TIMEFRAMES
 from regime_tasks.core.mapper import map_engine_payload
 from regime_tasks.core.ta import compute_ta_frame
 from regime_tasks.core.uptrend import EngineSettings, iter_engine_frame
-from regime_tasks.sources.files import FileSource, read_history_csv
+from regime_tasks.replay.history import FileHistory, History, StoreHistory, as_history
+from regime_tasks.replay.known import KnownAt, levers_grid
+from regime_tasks.sources.files import FileSource
+
+__all__ = [
+    "FileHistory",
+    "History",
+    "KnownAt",
+    "ReplayResult",
+    "StoreHistory",
+    "driver_bars",
+    "replay_drivers",
+    "replay_series",
+    "run_replay",
+    "validation_tables",
+    "write_csvs",
+]
 
 log = logging.getLogger(__name__)
 HORIZONS = (1, 6, 24)
@@ -57,8 +65,11 @@ class ReplayResult:
     end: pd.Timestamp
 
 
-def driver_bars(source: FileSource, settings_caps: dict[str, float], timeframe: str) -> dict[str, pd.DataFrame]:
-    """The eight driver series of one timeframe from a file source, as the pipeline builds them."""
+def driver_bars(
+    source: FileSource | History, settings_caps: dict[str, float], timeframe: str
+) -> dict[str, pd.DataFrame]:
+    """The eight driver series of one timeframe from a history (files or store), as the pipeline builds them."""
+    source = as_history(source)
     out: dict[str, pd.DataFrame] = {}
     btc = source.bars("majors", "BTC", timeframe)
     if not btc.empty:
@@ -71,10 +82,18 @@ def driver_bars(source: FileSource, settings_caps: dict[str, float], timeframe: 
     if caps.empty:  # a user's folder with single caps (tokens.csv without supplies): one cap for all days
         tokens = source.tokens()
         chosen = select_bucket_members(
-            {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()}, **settings_caps
+            {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()},
+            nano_max_usd=settings_caps["nano_max_usd"],
+            small_max_usd=settings_caps["small_max_usd"],
+            mid_max_usd=settings_caps["mid_max_usd"],
         )
     else:
-        pit = point_in_time_membership(caps, **settings_caps)
+        pit = point_in_time_membership(
+            caps,
+            nano_max_usd=settings_caps["nano_max_usd"],
+            small_max_usd=settings_caps["small_max_usd"],
+            mid_max_usd=settings_caps["mid_max_usd"],
+        )
         chosen = {b: [n.split("@")[0] for n in f.columns[f.any(axis=0)]] for b, f in pit.items()}
     for bucket in BUCKETS:
         frames = {s: source.bars("lowcaps", s, timeframe) for s in chosen.get(bucket, [])}
@@ -84,9 +103,7 @@ def driver_bars(source: FileSource, settings_caps: dict[str, float], timeframe: 
             comp = chain_linked_composite(frames, membership=membership)
             if not comp.empty:
                 out[bucket] = comp
-    dom = source.root / "dominance" / f"{timeframe}.csv"
-    if dom.exists():
-        out.update(history_to_bars(read_history_csv(dom), timeframe))
+    out.update(source.dominance(timeframe))
     return out
 
 
@@ -115,50 +132,11 @@ def replay_series(bars: pd.DataFrame, timeframe: str, settings: EngineSettings) 
         index=filled.index,
         columns=["state", "price", "delta_a_raw", "delta_e_raw", "buy", "rebuy", "trim", "transition"],
     )
+    frame["open"] = filled["open"].to_numpy()  # fills happen at the next bar's open (regime evaluate)
     close = frame["price"]
     for h in HORIZONS:
         frame[f"fwd_{h}"] = close.shift(-h) / close - 1.0
     return frame
-
-
-def _levers_grid(per_series: dict[tuple[str, str], pd.DataFrame], grid: pd.DatetimeIndex) -> pd.DataFrame:
-    """A/E per bucket × exec tf at each ``grid`` time, from each driver's last bar closed by then."""
-    known: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-    for (driver, tf), frame in per_series.items():
-        step = pd.Timedelta(seconds=TIMEFRAME_SECONDS[tf])
-        closes = frame.index + step
-        pos = closes.searchsorted(grid, side="right") - 1  # last bar closed at or before each grid time
-        da = np.where(pos >= 0, frame["delta_a_raw"].to_numpy()[np.clip(pos, 0, None)], 0.0)
-        de = np.where(pos >= 0, frame["delta_e_raw"].to_numpy()[np.clip(pos, 0, None)], 0.0)
-        age = np.where(pos >= 0, (grid - closes[np.clip(pos, 0, None)]) / step, np.inf)
-        usable = age <= STALE_AFTER_BARS
-        known[(driver, tf)] = (np.where(usable, da, 0.0), np.where(usable, de, 0.0))
-    rows = []
-    for bucket in BUCKETS:
-        drivers = ["BTC", "ALT", bucket, "BTC.d", "USDT.d"]
-        for exec_tf, mult in EXEC_TF_MULTIPLIERS.items():
-            a = np.full(len(grid), 0.5)
-            e = np.full(len(grid), 0.5)
-            for d in drivers:
-                for tf in REGIME_TIMEFRAMES:
-                    if (d, tf) in known:
-                        da, de = known[(d, tf)]
-                        a = a + da * DRIVER_WEIGHTS[d] * mult[tf]
-                        e = e + de * DRIVER_WEIGHTS[d] * mult[tf]
-            a, e = np.clip(a, 0, 1), np.clip(e, 0, 1)
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "timestamp": grid,
-                        "bucket": bucket,
-                        "execution_timeframe": exec_tf,
-                        "A_value": a,
-                        "E_value": e,
-                        "position_size_frac": 0.10 + 0.50 * a,
-                    }
-                )
-            )
-    return pd.concat(rows, ignore_index=True)
 
 
 def validation_tables(series: pd.DataFrame, levers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -204,8 +182,56 @@ def validation_tables(series: pd.DataFrame, levers: pd.DataFrame) -> tuple[pd.Da
     return by_state, by_quintile, tis
 
 
+def replay_drivers(
+    source: FileSource | History,
+    *,
+    end: pd.Timestamp,
+    timeframes: tuple[str, ...] = REGIME_TIMEFRAMES,
+    settings: EngineSettings | None = None,
+    bucket_thresholds: dict[str, float] | None = None,
+    progress: Progress | None = None,
+    keep: Callable[[str, str], bool] | None = None,
+    trim: Callable[[str, str, pd.DataFrame], pd.DataFrame] | None = None,
+    workers: int | None = None,
+) -> dict[tuple[str, str], pd.DataFrame]:
+    """Engine + mapper over every driver × timeframe of ``source``, each over its whole history up to ``end``.
+
+    ``keep(driver, tf)`` skips series nobody will read; ``trim(driver, tf, bars)`` may cut a series first.
+    The series are independent, so the engine runs in ``workers`` processes (default: up to 2 cores); the
+    result does not depend on it.
+    """
+    settings = settings or EngineSettings()
+    caps = bucket_thresholds or {"nano_max_usd": 10e6, "small_max_usd": 50e6, "mid_max_usd": 200e6}
+    jobs: list[tuple[tuple[str, str], pd.DataFrame]] = []
+    for tf in timeframes:
+        for driver, bars in driver_bars(source, caps, tf).items():
+            if keep is not None and not keep(driver, tf):
+                continue
+            bars = bars[bars.index <= end]
+            if trim is not None:
+                bars = trim(driver, tf, bars)
+            if len(bars) > 1:
+                jobs.append(((driver, tf), bars))
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    per_series: dict[tuple[str, str], pd.DataFrame] = {}
+    if workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(replay_series, bars, key[1], settings): key for key, bars in jobs}
+            for done, future in enumerate(as_completed(futures), start=1):
+                per_series[futures[future]] = future.result()
+                if progress:
+                    progress("/".join(futures[future]), done, len(jobs))
+        return {key: per_series[key] for key, _ in jobs}  # input order, whatever finished first
+    for done, (key, bars) in enumerate(jobs, start=1):
+        per_series[key] = replay_series(bars, key[1], settings)
+        if progress:
+            progress("/".join(key), done, len(jobs))
+    return per_series
+
+
 def run_replay(
-    source: FileSource,
+    source: FileSource | History,
     *,
     start: pd.Timestamp,
     end: pd.Timestamp,
@@ -215,21 +241,17 @@ def run_replay(
     progress: Progress | None = None,
 ) -> ReplayResult:
     """Replay every driver × timeframe over the whole available history, report on [start, end]."""
-    settings = settings or EngineSettings()
-    caps = bucket_thresholds or {"nano_max_usd": 10e6, "small_max_usd": 50e6, "mid_max_usd": 200e6}
-    per_series: dict[tuple[str, str], pd.DataFrame] = {}
-    total = len(timeframes) * len(DRIVERS)
-    done = 0
-    for tf in timeframes:
-        for driver, bars in driver_bars(source, caps, tf).items():
-            bars = bars[bars.index <= end]
-            if len(bars) > 1:
-                per_series[(driver, tf)] = replay_series(bars, tf, settings)
-            done += 1
-            if progress:
-                progress(f"{driver}/{tf}", done, total)
+    history = as_history(source)
+    per_series = replay_drivers(
+        history,
+        end=end,
+        timeframes=timeframes,
+        settings=settings,
+        bucket_thresholds=bucket_thresholds,
+        progress=progress,
+    )
     grid = pd.date_range(start.ceil("1h"), end.floor("1h"), freq="1h", tz="UTC", name="timestamp")
-    levers = _levers_grid(per_series, grid)
+    levers = levers_grid(per_series, grid, EXEC_TF_MULTIPLIERS)
     frames = []
     for (driver, tf), frame in per_series.items():
         part = frame[(frame.index >= start) & (frame.index <= end)].reset_index()
@@ -238,18 +260,16 @@ def run_replay(
         frames.append(part)
     series = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     by_state, by_quintile, tis = validation_tables(series, levers)
-    simulated = source_simulated(source)
-    return ReplayResult(series, levers, by_state, by_quintile, tis, simulated, start, end)
+    return ReplayResult(series, levers, by_state, by_quintile, tis, history.simulated_series(), start, end)
 
 
-def source_simulated(source: FileSource) -> set[tuple[str, str]]:
-    """(driver, timeframe) whose inputs are simulated, from the manifest."""
-    from regime_tasks.market import FileMarket
-
-    return FileMarket.simulated_series(source)  # type: ignore[arg-type]
+def source_simulated(source: FileSource | History) -> set[tuple[str, str]]:
+    """(driver, timeframe) whose inputs are simulated, from the data's provenance."""
+    return as_history(source).simulated_series()
 
 
 def write_csvs(result: ReplayResult, out: Path) -> list[Path]:
+    """The replay's tables as CSV files in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, frame in (

@@ -19,7 +19,7 @@ from regime_tasks.errors import RegimeUnavailable
 Entries = dict[str, dict[str, Any]]  # field "{driver}|{tf}" -> payload
 
 
-def _loads(raw: bytes) -> Any:
+def _loads(raw: bytes | str) -> Any:
     """orjson for the strict JSON publish writes (faster than json.loads on a cold read's 24 fields); anything it
     refuses (NaN or 1e400 written by another program) gets json.loads' own answer or error, as before. (An integer
     beyond 64 bits reads as a float here, where json.loads keeps an int; publish never writes one.)"""
@@ -89,7 +89,9 @@ class RedisRegimeCache:
     def publish(self, book_id: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
         if not entries:
             return
-        mapping = {k: json.dumps(dict(v), allow_nan=False, separators=(",", ":")) for k, v in entries.items()}
+        mapping: dict[Any, str] = {  # Any: redis-py types hash fields as its own union, a str is one
+            k: json.dumps(dict(v), allow_nan=False, separators=(",", ":")) for k, v in entries.items()
+        }
         try:
             with self._redis.pipeline(transaction=True) as pipe:  # MULTI … EXEC: all fields or none
                 pipe.hset(cache_key(book_id), mapping=mapping)
@@ -102,7 +104,7 @@ class RedisRegimeCache:
             raw = self._redis.hgetall(cache_key(book_id))
         except self._errors as exc:
             raise CacheUnavailable(f"redis read failed ({self.url}): {exc}") from exc
-        return {k.decode(): _loads(v) for k, v in raw.items()}
+        return {(k.decode() if isinstance(k, bytes) else k): _loads(v) for k, v in raw.items()}
 
     def clear(self, book_id: str) -> None:
         try:

@@ -57,7 +57,7 @@ def _features(value: Any) -> dict[str, Any]:
 
 def ensure_driver_rows(engine: Engine, book_id: str) -> int:
     """Create the 8 drivers × 3 timeframes rows of a book if missing; returns how many were created."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "token_contract": driver,
             "token_chain": REGIME_DRIVER_CHAIN,
@@ -178,7 +178,8 @@ def _set_features_pg(conn: sa.Connection, params: list[dict[str, Any]]) -> None:
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     matched = 0
-    with dbapi.cursor() as cur:
+    cur = dbapi.cursor()
+    try:
         for start in range(0, len(rows), PG_PAGE_ROWS):
             page = rows[start : start + PG_PAGE_ROWS]
             execute_values(
@@ -190,6 +191,8 @@ def _set_features_pg(conn: sa.Connection, params: list[dict[str, Any]]) -> None:
                 page_size=len(page),
             )
             matched += cur.rowcount
+    finally:
+        cur.close()
     if matched < len(rows):
         raise StoreError(f"features update matched {matched} of {len(rows)} rows; rolled back")
 
@@ -233,7 +236,9 @@ def insert_position(
                 features=json.loads(dumps(dict(features or {}))),
             )
         )
-        return int(result.inserted_primary_key[0])
+        primary_key = result.inserted_primary_key
+        assert primary_key is not None  # a single-row INSERT always returns it
+        return int(primary_key[0])
 
 
 def iter_lever_positions(
