@@ -202,13 +202,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         _print_json(report.as_dict())
     else:
         print_bootstrap_report(report)
-    if not report.ok:
+    if not report.ok:  # the report is printed (the worker's bootstrap task reads it from stdout), then exit 2
         hint = f" — {report.hint}" if report.hint else ""
-        print(
-            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint,
-            file=sys.stderr,
-        )
-        return 2
+        raise RegimeError("required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint)
     return 0
 
 

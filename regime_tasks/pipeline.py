@@ -234,7 +234,9 @@ def bootstrap(
             errors.append(f"collect {tf}: {exc}")
             log.exception("bootstrap collect failed %s", kv(timeframe=tf))
         advance(f"collect {tf}")
-        end = steps.source_end(rt, tf)
+        # only a source that knows where its data ends (the file source) can end before now; a venue's newest
+        # bar may just be late
+        end = steps.source_end(rt, tf) if callable(getattr(rt.market, "latest", None)) else until
         if end is not None:
             closes.append(end + steps.bar_delta(tf))
         if end is None or end < until:

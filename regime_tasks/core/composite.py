@@ -64,7 +64,7 @@ def chain_linked_composite(
     (the stored close at ``after``). The frames must then reach back to each member's last traded bar at or
     before ``after`` so that its first ratio is taken against its own last close.
 
-    Returns columns open, high, low, close, volume, constituents; one row per time any constituent has a bar.
+    Returns columns open, high, low, close, volume, constituents; one row per time a member (that day) has a bar.
     """
     names = sorted(k for k, v in constituents.items() if not v.empty)
     if not names:
@@ -77,7 +77,7 @@ def chain_linked_composite(
     index_ns = np.unique(np.concatenate([stamps[name][member_rows[name]] for name in names]))
     index = pd.DatetimeIndex(index_ns.astype("datetime64[ns]"), tz="UTC", name="timestamp")
     n_t, n_c = len(index), len(names)
-    # one row per member (contiguous writes); sums over members run top to bottom (cumsum along axis 0)
+    # one row per member (contiguous writes); sums over members run top to bottom (_seq_sum)
     logs = np.zeros((len(_PRICE_COLS), n_c, n_t))  # open, high, low, close
     valid = np.zeros((n_c, n_t), dtype=bool)
     vol = np.zeros((n_c, n_t))

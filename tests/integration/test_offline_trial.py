@@ -106,7 +106,7 @@ def test_the_offline_trial_runs_as_written(tmp_path: Path, files_dir: Path, priv
         # `source .venv/bin/activate`: this interpreter's scripts (regime, celery) come first on PATH
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "REGIME_FILES_DIR": str(files_dir),
-        "REGIME_HISTORY_1D_DAYS": "400",
+        "REGIME_HISTORY_1D_DAYS": "120",  # 1d warms up; BTC and ALT are there
         "REGIME_HISTORY_1H_DAYS": "10",
         "REGIME_HISTORY_1M_DAYS": "1",
         "REGIME_BEAT_HEARTBEAT_SECS": "2",
