@@ -202,9 +202,10 @@ def bootstrap(
 ) -> BootstrapReport:
     """Create driver rows, backfill, build series, replay history through TA/engine/mapper, fill the cache.
 
-    The backfill fetches every bar missing back to the configured depth, holes included, and the driver series
-    and the engine's history replay (D15) are rebuilt from all stored bars, so the present starts in the state
-    its history implies and a bootstrap after a failed or shorter one ends where a fresh one would (B1). The
+    The backfill fetches every bar missing back to the configured depth, holes included. After a failed (or no)
+    bootstrap, or when majors bars were missing inside or before the stored history, the driver series and the
+    engine's history replay (D15) are rebuilt from all stored bars, so the present starts in the state its history
+    implies and the bootstrap ends where a fresh one would (B1); otherwise it extends them like a tick. The
     completion marker is written even when optional drivers are missing; without BTC or ALT the report is not
     ``ok`` and the marker is not written. When the source's data ends before ``now`` the report says where
     (``source_ends``, ``hint``).
@@ -212,6 +213,9 @@ def bootstrap(
     t0 = time.perf_counter()
     clock = now or utcnow()
     positions.ensure_driver_rows(rt.engine, book_id)
+    # After a completed bootstrap whose history is whole, a new one only extends it (cheap); after a failed one,
+    # or when bars were missing inside or before the stored history, everything is rebuilt and replayed (B1).
+    completed_before = bootstrap_completed(rt, book_id)
     status: dict[str, dict[str, str]] = {d: {} for d in DRIVERS}
     nbars: dict[str, dict[str, int]] = {d: {} for d in DRIVERS}
     errors: list[str] = []
@@ -228,8 +232,9 @@ def bootstrap(
     closes: list[Any] = []
     for tf in timeframes:
         until = steps.last_closed_bar(tf, clock)
+        rebuild = not completed_before
         try:
-            steps.collect(rt, tf, until, repair=True)
+            rebuild = bool(steps.collect(rt, tf, until, repair=True)["repaired"]) or rebuild
         except Exception as exc:
             errors.append(f"collect {tf}: {exc}")
             log.exception("bootstrap collect failed %s", kv(timeframe=tf))
@@ -243,14 +248,14 @@ def bootstrap(
             source_ends[tf] = steps.iso(end)
             log.warning("source ends before now %s", kv(timeframe=tf, last_bar=steps.iso(end), until=steps.iso(until)))
         try:
-            steps.build_driver_series(rt, tf, until, rebuild=True)
+            steps.build_driver_series(rt, tf, until, rebuild=rebuild)
         except Exception as exc:
             errors.append(f"series {tf}: {exc}")
             log.exception("bootstrap series failed %s", kv(timeframe=tf))
         advance(f"series {tf}")
         results = []
         for driver in DRIVERS:
-            result = steps.update_driver_safely(rt, book_id, driver, tf, until, replay=True)
+            result = steps.update_driver_safely(rt, book_id, driver, tf, until, replay=rebuild)
             results.append(result)
             nbars[driver][tf] = int(result.get("bars", 0))
             if result["status"] == "error":

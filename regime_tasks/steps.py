@@ -32,6 +32,7 @@ from regime_tasks.store import bars as store_bars
 
 log = logging.getLogger(__name__)
 
+
 def bar_delta(timeframe: str) -> pd.Timedelta:
     """Length of one bar."""
     return pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
@@ -107,7 +108,13 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
     bootstrap after a failed or shorter one stores what a fresh one would (issue 12, B1).
     """
     market = rt.market
-    summary: dict[str, Any] = {"timeframe": timeframe, "until": iso(until), "majors": {}, "lowcaps": 0}
+    summary: dict[str, Any] = {
+        "timeframe": timeframe,
+        "until": iso(until),
+        "majors": {},
+        "lowcaps": 0,
+        "repaired": set(),
+    }
     for symbol in MAJORS:
         key = {"token_contract": symbol}
         if repair:
@@ -118,16 +125,20 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
             last = store_bars.last_bar_ts(rt.engine, "majors", key, timeframe)
             start = history_start(rt, timeframe, until) if last is None else last + bar_delta(timeframe)
             ranges = [] if start > until else [(start, until)]
+            stored = pd.DatetimeIndex([])
         written = 0
 
-        def sink(frame: pd.DataFrame, _key: Mapping[str, str] = key) -> None:
+        def sink(frame: pd.DataFrame, _key: Mapping[str, str] = key, _stored: pd.DatetimeIndex = stored) -> None:
             nonlocal written
             frame = frame[frame.index <= until]
+            if not _stored.empty and (frame.index.difference(_stored) < _stored[-1]).any():
+                summary["repaired"].add(_key["token_contract"])  # new bars inside or before the stored history
             written += store_bars.upsert_bars(rt.engine, "majors", _key, timeframe, frame, source=market.name)
 
         for first, last_missing in ranges:
             market.majors(symbol, timeframe, first, last_missing, sink)
         summary["majors"][symbol] = written
+    summary["repaired"] = sorted(summary["repaired"])
     summary["lowcaps"] = market.collect_lowcaps(rt, timeframe, until)
     summary["dominance"] = market.collect_dominance(rt, timeframe, until)
     log.info("collected %s", kv(timeframe=timeframe, until=iso(until), majors=summary["majors"]))
