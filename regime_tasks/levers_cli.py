@@ -73,7 +73,14 @@ def _load_known_entries(
     try:
         entries, source = load_entries(book)
     except RegimeUnavailable as exc:
-        raise RegimeUnavailable(f"{exc}{_hint(bootstrap='regime bootstrap' not in str(exc))}") from exc
+        text = str(exc)
+        if "no such table" in text or ("relation" in text and "does not exist" in text):
+            # a database without the schema (SQLite creates an empty file on first connect): say what to run
+            raise RegimeUnavailable(
+                f"{_database_label()} has no regime tables; run `regime db init` and `regime bootstrap`"
+                + _hint(bootstrap=False)
+            ) from exc
+        raise RegimeUnavailable(f"{text}{_hint(bootstrap='regime bootstrap' not in text)}") from exc
     if not entries:
         raise RegimeUnavailable(f"no regime state for book {regime_book_id(book)!r} in {_database_label()}" + _hint())
     now = clock_now() if now is None else now

@@ -77,7 +77,9 @@ class RedisRegimeCache:
     def publish(self, book_id: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
         if not entries:
             return
-        mapping = {k: json.dumps(dict(v), allow_nan=False, separators=(",", ":")) for k, v in entries.items()}
+        mapping: dict[Any, str] = {  # Any: redis-py types hash fields as its own union, a str is one
+            k: json.dumps(dict(v), allow_nan=False, separators=(",", ":")) for k, v in entries.items()
+        }
         try:
             with self._redis.pipeline(transaction=True) as pipe:  # MULTI … EXEC: all fields or none
                 pipe.hset(cache_key(book_id), mapping=mapping)
@@ -90,7 +92,7 @@ class RedisRegimeCache:
             raw = self._redis.hgetall(cache_key(book_id))
         except self._errors as exc:
             raise CacheUnavailable(f"redis read failed ({self.url}): {exc}") from exc
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
 
     def clear(self, book_id: str) -> None:
         try:
