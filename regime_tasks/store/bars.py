@@ -280,3 +280,22 @@ def count_bars(engine: Engine, table: TableName, key: Mapping[str, str], timefra
         query = query.where(tbl.c[k] == v)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar() or 0)
+
+
+def last_traded_bar(
+    engine: Engine, table: TableName, key: Mapping[str, str], timeframe: str, at_or_before: pd.Timestamp
+) -> pd.DataFrame:
+    """The newest bar with volume > 0 at or before ``at_or_before`` (a composite member's own last close)."""
+    tbl = _check_key(table, key, timeframe)
+    query = sa.select(tbl.c.timestamp, *(tbl.c[c] for c in _DB_PRICE_COLUMNS)).where(
+        tbl.c.timeframe == timeframe,
+        tbl.c.volume > 0,
+        tbl.c.timestamp <= pd.Timestamp(at_or_before).to_pydatetime(),
+    )
+    for k, v in key.items():
+        query = query.where(tbl.c[k] == v)
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(tbl.c.timestamp.desc()).limit(1)).all()
+    frame = pd.DataFrame.from_records(rows, columns=["timestamp", *BAR_COLUMNS])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame.set_index("timestamp").astype("float64")

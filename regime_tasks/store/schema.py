@@ -153,6 +153,20 @@ tokens = sa.Table(  # bucket membership (D3)
     sa.Column("updated_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()),
 )
 
+token_caps = sa.Table(  # market cap per token per day (D16): point-in-time bucket membership (D3)
+    "token_caps",
+    metadata,
+    sa.Column("token_contract", sa.String(128), primary_key=True),
+    sa.Column("token_chain", sa.String(32), primary_key=True),
+    sa.Column("day", UTCDateTime(), primary_key=True),  # the 1d bar's open; the cap is at that bar's close
+    sa.Column("market_cap_usd", Price, nullable=False),
+    sa.Column("close_usd", Price, nullable=True),
+    sa.Column("circulating_supply", Price, nullable=True),
+    sa.Column("supply_as_of", UTCDateTime(), nullable=True),  # supply snapshot used: later than ``day`` = look-ahead
+    sa.Column("source", sa.String(64), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()),
+)
+
 dominance_samples = sa.Table(  # raw CoinGecko /global samples (D4)
     "dominance_samples",
     metadata,
