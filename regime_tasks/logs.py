@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -44,3 +45,12 @@ def configure_logging(level: str = "INFO") -> None:
 def kv(**fields: object) -> str:
     """Render structured fields for a log line: ``driver=BTC timeframe=1h bar_ts=…``."""
     return " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+# scheme://user:password@host → scheme://user:***@host (also scheme://:password@host, Redis' usual form)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)@")
+
+
+def redact_url(text: object) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (logs and error messages, issue 17 #5)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", str(text))

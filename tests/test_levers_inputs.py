@@ -119,3 +119,14 @@ def test_snapshot_map_keeps_at_most_64_books(monkeypatch, engine) -> None:
 
     assert len(levers._SNAPSHOTS) == levers.SNAPSHOT_MAX_BOOKS == 64
     assert next(reversed(levers._SNAPSHOTS))[0] == id(caches[-1])  # the newest is kept, the oldest dropped
+
+
+def test_in_process_cache_holding_one_tick_is_completed_from_the_database(engine) -> None:
+    """Embedded mode: a standalone `regime tick` starts with an empty in-process cache and publishes 8 fields."""
+    cache = MemoryRegimeCache()
+    cache.publish("onchain_crypto", {f"{d}|1m": payload("1m") for d in DRIVERS})
+
+    res = compute_levers({}, "1h", "small", cache=cache, engine=engine, now=NOW)
+
+    assert res["diagnostics"]["degraded"] is False and res["diagnostics"]["missing"] == []
+    assert res["A_value"] == pytest.approx(0.80) and len(cache.read("onchain_crypto")) == 24
