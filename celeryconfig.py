@@ -72,5 +72,7 @@ beat_max_loop_interval = 5
 if _s.embedded:
     # One process, in-memory transport: poll quickly so a tick is not dominated by idle waits.
     broker_transport_options = {"polling_interval": 0.01}
+    # the memory transport with short blocking waits, so the worker thread stops at once (regime_tasks.embedded)
+    broker_transport = "regime_tasks.embedded:MemoryTransport"
     result_chord_retry_interval = 0.05
     worker_hijack_root_logger = False

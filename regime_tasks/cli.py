@@ -42,12 +42,37 @@ def _cmd_db_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db_dump_schema(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from regime_tasks.errors import ConfigError
+    from regime_tasks.store.schema import DIALECTS, schema_sql, write_schema_sql
+
+    dialects = [args.dialect] if args.dialect else list(DIALECTS)
+    if args.out is None:
+        sys.stdout.write("\n".join(schema_sql(d) for d in dialects))
+        return 0
+    try:
+        paths = write_schema_sql(Path(args.out), dialects)
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: cannot write the schema files: {exc.strerror or exc}") from exc
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _add_db(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("db", help="database schema management")
     dbsub = p.add_subparsers(dest="db_command", required=True)
     init = dbsub.add_parser("init", help="create or upgrade the schema (idempotent)")
     init.add_argument("--json", action="store_true", help="machine-readable output")
     init.set_defaults(handler=_cmd_db_init)
+    dump = dbsub.add_parser(
+        "dump-schema", help="print (or write to DIR/<dialect>.sql) the schema's CREATE statements per dialect"
+    )
+    dump.add_argument("--dialect", choices=["postgresql", "sqlite"], default=None, help="default: both")
+    dump.add_argument("--out", default=None, metavar="DIR", help="write DIR/<dialect>.sql (default: print)")
+    dump.set_defaults(handler=_cmd_db_dump_schema)
 
 
 # --- pipeline: bootstrap, tick, demo ----------------------------------------------------------------
@@ -113,8 +138,12 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     settings = EngineSettings(
         bootstrap=args.bootstrap, sr_levels=args.sr_levels, inputs=args.inputs, edx_1d_count=args.edx_1d_count
     )
-    payloads, n_filled = run_file(args.file, args.timeframe, settings)
+    payloads, n_filled = run_file(args.file, args.timeframe, settings, allow_filled=args.allow_filled)
     summary = summarise(payloads)
+    summary["filled_bars"] = n_filled
+    if args.allow_filled and n_filled:
+        share = n_filled / len(payloads)
+        print(f"regime: warning: {n_filled} of {len(payloads)} bars ({share:.1%}) filled flat", file=sys.stderr)
     if args.jsonl:
         print_jsonl(payloads)
     elif args.json:
@@ -141,6 +170,9 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         choices=["bars", "as_run"],
         default="bars",
         help="as_run: count 1d bars since the S3 start in hours for EDX, as the host did (D14)",
+    )
+    p.add_argument(
+        "--allow-filled", action="store_true", help="run even when more than 5 %% of the bars are gaps filled flat"
     )
     p.add_argument("--jsonl", action="store_true", help="one JSON object per bar")
     p.add_argument("--json", action="store_true", help="one JSON document: summary and full payloads")

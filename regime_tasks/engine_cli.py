@@ -13,23 +13,57 @@ from typing import Any, TextIO
 import pandas as pd
 
 from regime_tasks.core.bars import fill_gaps
+from regime_tasks.core.constants import TIMEFRAME_SECONDS
 from regime_tasks.core.ta import compute_ta_frame
 from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
+from regime_tasks.errors import DataValidationError
 from regime_tasks.sources.files import read_candle_file as read_bars_file
 
 log = logging.getLogger(__name__)
 FLAG_KEYS = ("buy_signal", "buy_flag", "rebuy_flag", "trim_flag", "emergency_exit", "reclaimed_ema333", "exit_position")
+# Issue 12's rule: above this share of invented (flat-filled) bars the states describe the filling, not the market.
+MAX_FILLED_SHARE = 0.05
+
+
+def check_spacing(bars: pd.DataFrame, timeframe: str, path: str | Path) -> None:
+    """Refuse a file whose median bar spacing is not ``timeframe`` (a 1d file read as 1h is 96 % filled bars)."""
+    if len(bars) < 2:
+        raise DataValidationError(f"need at least two candles, found {len(bars)}", series=str(path))
+    spacing = bars.index.to_series().diff().median()
+    expected = pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    if spacing != expected:
+        own = [tf for tf, secs in TIMEFRAME_SECONDS.items() if pd.Timedelta(seconds=secs) == spacing]
+        hint = f"; pass --timeframe {own[0]}" if own else ""
+        raise DataValidationError(
+            f"the file's bars are {spacing} apart (median), not {timeframe}{hint}", series=str(path), field="timestamp"
+        )
 
 
 def read_candle_file(path: str | Path, timeframe: str) -> tuple[pd.DataFrame, int]:
     """The file's bars on a regular grid (absent bars filled flat) and how many were filled."""
-    filled, n_filled = fill_gaps(read_bars_file(path, timeframe), timeframe)
+    raw = read_bars_file(path, timeframe)
+    check_spacing(raw, timeframe, path)
+    filled, n_filled = fill_gaps(raw, timeframe)
     return filled.drop(columns="filled"), n_filled
 
 
-def run_file(path: str | Path, timeframe: str, settings: EngineSettings) -> tuple[list[dict[str, Any]], int]:
-    """Payloads of every bar of the file (replay from the first bar)."""
+def check_filled_share(n_filled: int, n_bars: int, path: str | Path, *, allow_filled: bool) -> None:
+    """Refuse (unless ``allow_filled``) when more than 5 % of the bars would be invented by filling gaps."""
+    share = n_filled / n_bars if n_bars else 0.0
+    if share > MAX_FILLED_SHARE and not allow_filled:
+        raise DataValidationError(
+            f"{n_filled} of {n_bars} bars ({share:.1%}) would be filled flat, more than {MAX_FILLED_SHARE:.0%}; "
+            "pass --allow-filled to run anyway",
+            series=str(path),
+        )
+
+
+def run_file(
+    path: str | Path, timeframe: str, settings: EngineSettings, *, allow_filled: bool = False
+) -> tuple[list[dict[str, Any]], int]:
+    """Payloads of every bar of the file (replay from the first bar) and how many bars were filled flat."""
     bars, n_filled = read_candle_file(path, timeframe)
+    check_filled_share(n_filled, len(bars), path, allow_filled=allow_filled)
     payloads, _ = run_engine_frame(compute_ta_frame(bars), settings)
     return payloads, n_filled
 
@@ -82,6 +116,9 @@ def print_table(payloads: list[dict[str, Any]], summary: dict[str, Any], *, n_fi
             p["bar_ts"], p["state"], f"{p['price']:.6g}", flags, f(s["ts"]), f(s["ox"]), f(s["dx"]), f(s["edx"])
         )
     console.print(table)
-    console.print(f"bars: {summary['bars']} ({n_filled} filled flat); per state: {summary['bars_per_state']}")
+    share = n_filled / summary["bars"] if summary["bars"] else 0.0
+    console.print(
+        f"bars: {summary['bars']} ({n_filled} filled flat, {share:.1%}); per state: {summary['bars_per_state']}"
+    )
     console.print(f"transitions: {summary['transitions']}")
     console.print(f"flags: {summary['flags']}")

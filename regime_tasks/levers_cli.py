@@ -5,7 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from regime_tasks.errors import UnknownInputError
+from regime_tasks.errors import RegimeUnavailable, UnknownInputError
+
+# What S0–S4 mean, for a trader reading the tables (the Uptrend Engine v4 state machine).
+STATE_LEGEND = (
+    "S0 bearish order (downtrend), S1 early recovery (price back above EMA60), S2 above EMA333 (defensive), "
+    "S3 bullish trend (bullish EMA order), S4 uncertain (no clear order, watch only)"
+)
 
 
 def parse_intent(items: list[str]) -> dict[str, float]:
@@ -33,11 +39,69 @@ def parse_now(value: str | None) -> dt.datetime:
     return parse_ts(value).to_pydatetime()
 
 
-def levers_report(bucket: str | None, exec_tf: str, book: str, intent: dict[str, float], now: dt.datetime) -> dict:
-    """``compute_levers()`` for a hypothetical position with these intent metrics."""
-    from regime_tasks.levers import compute_levers
+def entries_known_at(
+    entries: dict[tuple[str, str], dict[str, Any]], now: dt.datetime
+) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
+    """The entries whose bar had closed by ``now`` ("as known at now"), and the ``driver|tf`` of the others.
 
-    return compute_levers({"intent_metrics": intent}, exec_tf, bucket, book_id=book, now=now)
+    The store keeps each driver's latest bar only, so a driver whose latest bar closes after ``now`` has no entry
+    known at ``now``: it is missing, not fresh with a negative age (B5).
+    """
+    from regime_tasks.core.levers import entry_age_bars
+
+    known, later = {}, []
+    for (driver, tf), entry in entries.items():
+        age = entry_age_bars(entry, tf, now)
+        if age is not None and age < 0:
+            later.append(f"{driver}|{tf}")
+        else:
+            known[(driver, tf)] = entry
+    return known, later
+
+
+def _load_known_entries(book: str, now: dt.datetime) -> tuple[dict[tuple[str, str], dict[str, Any]], str, list[str]]:
+    """The book's entries as known at ``now``; refuses, naming the command to run, when the store has none."""
+    from regime_tasks.core.levers import regime_book_id
+    from regime_tasks.levers import load_entries
+
+    entries, source = load_entries(book)
+    if not entries:
+        raise RegimeUnavailable(f"no regime state for book {regime_book_id(book)!r} in {_database_label()}" + _hint())
+    known, later = entries_known_at(entries, now)
+    return known, source, later
+
+
+def _database_label() -> str:
+    from regime_tasks.config import get_settings
+
+    url = get_settings().effective_database_url
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else "the database"
+
+
+def _hint() -> str:
+    """What to run next: ``regime bootstrap``, or point at the demo's own database if there is one."""
+    from regime_tasks.config import get_settings
+
+    demo = (get_settings().data_dir / "demo.db").resolve()
+    if demo.exists():
+        return (
+            f"; run `regime bootstrap`, or read the demo's database: REGIME_DATABASE_URL=sqlite:///{demo} regime status"
+        )
+    return "; run `regime bootstrap` first (or `regime demo` for a self-contained run)"
+
+
+def levers_report(bucket: str | None, exec_tf: str, book: str, intent: dict[str, float], now: dt.datetime) -> dict:
+    """``compute_levers()`` for a hypothetical position with these intent metrics, from the entries known at ``now``.
+
+    Entries whose bar closes after ``now`` count as missing and are listed in ``diagnostics.closes_after_now``.
+    """
+    from regime_tasks.core.levers import check_inputs, compute_levers_from_entries, regime_book_id
+
+    check_inputs(exec_tf, bucket)
+    known, source, later = _load_known_entries(book, now)
+    res = compute_levers_from_entries(known, {"intent_metrics": intent}, exec_tf, bucket, now=now)
+    res["diagnostics"].update(source=source, regime_book_id=regime_book_id(book), closes_after_now=later)
+    return res
 
 
 def _console() -> Any:
@@ -62,7 +126,8 @@ def print_levers(res: dict[str, Any]) -> None:
     d = res["diagnostics"]
     console = _console()
     console.print(
-        f"[bold]A[/] = {res['A_value']:.4f}   [bold]E[/] = {res['E_value']:.4f}   "
+        f"[bold]A[/] = {res['A_value']:.4f}{_clamp_mark(d['clamped']['A_before'])}   "
+        f"[bold]E[/] = {res['E_value']:.4f}{_clamp_mark(d['clamped']['E_before'])}   "
         f"[bold]size[/] = {res['position_size_frac']:.4f}"
         + ("   [red]DEGRADED (BTC or ALT missing/stale)[/]" if d["degraded"] else "")
     )
@@ -79,14 +144,16 @@ def print_levers(res: dict[str, Any]) -> None:
             c["status"],
             str(c["state"] or ""),
             _short_bar(c["bar_ts"]),
-            f"{c['delta_a_raw']:+.2f}",
-            f"{c['delta_e_raw']:+.2f}",
+            _signed(c["delta_a_raw"], 2),
+            _signed(c["delta_e_raw"], 2),
             f"{c['driver_weight']:+.1f}",
             f"{c['tf_multiplier']:.2f}",
-            f"{c['contribution_a']:+.4f}",
-            f"{c['contribution_e']:+.4f}",
+            _signed(c["contribution_a"], 4),
+            _signed(c["contribution_e"], 4),
         )
     console.print(t)
+    _print_after_now(console, d.get("closes_after_now") or [])
+    console.print(f"states: {STATE_LEGEND}", soft_wrap=True)
     i = d["intent"]
     console.print(
         f"intent: ΔA {i['delta_a_raw']:+.3f} → {i['delta_a']:+.3f}, ΔE {i['delta_e_raw']:+.3f} → "
@@ -95,13 +162,42 @@ def print_levers(res: dict[str, Any]) -> None:
     )
 
 
+def _signed(x: float, digits: int) -> str:
+    """``+0.0000`` for zero and for values that round to zero (never ``-0.0000``)."""
+    text = f"{x:+.{digits}f}"
+    return "+" + text[1:] if float(text) == 0 else text
+
+
+def _clamp_mark(before: float) -> str:
+    """`` (clamped from 1.23)`` when the value before the [0, 1] clamp was outside it."""
+    return f" [yellow](clamped from {before:.4f})[/]" if before < 0 or before > 1 else ""
+
+
+def _print_after_now(console: Any, later: list[str]) -> None:
+    if later:
+        console.print(
+            f"[yellow]not known at --now[/] (latest bar closes after it; counted missing): {', '.join(later)}"
+        )
+
+
+def beat_heartbeat(now: dt.datetime) -> dict[str, Any]:
+    """The beat's last heartbeat (``regime.beat.heartbeat`` writes it every ``REGIME_BEAT_HEARTBEAT_SECS``)."""
+    from regime_tasks.runtime import get_runtime
+    from regime_tasks.store import meta
+
+    beat = meta.get_meta(get_runtime().engine, "beat:heartbeat")
+    if not beat or not beat.get("at"):
+        return {"at": None, "age_secs": None, "count": 0}
+    at = dt.datetime.fromisoformat(str(beat["at"]).replace("Z", "+00:00"))
+    return {"at": beat["at"], "age_secs": round((now - at).total_seconds(), 1), "count": beat.get("count", 0)}
+
+
 def status_report(book: str, now: dt.datetime) -> dict[str, Any]:
     """The 24 driver rows and the market summary (D2), as ``compute_levers()`` sees them at ``now``."""
     from regime_tasks.core.levers import entry_age_bars, is_stale, market_summary, regime_book_id
-    from regime_tasks.levers import load_entries
     from regime_tasks.runner import regime_table
 
-    entries, source = load_entries(book)
+    entries, source, later = _load_known_entries(book, now)
     summary = market_summary(entries, now=now)
     summary.pop("contributions", None)
     rows = regime_table(regime_book_id(book), now)
@@ -109,8 +205,18 @@ def status_report(book: str, now: dt.datetime) -> dict[str, Any]:
     # (bars since the bar closed, stale beyond 3), so `status` and `levers` cannot disagree about a driver.
     for row in rows:
         entry = entries.get((row["driver"], row["timeframe"]))
-        if entry is None:
-            row.update(age_bars=None, stale=True)
+        if entry is None:  # none stored, or its bar closes after `now`: nothing known at `now`
+            row.update(
+                state="missing",
+                prev_state=None,
+                flags=[],
+                transition=None,
+                delta_a_raw=None,
+                delta_e_raw=None,
+                bar_ts=None,
+                age_bars=None,
+                stale=True,
+            )
             continue
         age = entry_age_bars(entry, row["timeframe"], now)
         row.update(
@@ -127,7 +233,9 @@ def status_report(book: str, now: dt.datetime) -> dict[str, Any]:
         "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source": source,
         "drivers": rows,
+        "closes_after_now": later,
         "market_summary": summary,
+        "beat_heartbeat": beat_heartbeat(now),
     }
 
 
@@ -141,7 +249,7 @@ def print_status(rep: dict[str, Any]) -> None:
         title=f"book {rep['book_id']} (drivers of {rep['regime_book_id']}) at {rep['now']} (from {rep['source']})",
         box=box.SIMPLE_HEAD,
     )
-    for col in ("driver", "tf", "state", "flags", "ΔA", "ΔE", "bar (open)", "age (bars since close)", "stale"):
+    for col in ("driver", "tf", "state", "flags", "ΔA", "ΔE", "bar (open, UTC)", "age (bars since close)", "stale"):
         t.add_column(col, no_wrap=True)
     for r in rep["drivers"]:
         t.add_row(
@@ -149,8 +257,8 @@ def print_status(rep: dict[str, Any]) -> None:
             r["timeframe"],
             r["state"],
             ",".join(r["flags"]),
-            "" if r["delta_a_raw"] is None else f"{r['delta_a_raw']:+.2f}",
-            "" if r["delta_e_raw"] is None else f"{r['delta_e_raw']:+.2f}",
+            "" if r["delta_a_raw"] is None else _signed(r["delta_a_raw"], 2),
+            "" if r["delta_e_raw"] is None else _signed(r["delta_e_raw"], 2),
             _short_bar(r["bar_ts"]),
             "" if r["age_bars"] is None else f"{r['age_bars']:.2f}",
             "yes" if r["stale"] else "",
@@ -162,3 +270,19 @@ def print_status(rep: dict[str, Any]) -> None:
         + (" DEGRADED" if s["degraded"] else "")
         + f"; stale/missing: {', '.join(s['stale'] + s['missing']) or 'none'}"
     )
+    _print_after_now(console, rep.get("closes_after_now") or [])
+    b = rep["beat_heartbeat"]
+    console.print(
+        "beat heartbeat: none recorded (no beat has run against this database)"
+        if b["at"] is None
+        else f"beat heartbeat: {_age_text(b['age_secs'])} (at {b['at']}, {b['count']} heartbeats)"
+    )
+    console.print(f"states: {STATE_LEGEND}", soft_wrap=True)
+
+
+def _age_text(secs: float) -> str:
+    if secs < 0:
+        return f"{-secs:.0f} s after --now"
+    if secs < 120:
+        return f"{secs:.0f} s ago"
+    return f"{secs / 60:.0f} min ago" if secs < 7200 else f"{secs / 3600:.1f} h ago"

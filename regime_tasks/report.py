@@ -34,15 +34,19 @@ def _label(result: ReplayResult, driver: str, tf: str) -> str:
 def chart_prices(result: ReplayResult, timeframe: str, path: Path) -> Path:
     s = result.series[result.series["timeframe"] == timeframe]
     drivers = [d for d in DRIVERS if (s["driver"] == d).any()]
-    fig, axes = plt.subplots(len(drivers), 1, figsize=(12, 2.2 * len(drivers)), sharex=True, squeeze=False)
-    for ax, d in zip(axes[:, 0], drivers, strict=True):
+    # one panel even when nothing was replayed on this timeframe: matplotlib refuses a grid of zero rows
+    fig, axes = plt.subplots(
+        max(len(drivers), 1), 1, figsize=(12, 2.2 * max(len(drivers), 1)), sharex=True, squeeze=False
+    )
+    for ax, d in zip(axes[: len(drivers), 0], drivers, strict=True):
         part = s[s["driver"] == d]
         ax.plot(part["timestamp"], part["price"], color="black", linewidth=0.5)
         for state, colour in STATE_COLOURS.items():
             sel = part[part["state"] == state]
             ax.scatter(sel["timestamp"], sel["price"], s=3, color=colour, label=state)
         ax.set_title(_label(result, d, timeframe), fontsize=9, loc="left")
-    axes[0, 0].legend(loc="upper left", ncol=6, fontsize=7, markerscale=3)
+    if drivers:
+        axes[0, 0].legend(loc="upper left", ncol=6, fontsize=7, markerscale=3)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -108,7 +112,14 @@ def _img(path: Path) -> str:
 
 
 def write_report(result: ReplayResult, out: Path, *, price_timeframe: str = "1h") -> dict[str, Path]:
-    """Write charts, CSVs, report.html and summary.md into ``out``; returns the main paths."""
+    """Write charts, CSVs, report.html and summary.md into ``out``; returns the main paths.
+
+    The price chart shows ``price_timeframe``, or the replay's first timeframe when that one was not replayed
+    (``--timeframe 1d`` alone used to ask matplotlib for a chart of zero rows).
+    """
+    replayed = [tf for tf in REGIME_TIMEFRAMES if not result.series.empty and (result.series["timeframe"] == tf).any()]
+    if price_timeframe not in replayed and replayed:
+        price_timeframe = replayed[0]
     out.mkdir(parents=True, exist_ok=True)
     csvs = write_csvs(result, out)
     charts = {
@@ -136,7 +147,7 @@ def write_report(result: ReplayResult, out: Path, *, price_timeframe: str = "1h"
         "<html><head><meta charset='utf-8'><title>regime replay</title></head><body>",
         f"<h1>Replay {result.start:%Y-%m-%d %H:%M} → {result.end:%Y-%m-%d %H:%M} UTC</h1>",
         "<p><b>Simulated inputs</b> (never market data): " + (", ".join(sim) or "none") + "</p>",
-        "<h2>Price with state</h2>",
+        f"<h2>Price with state ({price_timeframe})</h2>",
         _img(charts["prices"]),
         "<h2>A and E per bucket (execution timeframe 1h)</h2>",
         _img(charts["levers"]),

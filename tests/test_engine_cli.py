@@ -79,3 +79,47 @@ def test_host_inputs_switch_silences_every_buy_flag(capsys) -> None:
     assert any(p[f] for p in runs["correct"] for f in flags)
     assert not any(p[f] for p in runs["as_run"] for f in flags)
     assert {p["scores"]["ts"] for p in runs["as_run"] if p["scores"]["ts"] is not None} == {0.5}
+
+
+def test_a_timeframe_other_than_the_files_own_spacing_is_refused(capsys) -> None:
+    # B6: the bundled 1d BTC file read as 1h used to run on 96 % invented bars (rc 0)
+    path = REPO_ROOT / "regime_tasks" / "data" / "majors" / "1d" / "BTC.csv"
+
+    assert main(["engine", str(path), "--timeframe", "1h"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("regime: error:")
+    assert "1 days 00:00:00 apart (median), not 1h; pass --timeframe 1d" in err[0]
+
+
+def test_sparse_bars_are_refused_by_their_spacing(tmp_path, capsys) -> None:
+    # 20 real 5m bars spread over 1,000 bars: the median spacing is 50 bars, not the timeframe
+    raw = pd.read_csv(real_file("alts_2018_5m", "ETH_BTC-5m.csv"))
+    path = tmp_path / "sparse.csv"
+    raw.iloc[:1000:50].to_csv(path, index=False)
+
+    assert main(["engine", str(path), "--timeframe", "5m"]) == 2
+    assert "apart (median), not 5m" in capsys.readouterr().err
+
+
+def test_more_than_5_percent_filled_bars_is_refused_unless_allowed(tmp_path, capsys) -> None:
+    raw = pd.read_csv(real_file("alts_2018_5m", "ETH_BTC-5m.csv"))
+    path = tmp_path / "holes.csv"
+    kept = raw.drop(index=raw.index[5::10])  # every tenth bar missing: 10 % filled, median spacing still 5m
+    kept.to_csv(path, index=False)
+    missing = len(raw) - len(kept)  # all holes are inside the file (the last row is kept)
+
+    assert main(["engine", str(path), "--timeframe", "5m", "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would be filled flat, more than 5%; pass --allow-filled" in err[0]
+    assert f"{missing} of {len(raw)} bars (10.0%)" in err[0]
+
+    assert main(["engine", str(path), "--timeframe", "5m", "--json", "--allow-filled"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["summary"]["filled_bars"] == missing
+    assert f"regime: warning: {missing} of {len(raw)} bars (10.0%) filled flat" in captured.err
+
+
+def test_a_few_filled_bars_run_without_the_flag(capsys) -> None:
+    path = real_file("alts_2018_5m", "ADA_BTC-5m.csv")  # 40 of 5,760 bars missing: 0.7 %
+    assert main(["engine", str(path), "--timeframe", "5m", "--tail", "1"]) == 0
+    assert "40 filled flat, 0.7%" in capsys.readouterr().out

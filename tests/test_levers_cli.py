@@ -120,3 +120,66 @@ def test_status_human_output(all_s3, capsys) -> None:
     assert main(["status", "--now", NOW]) == 0
     out = capsys.readouterr().out
     assert "market summary: A=0.860" in out and "BTC.d" in out and "stale/missing: USDT.d|1m" in out
+
+
+EARLY = "2025-07-26T04:30:00Z"  # the 1h bar of 04:00 and every 1m bar close after this; the 1d bar closed before
+
+
+def test_status_with_an_earlier_now_counts_bars_closing_after_it_as_missing(all_s3, capsys) -> None:
+    # B5: these bars used to count as fresh with negative ages (−0.5 bars, −29 bars) and "stale/missing: none"
+    rep = run_json(capsys, "status", "--now", EARLY, "--json")
+
+    rows = {(r["driver"], r["timeframe"]): r for r in rep["drivers"]}
+    later = sorted(f"{d}|{tf}" for d in DRIVERS for tf in ("1h", "1m"))
+    assert sorted(rep["closes_after_now"]) == later
+    assert sorted(rep["market_summary"]["missing"]) == later and rep["market_summary"]["degraded"] is True
+    assert all(r["age_bars"] is None or r["age_bars"] >= 0 for r in rows.values())
+    assert rows[("BTC", "1h")]["state"] == "missing" and rows[("BTC", "1h")]["stale"] is True
+    assert rows[("BTC", "1d")]["state"] == "S3" and rows[("BTC", "1d")]["age_bars"] == pytest.approx(4.5 / 24, abs=0.01)
+    # only the 1d entries count: Σ weights 1.5 × 0.20 × 0.50
+    assert rep["market_summary"]["A_value"] == pytest.approx(0.5 + 0.15)
+
+    assert main(["status", "--now", EARLY]) == 0
+    assert "not known at --now (latest bar closes after it; counted missing): " in capsys.readouterr().out
+
+
+def test_levers_with_an_earlier_now_use_only_bars_closed_by_then(all_s3, capsys) -> None:
+    res = run_json(capsys, "levers", "--bucket", "small", "--exec-tf", "1h", "--now", EARLY, "--json")
+
+    status = {f"{c['driver']}|{c['timeframe']}": c["status"] for c in res["diagnostics"]["contributions"]}
+    drivers = ("BTC", "ALT", "small", "BTC.d", "USDT.d")
+    assert {k for k, v in status.items() if v == "ok"} == {f"{d}|1d" for d in drivers}
+    assert sorted(res["diagnostics"]["missing"]) == sorted(f"{d}|{tf}" for d in drivers for tf in ("1h", "1m"))
+    assert set(res["diagnostics"]["missing"]) <= set(res["diagnostics"]["closes_after_now"])
+    # 1d only: Σ weights 1.5 × 0.20 × the 1h execution multiplier of 1d
+    from regime_tasks.core.constants import EXEC_TF_MULTIPLIERS
+
+    assert res["A_value"] == pytest.approx(0.5 + 1.5 * 0.2 * EXEC_TF_MULTIPLIERS["1h"]["1d"])
+
+
+def test_status_shows_the_beat_heartbeat_age(all_s3, capsys) -> None:
+    # B7: the README promises it; neither the table nor --json had it
+    assert run_json(capsys, "status", "--now", NOW, "--json")["beat_heartbeat"] == {
+        "at": None,
+        "age_secs": None,
+        "count": 0,
+    }
+    assert main(["status", "--now", NOW]) == 0
+    assert "beat heartbeat: none recorded" in capsys.readouterr().out
+
+    from regime_tasks.store import meta
+
+    meta.set_meta(all_s3, "beat:heartbeat", {"at": "2025-07-26T04:59:48Z", "count": 7, "task_id": "x"})
+    beat = run_json(capsys, "status", "--now", NOW, "--json")["beat_heartbeat"]
+    assert beat == {"at": "2025-07-26T04:59:48Z", "age_secs": 42.0, "count": 7}
+    assert main(["status", "--now", NOW]) == 0
+    assert "beat heartbeat: 42 s ago (at 2025-07-26T04:59:48Z, 7 heartbeats)" in capsys.readouterr().out
+
+
+def test_tables_print_no_negative_zero_and_mark_a_clamped_a(all_s3, capsys) -> None:
+    assert main(["levers", "--bucket", "small", "--exec-tf", "1h", "--now", NOW, "--intent", "hi_buy=1"]) == 0
+    out = capsys.readouterr().out
+
+    assert "-0.0000" not in out and "-0.00 " not in out
+    assert "A = 1.0000 (clamped from 1.1400)" in out  # 0.89 + intent 0.25
+    assert "S0 bearish order" in out and "S4 uncertain" in out

@@ -94,3 +94,21 @@ def test_charts_exist_and_are_non_empty_images(report) -> None:
     html = Path(report["files"]["html"]).read_text()
     assert html.count("data:image/png;base64,") == 3 and "simulated" in html.lower()
     assert "nano 1h" in " ".join(report["simulated_inputs"])
+
+
+@pytest.mark.slow
+def test_replay_of_1d_alone_writes_a_report_with_the_1d_price_chart(tmp_path) -> None:
+    # Used to crash in the price chart (it always drew 1h: "Number of rows must be a positive integer, not 0").
+    out = tmp_path / "r1d"
+    code = main(
+        [
+            *("replay", "--start", "2025-05-01T00:00:00Z", "--end", "2025-07-20T00:00:00Z"),
+            *("--timeframe", "1d", "--out", str(out), "--json"),
+        ]
+    )
+
+    assert code == 0
+    html = (out / "report.html").read_text()
+    assert "Price with state (1d)" in html
+    with Image.open(out / "prices_1d.png") as img:
+        assert img.size[0] > 100 and img.size[1] > 100

@@ -1,18 +1,27 @@
-"""Composite driver series: chain-linked equal-weight indices (DECISIONS D3) and bucket membership.
+"""Composite driver series: chain-linked equal-weight indices of log returns (DECISIONS D3, revised) and
+point-in-time bucket membership.
 
-Method, for bar t and the constituents that have a bar at t *and* a close at t−1:
+Method, for bar t and the constituents that traded at t (a bar with volume > 0) and are members at t:
 
-    r_o = o_i(t)/c_i(t−1), r_h = h_i(t)/c_i(t−1), r_l = l_i(t)/c_i(t−1), r_c = c_i(t)/c_i(t−1)
-    I(t) = I(t−1) · mean(r_c),  O = I(t−1) · mean(r_o),  H = I(t−1) · mean(r_h),  L = I(t−1) · mean(r_l)
+    r_x = x_i(t) / c_i(last),   x ∈ {o, h, l, c},   c_i(last) = the member's own last traded close before t
+    I(t) = I(t−1) · exp(mean_i log r_c),   O = I(t−1) · exp(mean log r_o),   H, L the same way
 
-Base 100 at the first bar (O = H = L = C = 100 there: no relative move is known yet). Volume is the sum of
-the constituents' USD volume (``volume × close``); ``constituents`` counts the members that formed the bar.
+Base 100 at the first bar. A member that did not trade at t (no bar, or a zero-volume bar: a quote, not a
+trade) is left out of t; when it trades again its ratio is taken against its own last close, so the move over
+its gap counts once, on the bar it resumes. A constituent joins on its second traded bar. A bar where no member
+traded is flat at the previous level with ``constituents = 0`` (the index is known, nothing moved). Volume is the
+sum of the members' USD volume (``volume × close``); ``constituents`` counts the members that formed the bar.
+
+Why the log mean (geometric mean of the ratios): the arithmetic mean of ratios is an equal-weight portfolio
+rebalanced every bar, and bid/ask bounce of thin coins then grows it with no price trend at all (twenty members
+alternating ±30 % around a constant price move it ×10¹¹⁴ over 2,000 bars). Log ratios of a bounce cancel, and with
+a stable membership the index's total log return is exactly the mean of the members' total log returns.
 
 Why not the plan's ``avg(open)/max(high)/min(low)/avg(close)`` of raw prices: averaging raw prices is
-price-weighted (ETH at $3,000 swamps HYPE at $30); max/min across assets measures the *spread between assets*,
-not volatility, so ATR explodes and every "within 1 ATR" test of the engine passes; and a constituent that
-misses one bar makes the raw average jump. Means of ratios keep L ≤ O, C ≤ H (each ratio obeys it), give
-every member the same weight, and a missing bar simply leaves that member out of that bar.
+price-weighted; max/min across assets measures the spread between assets, not volatility.
+
+Reproducibility: sums run sequentially over the constituents sorted by name (``cumsum``, zeros where a member is
+absent), so extending a stored index bar by bar (``after=``/``level=``) gives the same bits as a rebuild.
 """
 
 from __future__ import annotations
@@ -26,67 +35,113 @@ from regime_tasks.core.constants import BUCKETS, MAX_BUCKET_CONSTITUENTS
 from regime_tasks.errors import DataValidationError
 
 BASE_LEVEL = 100.0
+_PRICE_COLS = ("open", "high", "low", "close")
+
+
+def _seq_sum(values: np.ndarray) -> np.ndarray:
+    """Row sums added left to right: inserting zeros (absent members) never changes a row's bits."""
+    if values.shape[1] == 0:
+        return np.zeros(values.shape[0])
+    return np.cumsum(values, axis=1)[:, -1]
 
 
 def chain_linked_composite(
-    constituents: Mapping[str, pd.DataFrame], *, base: float = BASE_LEVEL, usd_volume: bool = True
+    constituents: Mapping[str, pd.DataFrame],
+    *,
+    membership: pd.DataFrame | None = None,
+    base: float = BASE_LEVEL,
+    usd_volume: bool = True,
+    after: pd.Timestamp | None = None,
+    level: float | None = None,
 ) -> pd.DataFrame:
-    """Equal-weight chain-linked index OHLC of ``constituents`` (symbol → bar frame), see module docstring.
+    """Equal-weight chain-linked index of log returns of ``constituents`` (symbol → bar frame), see module doc.
 
-    A bar exists wherever at least one constituent has two consecutive bars (t−1, t); the first bar of the
-    union is the base. A constituent joins on its second bar, so it never moves the index on its first.
+    ``membership``: optional boolean frame, index = UTC days, columns = constituent names; a constituent counts
+    at bar t only if ``membership.loc[floor(t, day), name]`` is True (days or names absent count as False).
+    ``after`` / ``level``: continue a stored index — emit only bars after ``after``, chained from ``level``
+    (the stored close at ``after``). The frames must then reach back to each member's last traded bar at or
+    before ``after`` so that its first ratio is taken against its own last close.
+
+    Returns columns open, high, low, close, volume, constituents; one row per time any constituent has a bar.
     """
-    frames = {k: v for k, v in constituents.items() if not v.empty}
-    if not frames:
+    names = sorted(k for k, v in constituents.items() if not v.empty)
+    if not names:
         raise DataValidationError("composite needs at least one constituent with bars", series="composite")
-    index = frames[next(iter(frames))].index
-    for f in frames.values():
-        index = index.union(f.index)
+    if (after is None) != (level is None):
+        raise ValueError("after and level go together")
+    member_rows = {name: _member_rows(constituents[name].index, name, membership) for name in names}
+    index = pd.DatetimeIndex([], tz="UTC")
+    for name in names:
+        index = index.union(constituents[name].index[member_rows[name]])
     index = index.rename("timestamp")
-    n_t, n_c = len(index), len(frames)
-    ro = np.full((n_t, n_c), np.nan)
-    rh, rl, rc = ro.copy(), ro.copy(), ro.copy()
-    vol = np.zeros(n_t)
-    for j, frame in enumerate(frames.values()):
-        pos = index.get_indexer(frame.index)
-        o, h, lo, c = (frame[col].to_numpy(dtype=np.float64) for col in ("open", "high", "low", "close"))
-        v = frame["volume"].to_numpy(dtype=np.float64) * (c if usd_volume else 1.0)
-        prev_close = np.concatenate([[np.nan], c[:-1]])
-        # "consecutive" means the previous row of this constituent is the previous row of the union index
-        consecutive = np.concatenate([[False], np.diff(pos) == 1])
-        ok = consecutive & np.isfinite(prev_close)
-        rows = pos[ok]
-        ro[rows, j] = o[ok] / prev_close[ok]
-        rh[rows, j] = h[ok] / prev_close[ok]
-        rl[rows, j] = lo[ok] / prev_close[ok]
-        rc[rows, j] = c[ok] / prev_close[ok]
-        vol[rows] += v[ok]
-    counts = np.isfinite(rc).sum(axis=1)
-    safe = np.where(counts > 0, counts, 1)
-    m_o, m_h, m_l, m_c = (np.nansum(a, axis=1) / safe for a in (ro, rh, rl, rc))
-    has_bar = counts > 0
-    has_bar[0] = True  # base bar
-    m_c = np.where(counts > 0, m_c, np.nan)
-    level_ratio = np.where(np.isfinite(m_c), m_c, 1.0)
-    level_ratio[0] = 1.0
-    close = base * np.cumprod(level_ratio)
-    prev_level = np.concatenate([[base], close[:-1]])
+    n_t, n_c = len(index), len(names)
+    logs = {col: np.zeros((n_t, n_c)) for col in _PRICE_COLS}
+    valid = np.zeros((n_t, n_c), dtype=bool)
+    vol = np.zeros((n_t, n_c))
+    for j, name in enumerate(names):
+        frame = constituents[name]
+        v = frame["volume"].to_numpy(dtype=np.float64)
+        traded = v > 0  # a zero-volume bar is a quote: its prices are not a trade
+        # each traded bar after the first is a ratio against the previous traded close (its own last close)
+        take = traded & member_rows[name]
+        take[np.argmax(traded) if traded.any() else 0] = False
+        if not take.any():
+            continue
+        prev_close = pd.Series(np.where(traded, frame["close"].to_numpy(dtype=np.float64), np.nan)).ffill()
+        prev = prev_close.shift(1).to_numpy()[take]
+        rows = index.get_indexer(frame.index[take])
+        for col in _PRICE_COLS:
+            logs[col][rows, j] = np.log(frame[col].to_numpy(dtype=np.float64)[take] / prev)
+        valid[rows, j] = True
+        vol[rows, j] = v[take] * (frame["close"].to_numpy(dtype=np.float64)[take] if usd_volume else 1.0)
+    counts = valid.sum(axis=1)
+    safe = np.maximum(counts, 1)
+    means = {col: _seq_sum(logs[col]) / safe for col in _PRICE_COLS}  # 0 where no member traded: flat
+    start = 0
+    first_level = base
+    if after is not None:
+        start = int(index.searchsorted(pd.Timestamp(after), side="right"))
+        first_level = float(level)  # type: ignore[arg-type]
+    if start >= n_t:
+        return pd.DataFrame(columns=[*_PRICE_COLS, "volume", "constituents"], index=index[:0])
+    growth = np.exp(means["close"][start:])
+    if after is None:
+        growth[0] = 1.0  # the base bar: no relative move is known yet
+        close = np.cumprod(np.concatenate([[base], growth[1:]]))
+        prev_level = np.concatenate([[base], close[:-1]])
+    else:
+        close = np.cumprod(np.concatenate([[first_level], growth]))[1:]
+        prev_level = np.concatenate([[first_level], close[:-1]])
+    sl = slice(start, None)
     out = pd.DataFrame(
         {
-            "open": np.where(counts > 0, prev_level * m_o, base),
-            "high": np.where(counts > 0, prev_level * m_h, base),
-            "low": np.where(counts > 0, prev_level * m_l, base),
+            "open": prev_level * np.exp(means["open"][sl]),
+            "high": prev_level * np.exp(means["high"][sl]),
+            "low": prev_level * np.exp(means["low"][sl]),
             "close": close,
-            "volume": vol,
-            "constituents": counts.astype("int64"),
+            "volume": _seq_sum(vol[sl]),
+            "constituents": counts[sl].astype("int64"),
         },
-        index=index,
+        index=index[sl],
     )
-    out = out[has_bar]
+    if after is None:
+        out.iloc[0, :4] = base
     # Float rounding can put a mean a few ulps outside [L, H]; clip so downstream validation holds exactly.
-    out["high"] = np.maximum.reduce([out["high"].to_numpy(), out["open"].to_numpy(), out["close"].to_numpy()])
-    out["low"] = np.minimum.reduce([out["low"].to_numpy(), out["open"].to_numpy(), out["close"].to_numpy()])
+    o, h, lo, c = (out[k].to_numpy() for k in _PRICE_COLS)
+    out["high"] = np.maximum.reduce([h, o, c])
+    out["low"] = np.minimum.reduce([lo, o, c])
     return out
+
+
+def _member_rows(stamps: pd.DatetimeIndex, name: str, membership: pd.DataFrame | None) -> np.ndarray:
+    """Which of a constituent's bars fall on days it is a member (all of them without a membership table)."""
+    if membership is None:
+        return np.ones(len(stamps), dtype=bool)
+    if name not in membership.columns:
+        return np.zeros(len(stamps), dtype=bool)
+    days = pd.Series(membership[name].to_numpy(dtype=bool), index=pd.DatetimeIndex(membership.index).floor("1D"))
+    days = days[~days.index.duplicated(keep="last")]
+    return days.reindex(stamps.floor("1D"), fill_value=False).to_numpy(dtype=bool)
 
 
 def raw_price_composite(constituents: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -104,6 +159,16 @@ def raw_price_composite(constituents: Mapping[str, pd.DataFrame]) -> pd.DataFram
     )
     out.index = out.index.rename("timestamp")
     return out
+
+
+def arithmetic_mean_composite(constituents: Mapping[str, pd.DataFrame], *, base: float = BASE_LEVEL) -> pd.Series:
+    """Close of the first (2026-11) method — mean of the *ratios*, consecutive bars only — for the drift
+    comparison in docs/COMPOSITES.md; never used by the product."""
+    closes = pd.concat({k: v["close"] for k, v in constituents.items() if not v.empty}, axis=1).sort_index()
+    ratios = closes / closes.shift(1)
+    growth = ratios.mean(axis=1).fillna(1.0)
+    growth.iloc[0] = 1.0
+    return base * growth.cumprod()
 
 
 def bucket_of(market_cap_usd: float, *, nano_max_usd: float, small_max_usd: float, mid_max_usd: float) -> str:
@@ -133,4 +198,37 @@ def select_bucket_members(
         bucket = bucket_of(cap, nano_max_usd=nano_max_usd, small_max_usd=small_max_usd, mid_max_usd=mid_max_usd)
         if len(out[bucket]) < max_members:
             out[bucket].append(name)
+    return out
+
+
+def point_in_time_membership(
+    daily_caps: pd.DataFrame,
+    *,
+    nano_max_usd: float,
+    small_max_usd: float,
+    mid_max_usd: float,
+    max_members: int = MAX_BUCKET_CONSTITUENTS,
+) -> dict[str, pd.DataFrame]:
+    """Bucket → boolean frame (index = day d, columns = tokens): members of day d, from the caps at d−1's close.
+
+    ``daily_caps``: index = UTC day D (the 1d bar opened at D), columns = tokens, value = market cap at the close
+    of D (NaN = unknown). Day d uses row d−1 only — nothing known after d−1's close — so members enter and leave
+    as their caps cross the thresholds. Per bucket and day: at most ``max_members``, largest cap first, ties by
+    name.
+    """
+    caps = daily_caps.sort_index().reindex(columns=sorted(daily_caps.columns))
+    caps.index = pd.DatetimeIndex(caps.index).floor("1D")
+    caps = caps.astype("float64")
+    caps = caps.where(caps > 0)
+    known = caps.notna().to_numpy()
+    values = caps.to_numpy()
+    bucket_code = np.searchsorted(np.array([nano_max_usd, small_max_usd, mid_max_usd]), np.nan_to_num(values), "right")
+    days = caps.index + pd.Timedelta(days=1)  # caps at the close of D decide day D+1
+    out: dict[str, pd.DataFrame] = {}
+    for code, bucket in enumerate(BUCKETS):
+        in_bucket = known & (bucket_code == code)
+        ranked = pd.DataFrame(np.where(in_bucket, values, np.nan), index=days, columns=caps.columns)
+        rank = ranked.rank(axis=1, ascending=False, method="first")  # ties: column (name) order
+        out[bucket] = (rank <= max_members) & in_bucket
+        out[bucket].index = out[bucket].index.rename("day")
     return out

@@ -1,4 +1,4 @@
-"""Engines, schema creation/upgrade and JSON encoding shared by the store modules."""
+"""Engines, schema migrations (Alembic) and JSON encoding shared by the store modules."""
 
 from __future__ import annotations
 
@@ -6,24 +6,28 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from regime_tasks.errors import StoreError
 from regime_tasks.logs import kv
-from regime_tasks.store import schema
 
 log = logging.getLogger(__name__)
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
-# Later schema versions: version -> function(connection) applying the DDL. Version 1 is create_all.
-MIGRATION_STEPS: dict[int, Callable[[sa.Connection], None]] = {}
+# schema/ (generated SQL, Alembic's ini and migrations) sits beside the package in the source tree.
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+# The revision whose tables a database created before Alembic already has.
+BASELINE_REVISION = "0001"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -73,27 +77,55 @@ def dispose_engines() -> None:
         _ENGINES.clear()
 
 
+def alembic_config() -> AlembicConfig:
+    """Alembic's configuration: ``schema/alembic.ini`` of the source tree this package runs from."""
+    ini = SCHEMA_DIR / "alembic.ini"
+    if not ini.is_file():
+        raise StoreError(
+            f"schema migrations not found at {SCHEMA_DIR}: install from a source checkout "
+            "(`pip install -e .`, as the README and Dockerfile do) so schema/ sits beside regime_tasks/"
+        )
+    return AlembicConfig(str(ini))
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
 def init_db(engine: Engine) -> list[str]:
-    """Create or upgrade the schema. Idempotent: a second call changes nothing and returns ``[]``."""
+    """Create or upgrade the schema by running the Alembic migrations up to head (``regime db init``).
+
+    A database created before Alembic (our ``schema_version`` table, no ``alembic_version``) is
+    stamped at the first revision, whose tables it already has, then upgraded. Tables another
+    application created (a host's ``lowcap_positions``) are kept as they are. Idempotent: a second
+    call changes nothing and returns ``[]``; otherwise returns one line per change.
+    """
+    config = alembic_config()
+    script = ScriptDirectory.from_config(config)
     changes: list[str] = []
     try:
         with engine.begin() as conn:
-            existing = set(sa.inspect(conn).get_table_names())
-            missing = [t for t in schema.metadata.sorted_tables if t.name not in existing]
-            if missing:
-                schema.metadata.create_all(conn, tables=missing, checkfirst=True)
-                changes.extend(f"created table {t.name}" for t in missing)
-            applied = set(conn.execute(sa.select(schema.schema_version.c.version)).scalars())
-            for version, description in schema.MIGRATIONS:
-                if version in applied:
-                    continue
-                step = MIGRATION_STEPS.get(version)
-                if step is not None:
-                    step(conn)
-                conn.execute(sa.insert(schema.schema_version).values(version=version, description=description))
-                changes.append(f"applied schema version {version}: {description}")
+            before = _revision(conn)
+            if before is not None and before == script.get_current_head():
+                return []  # every process start lands here: skip Alembic's environment (~30 ms)
+            before_tables = set(sa.inspect(conn).get_table_names())
+            config.attributes["connection"] = conn
+            if before is None and "schema_version" in before_tables:
+                command.stamp(config, BASELINE_REVISION)
+                before = BASELINE_REVISION
+                changes.append(f"stamped the pre-Alembic schema as revision {BASELINE_REVISION}")
+            command.upgrade(config, "head")
+            after = _revision(conn)
+            after_tables = set(sa.inspect(conn).get_table_names())
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"schema init failed on {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+    finally:
+        config.attributes.pop("connection", None)
+    if after != before:
+        applied = reversed(list(script.iterate_revisions(after, before)))
+        changes.extend(f"applied migration {rev.revision}: {(rev.doc or '').splitlines()[0]}" for rev in applied)
+    changes.extend(f"created table {name}" for name in sorted(after_tables - before_tables - {"alembic_version"}))
+    changes.extend(f"dropped table {name}" for name in sorted(before_tables - after_tables))
     if changes:
         log.info("schema changed %s", kv(database=engine.url.render_as_string(hide_password=True), n=len(changes)))
     return changes

@@ -202,3 +202,111 @@ def test_dominance_out_of_range_is_rejected(tmp_path) -> None:
     with pytest.raises(DataValidationError, match="percentage") as err:
         read_history_csv(path)
     assert err.value.field == "btc_d"
+
+
+# --- composite of log returns (D3 revised) ---------------------------------------------------------------------
+def _synthetic(closes: np.ndarray, start: str = "2025-01-01", freq: str = "1h", volume: float = 1.0) -> pd.DataFrame:
+    """Bars whose open is the previous close (a synthetic series built in the test, D16: no simulation in product)."""
+    idx = pd.date_range(start, periods=len(closes), freq=freq, tz="UTC", name="timestamp")
+    opens = np.concatenate([[closes[0]], closes[:-1]])
+    return pd.DataFrame(
+        {
+            "open": opens,
+            "high": np.maximum(opens, closes),
+            "low": np.minimum(opens, closes),
+            "close": closes,
+            "volume": np.full(len(closes), volume),
+        },
+        index=idx,
+    )
+
+
+def test_bounce_only_members_leave_the_index_flat() -> None:
+    # twenty members alternating ±30 % around a constant price for 2,000 bars (the mean of ratios drifts ×1e114)
+    members = {}
+    for k in range(20):
+        up = np.where((np.arange(2000) + k) % 2 == 0, 1.3, 1 / 1.3)
+        members[f"M{k:02d}"] = _synthetic(10.0 * up)
+    comp = chain_linked_composite(members)
+    assert comp["close"].between(98.0, 102.0).all()
+    from regime_tasks.core.composite import arithmetic_mean_composite
+
+    assert arithmetic_mean_composite(members).iloc[-1] > 1e50  # the first method's drift, for contrast
+
+
+def test_total_log_return_equals_members_mean_with_stable_membership(alts_5m) -> None:
+    members = {k: v.iloc[:3000] for k, v in alts_5m.items()}
+    members = {k: v[v["volume"] > 0] for k, v in members.items()}
+    common = members["ADA"].index
+    for f in members.values():
+        common = common.intersection(f.index)
+    members = {k: f.loc[common] for k, f in members.items()}  # every member trades on every bar: stable
+    comp = chain_linked_composite(members)
+    expected = np.mean([np.log(f["close"].iloc[-1] / f["close"].iloc[0]) for f in members.values()])
+    assert np.log(comp["close"].iloc[-1] / 100.0) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_gap_move_counts_once_on_the_resume_bar() -> None:
+    a = _synthetic(np.full(10, 10.0))
+    b = _synthetic(np.array([10.0, 10, 10, 10, 10, 10, 20, 20, 20, 20]))
+    b_gap = b.drop(index=b.index[[3, 4, 5]])  # B misses three bars, then resumes 100 % higher
+    comp = chain_linked_composite({"A": a, "B": b_gap})
+    t = b.index[6]
+    assert comp.loc[b.index[3] : b.index[5], "close"].eq(100.0).all()
+    assert comp.loc[t, "close"] == pytest.approx(100.0 * np.exp(np.log(2.0) / 2))  # once, on resume
+    assert comp["close"].iloc[-1] == pytest.approx(comp.loc[t, "close"])
+    assert comp.loc[t, "constituents"] == 2
+
+
+def test_a_zero_volume_bar_does_not_move_the_index() -> None:
+    a = _synthetic(np.full(10, 10.0))
+    b = _synthetic(np.full(10, 10.0))
+    b.loc[b.index[4], ["close", "high"]] = 15.0  # a quote far from the last trade, no volume
+    b.loc[b.index[4], "volume"] = 0.0
+    comp = chain_linked_composite({"A": a, "B": b})
+    assert comp.loc[b.index[4], "close"] == 100.0 and comp.loc[b.index[4], "constituents"] == 1
+    assert comp["close"].eq(100.0).all()  # next bar B's ratio is against its own last traded close, 10
+
+
+def test_membership_limits_who_counts_per_day() -> None:
+    a = _synthetic(np.linspace(10, 20, 72))
+    b = _synthetic(np.full(72, 5.0))
+    days = pd.date_range("2025-01-01", periods=3, freq="1D", tz="UTC")
+    membership = pd.DataFrame({"A": [False, True, False], "B": [True, True, True]}, index=days)
+    comp = chain_linked_composite({"A": a, "B": b}, membership=membership)
+    assert (comp.loc["2025-01-01", "constituents"].iloc[1:] == 1).all()
+    assert (comp.loc["2025-01-02", "constituents"] == 2).all()
+    assert comp.loc["2025-01-01", "close"].eq(100.0).all() and comp.loc["2025-01-03", "close"].nunique() == 1
+
+
+def test_membership_of_day_d_uses_caps_up_to_the_close_of_d_minus_1_only() -> None:
+    from regime_tasks.core.composite import point_in_time_membership
+
+    days = pd.date_range("2025-01-01", periods=30, freq="1D", tz="UTC")
+    rng = np.random.default_rng(7)
+    caps = pd.DataFrame(
+        np.exp(rng.uniform(np.log(1e6), np.log(5e8), (30, 12))), index=days, columns=[f"T{i}" for i in range(12)]
+    )
+    kw = {"nano_max_usd": 10e6, "small_max_usd": 50e6, "mid_max_usd": 200e6, "max_members": 3}
+    base = point_in_time_membership(caps, **kw)
+    d = days[15]
+    changed = caps.copy()
+    changed.loc[changed.index >= d] = changed.loc[changed.index >= d].iloc[:, ::-1].to_numpy() * 7.0  # caps from d on
+    after = point_in_time_membership(changed, **kw)
+    for bucket in base:
+        pd.testing.assert_frame_equal(base[bucket].loc[:d], after[bucket].loc[:d])  # day d decided by d−1
+        assert base[bucket].sum(axis=1).max() <= 3
+    assert any(not base[b].loc[d + pd.Timedelta(days=1)].equals(after[b].loc[d + pd.Timedelta(days=1)]) for b in base)
+    row = caps.loc[days[4]]
+    members = base["big"].loc[days[5]]
+    expected = row[row >= 200e6].sort_values(ascending=False).index[:3]
+    assert sorted(members[members].index) == sorted(expected)
+
+
+def test_extending_from_a_stored_level_equals_a_rebuild_bit_for_bit(alts_5m) -> None:
+    full = chain_linked_composite(alts_5m)
+    cut = full.index[2500]
+    head = {k: f[f.index <= cut] for k, f in alts_5m.items()}
+    part = chain_linked_composite(head)
+    tail = chain_linked_composite(alts_5m, after=cut, level=float(part["close"].iloc[-1]))
+    pd.testing.assert_frame_equal(pd.concat([part, tail]), full, check_exact=True)

@@ -248,7 +248,8 @@ class HyperliquidWsServer:
 
     Each minute's candle is sent twice (an intermediate update, then the final values). The first connection is
     dropped after ``drop_after`` candles and ``skip`` minutes are never sent over the websocket (the outage);
-    the client must fetch them from the REST server, whose clock this server advances.
+    the client must fetch them from the REST server, whose clock this server advances. After the feed the
+    connection stays open until ``stop()``: one outage, whatever the client's speed.
     """
 
     def __init__(
@@ -268,6 +269,7 @@ class HyperliquidWsServer:
         self.subscriptions: list[dict[str, Any]] = []
         self.clock = pd.Timestamp(self.feed["t"].iloc[0], unit="ms", tz="UTC")
         self.finished = threading.Event()
+        self._closing = threading.Event()
         self.server = serve(self._handler, "127.0.0.1", 0)
         self.port = self.server.socket.getsockname()[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -288,9 +290,12 @@ class HyperliquidWsServer:
         return self
 
     def stop(self) -> None:
+        self._closing.set()
         self.server.shutdown()
 
     def _handler(self, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         self.connections += 1
         first_connection = self.connections == 1
         msg = json.loads(ws.recv(timeout=5))
@@ -327,7 +332,17 @@ class HyperliquidWsServer:
                     ws.send(json.dumps({"channel": "pong"}))
             except TimeoutError:
                 pass
-        # the feed is over: let the last candle close by time
+        # the feed is over: let the last candle close by time, and keep the connection open (answering pings)
+        # until the test stops the server. Hanging up here would be a second outage the client rightly counts as
+        # a reconnect whenever it has not stored the last minute yet (issue 12, B8: on a loaded machine it had not).
         self._set_clock(int(self.feed["t"].iloc[-1]) + 61_000)
         self.finished.set()
-        time.sleep(0.5)
+        while not self._closing.is_set():
+            try:
+                incoming = ws.recv(timeout=0.1)
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                return
+            if json.loads(incoming).get("method") == "ping":
+                ws.send(json.dumps({"channel": "pong"}))

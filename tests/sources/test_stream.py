@@ -27,6 +27,25 @@ def test_only_hyperliquid_sourced_majors_are_streamed() -> None:
 
 
 def test_stream_writes_every_closed_minute_once_through_a_drop(venues, tmp_path: Path) -> None:
+    _stream_through_one_drop(venues, tmp_path)
+
+
+def test_stream_counts_one_reconnect_when_the_last_minute_is_stored_late(venues, tmp_path: Path, monkeypatch) -> None:
+    """B8 (issue 12): on a loaded machine the last minute was stored after the test server had hung up, and the
+    client's second (rightful) reconnect failed the test. The server now stays connected; a slow store must not
+    change what the stream does."""
+    deliver = HyperliquidCandleStream._deliver
+
+    def slow_last_minute(self, coin, frame):  # a busy machine: storing the last minute takes 1.5 s
+        if frame.index[-1] == pd.Timestamp("2025-07-24T10:39:00Z"):
+            time.sleep(1.5)
+        return deliver(self, coin, frame)
+
+    monkeypatch.setattr(HyperliquidCandleStream, "_deliver", slow_last_minute)
+    _stream_through_one_drop(venues, tmp_path)
+
+
+def _stream_through_one_drop(venues, tmp_path: Path) -> None:
     start = pd.Timestamp("2025-07-24T10:00:00Z")
     ws = HyperliquidWsServer(venues, "HYPE", start, minutes=40, drop_after=12, skip=9).start()
     settings = venues.settings(
