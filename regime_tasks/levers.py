@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -50,7 +51,7 @@ from regime_tasks.core.levers import (
     regime_book_id,
     stored_entry_problem,
 )
-from regime_tasks.errors import RegimeError, RegimeUnavailable, StoreError
+from regime_tasks.errors import DataValidationError, RegimeError, RegimeUnavailable, StoreError
 from regime_tasks.logs import kv, redact_url
 from regime_tasks.store.cache import CacheUnavailable, MemoryRegimeCache, RedisRegimeCache, RegimeCache
 
@@ -287,6 +288,64 @@ def _books_reading(book_id: str) -> list[str]:
     return sorted(CRYPTO_BOOK_IDS) if regime_book_id(book_id) == DEFAULT_BOOK_ID else [book_id]
 
 
+def _row_levers(
+    row: Any, entries: Mapping[EntryKey, Mapping[str, Any]], source: str, clock: dt.datetime, settings: Any
+) -> dict[str, Any]:
+    """``features.levers`` of one position row, or a RegimeError saying why it has none."""
+    if row.problem is not None:  # features not a JSON object: written by a host, unreadable for us
+        raise DataValidationError(row.problem, field="features")
+    bucket = row.bucket
+    if bucket is None and row.market_cap_usd is not None:
+        cap = row.market_cap_usd
+        if not (math.isfinite(cap) and cap > 0):  # NaN would land in "big", a negative cap in "nano"
+            raise DataValidationError(f"market_cap_usd {cap!r} is not a finite positive number", field="market_cap_usd")
+        bucket = bucket_for_market_cap(cap, settings)
+    if bucket is None:
+        # Levers without the bucket driver would silently drop its weight of 3: refuse instead.
+        raise DataValidationError("no bucket and no market_cap_usd", field="bucket")
+    res = compute_levers_from_entries(entries, row.features, row.timeframe, bucket, now=clock)
+    diag = res["diagnostics"]
+    return {
+        "A_value": res["A_value"],
+        "E_value": res["E_value"],
+        "position_size_frac": res["position_size_frac"],
+        "bucket": bucket,
+        "execution_timeframe": row.timeframe,
+        "degraded": diag["degraded"],
+        "stale": diag["stale"],
+        "missing": diag["missing"],
+        "intent": {"delta_a": diag["intent"]["delta_a"], "delta_e": diag["intent"]["delta_e"]},
+        "source": source,
+        "computed_at": clock.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _is_outage(exc: StoreError) -> bool:
+    """The database could not be reached (retry the task), as opposed to rejecting some row (skip that row)."""
+    return isinstance(exc.__cause__, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
+def _write_batch(engine: Engine, updates: list[tuple[int, str, Any]], errors: list[dict[str, Any]]) -> int:
+    """One transaction for the batch; if the database rejects it, the rows one by one, listing the bad ones."""
+    from regime_tasks.store.positions import set_features_bulk
+
+    try:
+        return set_features_bulk(engine, updates)
+    except StoreError as exc:
+        if _is_outage(exc):
+            raise  # nothing is wrong with the rows: Celery retries the task
+        log.warning("levers batch rejected, writing its rows one by one %s", kv(rows=len(updates), error=exc))
+    written = 0
+    for update in updates:
+        try:
+            written += set_features_bulk(engine, [update])
+        except StoreError as exc:
+            if _is_outage(exc):
+                raise
+            errors.append({"id": update[0], "error": str(exc)})
+    return written
+
+
 def run_levers_task(
     engine: Engine,
     cache: RegimeCache,
@@ -298,10 +357,12 @@ def run_levers_task(
     """Write ``features.levers`` for every active/watchlist position whose book reads ``book_id``'s drivers.
 
     One transaction per batch; only the ``levers`` key of each row changes. The bucket is the row's, else the one
-    its market cap implies. A row with neither, or with an execution timeframe outside the plan's table, gets an
-    error in the summary (and no levers); the others proceed.
+    its market cap implies. Every row is isolated (issue 17 #3): a row whose features are not a JSON object, with
+    neither bucket nor a valid market cap, an execution timeframe outside the plan's table or a bad intent metric
+    gets an error in the summary (and no levers); the others proceed. Rows are validated before the batched
+    write; a batch the database still rejects is written row by row and the rejected rows are listed.
     """
-    from regime_tasks.store.positions import iter_lever_positions, set_features_bulk
+    from regime_tasks.store.positions import iter_lever_positions
 
     check_book(book_id)
     clock = now or dt.datetime.now(dt.UTC)
@@ -311,39 +372,11 @@ def run_levers_task(
     for batch in iter_lever_positions(engine, book_ids=_books_reading(book_id), batch_rows=batch_rows):
         updates = []
         for row in batch:
-            bucket = row.bucket
-            if bucket is None and row.market_cap_usd is not None:
-                bucket = bucket_for_market_cap(row.market_cap_usd, settings)
-            if bucket is None:
-                # Levers without the bucket driver would silently drop its weight of 3: refuse instead.
-                errors.append({"id": row.id, "error": "no bucket and no market_cap_usd"})
-                continue
             try:
-                res = compute_levers_from_entries(entries, row.features, row.timeframe, bucket, now=clock)
-            except RegimeError as exc:  # unknown timeframe/bucket, malformed intent metrics
+                updates.append((row.id, "levers", _row_levers(row, entries, source, clock, settings)))
+            except RegimeError as exc:  # the row's own inputs; nothing to retry
                 errors.append({"id": row.id, "error": str(exc)})
-                continue
-            diag = res["diagnostics"]
-            updates.append(
-                (
-                    row.id,
-                    "levers",
-                    {
-                        "A_value": res["A_value"],
-                        "E_value": res["E_value"],
-                        "position_size_frac": res["position_size_frac"],
-                        "bucket": bucket,
-                        "execution_timeframe": row.timeframe,
-                        "degraded": diag["degraded"],
-                        "stale": diag["stale"],
-                        "missing": diag["missing"],
-                        "intent": {"delta_a": diag["intent"]["delta_a"], "delta_e": diag["intent"]["delta_e"]},
-                        "source": source,
-                        "computed_at": clock.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    },
-                )
-            )
-        written += set_features_bulk(engine, updates)
+        written += _write_batch(engine, updates, errors)
     if errors:
         log.error("levers task skipped rows %s", kv(book=book_id, rows=len(errors), first=errors[0]))
     return {"book_id": book_id, "written": written, "errors": errors, "source": source}
