@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from regime_tasks.errors import RegimeError
+from regime_tasks.logs import redact_url
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -387,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Handler = args.handler
         return handler(args)
     except RegimeError as exc:
-        print(f"regime: error: {exc}", file=sys.stderr)
+        print(f"regime: error: {redact_url(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("regime: interrupted", file=sys.stderr)

@@ -29,6 +29,13 @@ class _CurrentStderrHandler(logging.StreamHandler):
         pass
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Every line with a URL password masked: a driver's error text may carry a connection URL (issue 17 #5)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_url(super().format(record))
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send library logs to stderr once; idempotent."""
     root = logging.getLogger()
@@ -36,7 +43,7 @@ def configure_logging(level: str = "INFO") -> None:
         root.setLevel(level)
         return
     handler = _CurrentStderrHandler()
-    handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(_RedactingFormatter(_FORMAT, "%Y-%m-%dT%H:%M:%S"))
     handler._regime = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
