@@ -213,8 +213,11 @@ def _cmd_import_candles(args: argparse.Namespace) -> int:
 def _cmd_import_tokens(args: argparse.Namespace) -> int:
     from regime_tasks.importers import import_tokens
 
-    n = import_tokens(_engine_from_settings(), args.file)
-    _print_json({"tokens": n}) if args.json else print(f"imported {n} tokens")
+    result = import_tokens(_engine_from_settings, args.file)  # the file is checked before the database opens
+    dup = result["duplicates"]
+    _print_json(result) if args.json else print(
+        f"imported {result['tokens']} tokens" + (f" ({dup} identical duplicate rows counted once)" if dup else "")
+    )
     return 0
 
 

@@ -275,14 +275,17 @@ def upsert_tokens(engine: Engine, rows: Iterable[Mapping[str, Any]]) -> int:
     """Insert or update tokens (contract, chain, symbol, market_cap_usd, market_cap_as_of, source, simulated)."""
     now = dt.datetime.now(dt.UTC)
     records = [{**r, "updated_at": now} for r in rows]
-    with engine.begin() as conn:
-        return upsert_rows(
-            conn,
-            tokens,
-            records,
-            conflict_cols=("token_contract", "token_chain"),
-            update_cols=("symbol", "market_cap_usd", "market_cap_as_of", "source", "simulated", "updated_at"),
-        )
+    try:
+        with engine.begin() as conn:
+            return upsert_rows(
+                conn,
+                tokens,
+                records,
+                conflict_cols=("token_contract", "token_chain"),
+                update_cols=("symbol", "market_cap_usd", "market_cap_as_of", "source", "simulated", "updated_at"),
+            )
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"tokens upsert of {len(records)} rows failed: {exc}") from exc
 
 
 def read_tokens(engine: Engine) -> list[dict[str, Any]]:
