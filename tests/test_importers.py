@@ -84,7 +84,7 @@ def test_identical_duplicates_are_counted_and_conflicting_ones_refused(engine, t
         import_tokens(engine, conflict)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\xff\xfe binary", b"symbol,market_cap_usd\n\"unterminated,1\n"])
+@pytest.mark.parametrize("content", [b"", b"\x00\xff\xfe binary", b'symbol,market_cap_usd\n"unterminated,1\n'])
 def test_unreadable_files_are_one_line_errors(engine, tmp_path, content: bytes) -> None:
     path = tmp_path / "tokens.csv"
     path.write_bytes(content)

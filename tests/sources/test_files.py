@@ -10,9 +10,7 @@ from regime_tasks.errors import DataValidationError
 from regime_tasks.sources.files import FileSource
 
 CANDLES = (
-    "timestamp,open,high,low,close,volume\n"
-    "2025-07-25T00:00:00Z,1,2,0.5,1.5,10\n"
-    "2025-07-26T00:00:00Z,1.5,2,1,1.8,12\n"
+    "timestamp,open,high,low,close,volume\n2025-07-25T00:00:00Z,1,2,0.5,1.5,10\n2025-07-26T00:00:00Z,1.5,2,1,1.8,12\n"
 )
 
 
