@@ -71,6 +71,8 @@ class Settings(BaseSettings):
         400, ge=0, description="A pool process above this after a task is replaced by a fresh one (0 = never)."
     )
     flower_basic_auth: str | None = Field(None, description="user:password for Flower; required outside embedded mode.")
+    flower_address: str = Field("127.0.0.1", min_length=1, description="Address `regime flower` listens on.")
+    flower_port: int = Field(5555, gt=0, lt=65536, description="Port `regime flower` listens on.")
 
     # --- product -----------------------------------------------------------------
     levers_snapshot_ttl_secs: float = Field(
@@ -122,6 +124,15 @@ class Settings(BaseSettings):
         (5.0, 15.0, 60.0), description="Backoff between attempts."
     )
     retry_jitter_frac: float = Field(0.2, ge=0, le=1, description="± random share added to each backoff.")
+    http_retry_budget_secs: float = Field(
+        240.0, gt=0, description="One venue call's requests and waits together stop here (< the soft time limit)."
+    )
+    task_retry_budget_secs: float = Field(
+        300.0, ge=0, description="A task's retries on database/broker errors stop once their waits would pass this."
+    )
+    task_retry_backoff_max_secs: float = Field(
+        60.0, gt=0, description="Longest wait between two retries of a task (2, 4, 8 … s up to this)."
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Root log level.")
 
@@ -215,9 +226,10 @@ class Settings(BaseSettings):
     def _check_flower_auth(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        user, sep, password = value.partition(":")
-        if not sep or not user or not password:
-            raise ValueError("must be user:password with both parts non-empty")
+        for pair in value.split(","):  # Flower takes several pairs separated by commas
+            user, sep, password = pair.partition(":")
+            if not sep or not user or not password:
+                raise ValueError("must be user:password with both parts non-empty (no comma in either)")
         return value
 
     @field_validator("books", mode="before")
@@ -248,6 +260,9 @@ class Settings(BaseSettings):
             raise ValueError("REGIME_TASK_TIME_LIMIT_SECS must be below REGIME_VISIBILITY_TIMEOUT_SECS")
         if self.task_soft_time_limit_secs >= self.task_time_limit_secs:
             raise ValueError("REGIME_TASK_SOFT_TIME_LIMIT_SECS must be below REGIME_TASK_TIME_LIMIT_SECS")
+        if self.http_retry_budget_secs >= self.task_soft_time_limit_secs:
+            # a venue call that may wait longer than its task may run would be killed mid-wait
+            raise ValueError("REGIME_HTTP_RETRY_BUDGET_SECS must be below REGIME_TASK_SOFT_TIME_LIMIT_SECS")
         return self
 
     # --- derived -------------------------------------------------------------------

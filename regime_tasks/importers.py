@@ -39,14 +39,21 @@ def import_dominance(engine: Engine, path: str | Path, *, timeframe: str | None 
     history = read_history_csv(path)
     tf = timeframe or infer_timeframe(history["timestamp"])
     written = {}
-    for driver, frame in history_to_bars(history, tf).items():
+    frames = history_to_bars(history, tf)
+    for driver, frame in frames.items():
         written[driver] = store_bars.upsert_bars(engine, "regime", {"driver": driver}, tf, frame, source="import")
+    first_frame = next(iter(frames.values()))
+    floored, example = first_frame.attrs.get("floored", 0), first_frame.attrs.get("floored_example")
+    if floored:
+        log.warning("dominance rows floored to the %s grid %s", tf, kv(path=path, rows=floored, example=example))
     log.info("dominance imported %s", kv(path=path, timeframe=tf, rows=len(history)))
     return {
         "timeframe": tf,
         "written": written,
         "first": str(history["timestamp"].iloc[0]),
         "last": str(history["timestamp"].iloc[-1]),
+        "floored": floored,
+        "floored_example": example,
     }
 
 
@@ -76,7 +83,15 @@ def import_candles(engine: Engine, path: str | Path, *, series: str, timeframe: 
     tf = timeframe or infer_timeframe(bars.index.to_series())
     validate_bars(bars, series=str(path), timeframe=tf)
     n = store_bars.upsert_bars(engine, table, key, tf, bars, source="import")  # type: ignore[arg-type]
-    return {"series": series, "timeframe": tf, "written": n, "first": str(bars.index[0]), "last": str(bars.index[-1])}
+    return {
+        "series": series,
+        "timeframe": tf,
+        "written": n,
+        "first": str(bars.index[0]),
+        "last": str(bars.index[-1]),
+        "duplicates": bars.attrs.get("duplicates", 0),
+        "conflicting_duplicates": bars.attrs.get("conflicting_duplicates", []),
+    }
 
 
 _TRUE = {"true", "1", "yes"}
