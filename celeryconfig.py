@@ -61,8 +61,8 @@ task_routes = {
 }
 
 # RedBeat keeps the schedule and a lock in Redis (regime_tasks.beat adds taking the lock back after a Redis
-# restart): a second beat process waits for the lock instead of
-# scheduling twice (issue 7). Embedded mode uses its own in-process ticker instead of beat.
+# restart): a second beat process waits for the lock instead of scheduling twice. Embedded mode runs no beat:
+# `regime tick` and the demo send each tick's canvas to the in-process worker (regime_tasks.embedded).
 beat_scheduler = "regime_tasks.beat:RegimeBeatScheduler"
 redbeat_redis_url = _s.redis_url or _s.broker_url
 redbeat_lock_timeout = _s.beat_lock_timeout_secs

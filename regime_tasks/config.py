@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     engine_edx_1d_count: Literal["bars", "as_run"] = Field(
         "bars", description="as_run: 1d bars since the S3 start counted in hours for EDX, as the host did (D14)."
     )
+    engine_edx: Literal["spec", "as_run"] = Field(
+        "spec", description="as_run: EDX as the host computed it (its bar count, 500-bar fetch, per-window TA)."
+    )
     bucket_nano_max_usd: float = Field(10e6, gt=0, description="nano < this market cap (USD) ≤ small (D3).")
     bucket_small_max_usd: float = Field(50e6, gt=0, description="small < this ≤ mid.")
     bucket_mid_max_usd: float = Field(200e6, gt=0, description="mid < this ≤ big.")
@@ -282,6 +285,7 @@ class Settings(BaseSettings):
             sr_levels=self.engine_sr_levels,
             inputs=self.engine_inputs,
             edx_1d_count=self.engine_edx_1d_count,
+            edx=self.engine_edx,
         )
 
     @property

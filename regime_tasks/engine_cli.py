@@ -39,10 +39,13 @@ def check_spacing(bars: pd.DataFrame, timeframe: str, path: str | Path) -> None:
         )
 
 
-def read_candle_file(path: str | Path, timeframe: str) -> tuple[pd.DataFrame, int]:
-    """The file's bars on a regular grid (absent bars filled flat) and how many were filled."""
+def read_candle_file(path: str | Path, timeframe: str, gaps: str = "fill") -> tuple[pd.DataFrame, int]:
+    """The file's bars on a regular grid (absent bars filled flat) and how many were filled; with
+    ``gaps="keep"`` the rows as given (none filled: the host's engine ran on whatever bars its store held)."""
     raw = read_bars_file(path, timeframe)
     check_spacing(raw, timeframe, path)
+    if gaps == "keep":
+        return raw, 0
     filled, n_filled = fill_gaps(raw, timeframe)
     return filled.drop(columns="filled"), n_filled
 
@@ -62,7 +65,7 @@ def run_file(
     path: str | Path, timeframe: str, settings: EngineSettings, *, allow_filled: bool = False
 ) -> tuple[list[dict[str, Any]], int]:
     """Payloads of every bar of the file (replay from the first bar) and how many bars were filled flat."""
-    bars, n_filled = read_candle_file(path, timeframe)
+    bars, n_filled = read_candle_file(path, timeframe, settings.gaps)
     check_filled_share(n_filled, len(bars), path, allow_filled=allow_filled)
     payloads, _ = run_engine_frame(compute_ta_frame(bars), settings)
     return payloads, n_filled

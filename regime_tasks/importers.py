@@ -21,6 +21,34 @@ from regime_tasks.store import bars as store_bars
 from regime_tasks.store.positions import upsert_tokens
 
 log = logging.getLogger(__name__)
+# An engine, or a function that opens one: the CLI passes the function, so a file that fails validation is
+# refused before the database is opened (or created).
+EngineOrFactory = Engine | Callable[[], Engine]
+
+
+def _engine(engine: EngineOrFactory) -> Engine:
+    return engine if isinstance(engine, Engine) else engine()
+
+
+def _require_rows(frame: pd.DataFrame, path: str | Path) -> None:
+    if frame.empty:
+        raise DataValidationError("no rows (header only?)", series=str(path))
+
+
+def _check_ns_range(stamps: pd.Series, path: str | Path) -> None:
+    """Times must fit pandas' nanosecond range (years 1677–2262): bars are indexed that way."""
+    field = str(stamps.name or "timestamp")
+    for value in stamps:
+        try:
+            t = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            raise DataValidationError("unparsable time", series=str(path), timestamp=value, field=field) from None
+        try:
+            t.as_unit("ns")
+        except (ValueError, OverflowError):
+            raise DataValidationError(
+                "time outside the years 1677–2262", series=str(path), timestamp=value, field=field
+            ) from None
 
 
 def infer_timeframe(stamps: pd.Series) -> str:
@@ -34,14 +62,19 @@ def infer_timeframe(stamps: pd.Series) -> str:
     raise DataValidationError(f"rows are {spacing} apart: not a known timeframe; pass --timeframe")
 
 
-def import_dominance(engine: Engine, path: str | Path, *, timeframe: str | None = None) -> dict[str, Any]:
-    """CSV ``timestamp,btc_d,usdt_d`` → BTC.d / USDT.d bars of that timeframe (idempotent upsert)."""
+def import_dominance(engine: EngineOrFactory, path: str | Path, *, timeframe: str | None = None) -> dict[str, Any]:
+    """CSV ``timestamp,btc_d,usdt_d`` → BTC.d / USDT.d bars of that timeframe (idempotent upsert).
+
+    The whole file is validated before anything is written."""
     history = read_history_csv(path)
+    _require_rows(history, path)
+    _check_ns_range(history["timestamp"], path)
     tf = timeframe or infer_timeframe(history["timestamp"])
-    written = {}
     frames = history_to_bars(history, tf)
+    db = _engine(engine)
+    written = {}
     for driver, frame in frames.items():
-        written[driver] = store_bars.upsert_bars(engine, "regime", {"driver": driver}, tf, frame, source="import")
+        written[driver] = store_bars.upsert_bars(db, "regime", {"driver": driver}, tf, frame, source="import")
     first_frame = next(iter(frames.values()))
     floored, example = first_frame.attrs.get("floored", 0), first_frame.attrs.get("floored_example")
     if floored:
@@ -76,13 +109,16 @@ def parse_series(spec: str) -> tuple[str, dict[str, str]]:
     raise UnknownInputError(f"unknown series kind {kind!r}; expected majors, lowcap or regime")
 
 
-def import_candles(engine: Engine, path: str | Path, *, series: str, timeframe: str | None = None) -> dict[str, Any]:
+def import_candles(
+    engine: EngineOrFactory, path: str | Path, *, series: str, timeframe: str | None = None
+) -> dict[str, Any]:
     """A candle CSV/Parquet → one price series (validated; nothing written if one row is bad)."""
     table, key = parse_series(series)
     bars = read_candle_file(path, None)
+    _require_rows(bars, path)
     tf = timeframe or infer_timeframe(bars.index.to_series())
     validate_bars(bars, series=str(path), timeframe=tf)
-    n = store_bars.upsert_bars(engine, table, key, tf, bars, source="import")  # type: ignore[arg-type]
+    n = store_bars.upsert_bars(_engine(engine), table, key, tf, bars, source="import")  # type: ignore[arg-type]
     return {
         "series": series,
         "timeframe": tf,
@@ -127,6 +163,10 @@ def _token_row(rec: dict[str, str], line: int, source: str, has_chain: bool) -> 
             raise bad("as_of", f"{as_of_text!r} is not a time") from None
         if pd.isna(as_of):
             raise bad("as_of", f"{as_of_text!r} is not a time")
+        try:
+            as_of = as_of.as_unit("ns")  # the range every other time in the store is held in
+        except (ValueError, OverflowError):
+            raise bad("as_of", f"{as_of_text!r} is outside the years 1677–2262") from None
         as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     flag = rec.get("simulated", "").strip().lower()
     if flag not in _TRUE | _FALSE:
@@ -160,6 +200,7 @@ def read_tokens_csv(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, i
     for col in ("symbol", "market_cap_usd"):
         if col not in frame.columns:
             raise DataValidationError("missing column", series=source, field=col)
+    _require_rows(frame, path)
     has_chain = "chain" in frame.columns
     rows: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
     duplicates = 0
@@ -183,12 +224,12 @@ def read_tokens_csv(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, i
     return [row for _, row in rows.values()], {"rows": len(frame), "duplicates": duplicates}
 
 
-def import_tokens(engine: Engine | Callable[[], Engine], path: str | Path) -> dict[str, Any]:
+def import_tokens(engine: EngineOrFactory, path: str | Path) -> dict[str, Any]:
     """tokens.csv (symbol, chain, market_cap_usd, as_of, simulated) → the tokens table (bucket membership).
 
     The whole file is validated first (:func:`read_tokens_csv`); nothing is written if one row is bad. ``engine``
     may be a callable, so that a bad file fails before a database is even opened.
     """
     rows, counts = read_tokens_csv(path)
-    written = upsert_tokens(engine() if callable(engine) else engine, rows)
+    written = upsert_tokens(_engine(engine), rows)
     return {"tokens": written, **counts}

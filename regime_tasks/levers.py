@@ -3,7 +3,7 @@
 A trading system calls::
 
     from regime_tasks import compute_levers
-    levers = compute_levers(position["features"], "1h", "small")
+    levers = compute_levers(features, "1h", "small")  # features: the position's lowcap_positions.features
     levers["A_value"], levers["E_value"], levers["position_size_frac"], levers["diagnostics"]
 
 Driver payloads come from the cache (one Redis HGETALL, or the in-process cache in embedded mode). If the cache
@@ -122,9 +122,17 @@ def _parse_fields(raw: Mapping[str, Mapping[str, Any]]) -> dict[EntryKey, dict[s
 
 
 def _default_engine() -> Engine:
+    """The settings' database; a missing SQLite file is an error, not created (a library call writes no files)."""
+    from pathlib import Path
+
     from regime_tasks.store.db import make_engine
 
-    return make_engine(get_settings().effective_database_url)
+    url = get_settings().effective_database_url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise StoreError(f"no database file {path} (run `regime bootstrap`, or set REGIME_DATABASE_URL)")
+    return make_engine(url)
 
 
 _ALL_KEYS: tuple[EntryKey, ...] = tuple((d, tf) for d in DRIVERS for tf in REGIME_TIMEFRAMES)
@@ -205,7 +213,7 @@ def load_entries(
                 {f: p for f, p in fields.items() if f not in corrupt},
                 {f: p for f, p in fields.items() if f in corrupt},
             )
-            log.info("cache refilled from the database %s", kv(book=book, fields=len(fields)))
+            log.info("cache repopulated from the database %s", kv(book=book, fields=len(fields)))
         except (CacheUnavailable, ValueError) as exc:  # ValueError: a stored NaN cannot be written as JSON
             log.warning("cache refill failed %s", kv(book=book, error=exc))
     if not found:

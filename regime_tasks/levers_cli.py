@@ -64,7 +64,10 @@ def _load_known_entries(book: str, now: dt.datetime) -> tuple[dict[tuple[str, st
     from regime_tasks.core.levers import regime_book_id
     from regime_tasks.levers import load_entries
 
-    entries, source = load_entries(book)
+    try:
+        entries, source = load_entries(book)
+    except RegimeUnavailable as exc:
+        raise RegimeUnavailable(f"{exc}{_hint(bootstrap='regime bootstrap' not in str(exc))}") from exc
     if not entries:
         raise RegimeUnavailable(f"no regime state for book {regime_book_id(book)!r} in {_database_label()}" + _hint())
     known, later = entries_known_at(entries, now)
@@ -78,16 +81,16 @@ def _database_label() -> str:
     return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else "the database"
 
 
-def _hint() -> str:
+def _hint(*, bootstrap: bool = True) -> str:
     """What to run next: ``regime bootstrap``, or point at the demo's own database if there is one."""
     from regime_tasks.config import get_settings
 
     demo = (get_settings().data_dir / "demo.db").resolve()
     if demo.exists():
-        return (
-            f"; run `regime bootstrap`, or read the demo's database: REGIME_DATABASE_URL=sqlite:///{demo} regime status"
+        return f"; `regime demo` keeps its own database: REGIME_DATABASE_URL=sqlite:///{demo} regime status" + (
+            "; or run `regime bootstrap`" if bootstrap else ""
         )
-    return "; run `regime bootstrap` first (or `regime demo` for a self-contained run)"
+    return "; run `regime bootstrap` first (or `regime demo` for a self-contained run)" if bootstrap else ""
 
 
 def levers_report(bucket: str | None, exec_tf: str, book: str, intent: dict[str, float], now: dt.datetime) -> dict:
@@ -105,7 +108,7 @@ def levers_report(bucket: str | None, exec_tf: str, book: str, intent: dict[str,
     return res
 
 
-def _console() -> Any:
+def make_console() -> Any:
     from rich.console import Console
 
     console = Console()
@@ -125,7 +128,7 @@ def print_levers(res: dict[str, Any]) -> None:
     from rich.table import Table
 
     d = res["diagnostics"]
-    console = _console()
+    console = make_console()
     console.print(
         f"[bold]A[/] = {res['A_value']:.4f}{_clamp_mark(d['clamped']['A_before'])}   "
         f"[bold]E[/] = {res['E_value']:.4f}{_clamp_mark(d['clamped']['E_before'])}   "
@@ -145,12 +148,12 @@ def print_levers(res: dict[str, Any]) -> None:
             c["status"],
             str(c["state"] or ""),
             _short_bar(c["bar_ts"]),
-            _signed(c["delta_a_raw"], 2),
-            _signed(c["delta_e_raw"], 2),
+            signed(c["delta_a_raw"], 2),
+            signed(c["delta_e_raw"], 2),
             f"{c['driver_weight']:+.1f}",
             f"{c['tf_multiplier']:.2f}",
-            _signed(c["contribution_a"], 4),
-            _signed(c["contribution_e"], 4),
+            signed(c["contribution_a"], 4),
+            signed(c["contribution_e"], 4),
         )
     console.print(t)
     _print_after_now(console, d.get("closes_after_now") or [])
@@ -163,10 +166,18 @@ def print_levers(res: dict[str, Any]) -> None:
     )
 
 
-def _signed(x: float, digits: int) -> str:
+def signed(x: float, digits: int) -> str:
     """``+0.0000`` for zero and for values that round to zero (never ``-0.0000``)."""
     text = f"{x:+.{digits}f}"
     return "+" + text[1:] if float(text) == 0 else text
+
+
+def state_text(row: dict[str, Any]) -> str:
+    """The state, and for a driver still warming up the bars it has against the bars a state needs."""
+    warm = row.get("warming_up") if row.get("state") == "warming_up" else None
+    if warm and warm.get("bars") is not None and warm.get("needed") is not None:
+        return f"warming_up ({warm['bars']}/{warm['needed']} bars)"
+    return str(row.get("state"))
 
 
 def _clamp_mark(before: float) -> str:
@@ -209,6 +220,7 @@ def status_report(book: str, now: dt.datetime) -> dict[str, Any]:
         if entry is None:  # none stored, or its bar closes after `now`: nothing known at `now`
             row.update(
                 state="missing",
+                warming_up=None,
                 prev_state=None,
                 flags=[],
                 transition=None,
@@ -220,6 +232,8 @@ def status_report(book: str, now: dt.datetime) -> dict[str, Any]:
             )
             continue
         age = entry_age_bars(entry, row["timeframe"], now)
+        if entry.get("state") and entry.get("state") != "warming_up":
+            row["warming_up"] = None
         row.update(
             state=entry.get("state") or row["state"],
             delta_a_raw=entry.get("delta_a_raw"),
@@ -245,7 +259,7 @@ def print_status(rep: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 
-    console = _console()
+    console = make_console()
     t = Table(
         title=f"book {rep['book_id']} (drivers of {rep['regime_book_id']}) at {rep['now']} (from {rep['source']})",
         box=box.SIMPLE_HEAD,
@@ -256,10 +270,10 @@ def print_status(rep: dict[str, Any]) -> None:
         t.add_row(
             r["driver"],
             r["timeframe"],
-            r["state"],
+            state_text(r),
             ",".join(r["flags"]),
-            "" if r["delta_a_raw"] is None else _signed(r["delta_a_raw"], 2),
-            "" if r["delta_e_raw"] is None else _signed(r["delta_e_raw"], 2),
+            "" if r["delta_a_raw"] is None else signed(r["delta_a_raw"], 2),
+            "" if r["delta_e_raw"] is None else signed(r["delta_e_raw"], 2),
             _short_bar(r["bar_ts"]),
             "" if r["age_bars"] is None else f"{r['age_bars']:.2f}",
             "yes" if r["stale"] else "",

@@ -36,8 +36,15 @@ class _RedactingFormatter(logging.Formatter):
         return redact_url(super().format(record))
 
 
+# Third-party loggers that warn about nothing we can act on below DEBUG: kombu's in-memory broker (embedded mode)
+# "reverts to localhost" on every connection.
+_NOISY = ("kombu.connection",)
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send library logs to stderr once; idempotent."""
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.ERROR)
     root = logging.getLogger()
     if any(getattr(h, "_regime", False) for h in root.handlers):
         root.setLevel(level)

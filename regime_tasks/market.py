@@ -50,13 +50,20 @@ class MarketSource(Protocol):
 def _append_new(
     rt: Runtime, table: str, key: dict[str, str], timeframe: str, frame: pd.DataFrame, until: pd.Timestamp
 ) -> int:
-    """Store the bars of ``frame`` after the last stored one and up to ``until`` (a venue serving closed bars)."""
+    """Store the bars of ``frame`` up to ``until`` that the store lacks (a venue serving closed bars): those after
+    the last stored one, and any missing before it — a bootstrap after a failed one repairs the history (B1)."""
     from regime_tasks.store import bars as store_bars
 
-    last = store_bars.last_bar_ts(rt.engine, table, key, timeframe)  # type: ignore[arg-type]
     part = frame[frame.index <= until]
-    if last is not None:
+    if part.empty:
+        return 0
+    # one aggregate query on a tick; the stored timestamps are read only when the history has holes
+    count, last = store_bars.bar_span(rt.engine, table, key, timeframe, start=part.index[0], end=until)  # type: ignore[arg-type]
+    if last is not None and count >= int((part.index <= last).sum()):
         part = part[part.index > last]
+    elif last is not None:
+        stored = store_bars.bar_timestamps(rt.engine, table, key, timeframe, start=part.index[0], end=until)  # type: ignore[arg-type]
+        part = part[~part.index.isin(stored)]
     return store_bars.upsert_bars(rt.engine, table, key, timeframe, part, source="file")  # type: ignore[arg-type]
 
 

@@ -188,6 +188,10 @@ class BootstrapReport:
     bars: dict[str, dict[str, int]]
     errors: list[str]
     seconds: float
+    now: str | None = None
+    # per timeframe, the open time of the source's newest BTC bar, when it is older than the last closed bar at now
+    source_ends: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    suggested_now: str | None = None  # the earliest clock at which every timeframe's newest source bar has closed
 
     @property
     def missing_required(self) -> list[str]:
@@ -202,10 +206,27 @@ class BootstrapReport:
     def ok(self) -> bool:
         return not self.missing_required
 
+    @property
+    def hint(self) -> str | None:
+        """What to do when the source's data ends before ``now`` (the file source on the real clock)."""
+        if not self.source_ends:
+            return None
+        ends = ", ".join(f"{tf} {ts or 'none'}" for tf, ts in self.source_ends.items())
+        text = f"the source's data ends before now ({self.now}): its last BTC bars are {ends}"
+        if self.suggested_now:
+            text += (
+                f"; pass --now {self.suggested_now} (regime bootstrap --now {self.suggested_now}) or run on the "
+                "replay clock (REGIME_REPLAY_CLOCK_START, README: Try the production setup offline)"
+            )
+        return text
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "book_id": self.book_id,
             "ok": self.ok,
+            "now": self.now,
+            "hint": self.hint,
+            "source_ends": self.source_ends,
             "missing_required": self.missing_required,
             "status": self.status,
             "bars": self.bars,
@@ -227,9 +248,12 @@ def bootstrap(
 ) -> BootstrapReport:
     """Create driver rows, backfill, build series, replay history through TA/engine/mapper, fill the cache.
 
-    Each timeframe's replay runs the engine bar by bar over the stored history (D15), so the present starts
-    in the state its history implies. The completion marker is written even when optional drivers are
-    missing; without BTC or ALT the report is not ``ok`` and the marker is not written.
+    The backfill fetches every bar missing back to the configured depth, holes included, and the driver series
+    and the engine's history replay (D15) are rebuilt from all stored bars, so the present starts in the state
+    its history implies and a bootstrap after a failed or shorter one ends where a fresh one would (B1). The
+    completion marker is written even when optional drivers are missing; without BTC or ALT the report is not
+    ``ok`` and the marker is not written. When the source's data ends before ``now`` the report says where
+    (``source_ends``, ``hint``).
     """
     t0 = time.perf_counter()
     clock = now or utcnow()
@@ -246,23 +270,31 @@ def bootstrap(
         if progress is not None:
             progress(phase, done, steps_total)
 
+    source_ends: dict[str, str | None] = {}
+    closes: list[Any] = []
     for tf in timeframes:
         until = steps.last_closed_bar(tf, clock)
         try:
-            steps.collect(rt, tf, until)
+            steps.collect(rt, tf, until, repair=True)
         except Exception as exc:
             errors.append(f"collect {tf}: {exc}")
             log.exception("bootstrap collect failed %s", kv(timeframe=tf))
         advance(f"collect {tf}")
+        end = steps.source_end(rt, tf)
+        if end is not None:
+            closes.append(end + steps.bar_delta(tf))
+        if end is None or end < until:
+            source_ends[tf] = steps.iso(end)
+            log.warning("source ends before now %s", kv(timeframe=tf, last_bar=steps.iso(end), until=steps.iso(until)))
         try:
-            steps.build_driver_series(rt, tf, until)
+            steps.build_driver_series(rt, tf, until, rebuild=True)
         except Exception as exc:
             errors.append(f"series {tf}: {exc}")
             log.exception("bootstrap series failed %s", kv(timeframe=tf))
         advance(f"series {tf}")
         results = []
         for driver in DRIVERS:
-            result = steps.update_driver_safely(rt, book_id, driver, tf, until)
+            result = steps.update_driver_safely(rt, book_id, driver, tf, until, replay=True)
             results.append(result)
             nbars[driver][tf] = int(result.get("bars", 0))
             if result["status"] == "error":
@@ -279,7 +311,16 @@ def bootstrap(
         record_published(rt, book_id, tf, steps.iso(until))
         advance(f"publish {tf}")
     steps.run_levers(rt, book_id)
-    report = BootstrapReport(book_id, status, nbars, errors, time.perf_counter() - t0)
+    report = BootstrapReport(
+        book_id,
+        status,
+        nbars,
+        errors,
+        time.perf_counter() - t0,
+        now=steps.iso(clock),
+        source_ends=source_ends,
+        suggested_now=steps.iso(max(closes)) if source_ends and closes else None,
+    )
     if report.ok:
         meta.set_meta(rt.engine, _bootstrap_key(book_id), {"completed_at": steps.iso(clock), **report.as_dict()})
     return report

@@ -78,6 +78,8 @@ def print_bootstrap_report(report: pipeline.BootstrapReport) -> None:
     console.print(table)
     for err in report.errors:
         console.print(f"[red]error[/]: {err}")
+    if report.hint:
+        console.print(f"[yellow]note[/]: {report.hint}")
     if report.missing_required:
         console.print(f"[red]required drivers missing:[/] {', '.join(report.missing_required)}")
     else:
@@ -144,6 +146,10 @@ def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
                     "age_bars": age,
                     "stale": is_stale(reg or eng, tf, now),
                     "simulated": (driver, tf) in simulated,
+                    # why a driver is warming up: the engine's bars so far and the bars a state needs
+                    "warming_up": ((eng.get("diagnostics") or {}).get("warming_up") or None)
+                    if (reg.get("state") or eng.get("state")) == "warming_up"
+                    else None,
                 }
             )
     return rows
@@ -165,6 +171,8 @@ def levers_grid(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
                     "A_value": res["A_value"],
                     "E_value": res["E_value"],
                     "position_size_frac": res["position_size_frac"],
+                    "A_clamped": not 0.0 <= diag["clamped"]["A_before"] <= 1.0,
+                    "E_clamped": not 0.0 <= diag["clamped"]["E_before"] <= 1.0,
                     "degraded": bool(diag.get("degraded")),
                     "stale_or_missing": len(diag.get("stale", [])) + len(diag.get("missing", [])),
                 }
@@ -249,6 +257,7 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
         "drivers": table,
         "market_summary": summary,
         "levers": grid,
+        "database": rt.settings.effective_database_url,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if as_json:
@@ -262,16 +271,30 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
 
 def print_demo(result: dict[str, Any]) -> None:
     """Readable demo output: driver table, market summary, levers grid."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=140)
+    from regime_tasks.levers_cli import make_console
+
+    console = make_console()
     console.print(
         f"[bold]regime-engine demo[/] — book {result['book_id']}, now {result['now']} "
         f"(bootstrap + {len(result['ticks'])} ticks through the Celery graph, {result['seconds']} s)"
     )
+    from regime_tasks.levers_cli import STATE_LEGEND, signed, state_text
+
     t = Table(title="24 driver series (state, flags, ΔA/ΔE raw, last bar)")
-    for col in ("driver", "tf", "state", "prev", "flags", "ΔA", "ΔE", "bar (open, UTC)", "age", "data"):
+    for col in (
+        "driver",
+        "tf",
+        "state",
+        "prev",
+        "flags",
+        "ΔA",
+        "ΔE",
+        "bar (open, UTC)",
+        "age (bars since close)",
+        "data",
+    ):
         t.add_column(col)
     colours = {"S0": "red", "S1": "cyan", "S2": "yellow", "S3": "green", "S4": "white", "warming_up": "dim"}
     for r in result["drivers"]:
@@ -279,29 +302,31 @@ def print_demo(result: dict[str, Any]) -> None:
         t.add_row(
             r["driver"],
             r["timeframe"],
-            f"[{colours.get(st, 'white')}]{st}[/]",
+            f"[{colours.get(st, 'white')}]{state_text(r)}[/]",
             str(r["prev_state"] or ""),
             ",".join(r["flags"]) + (f" {r['transition']}" if r["transition"] else ""),
-            "" if r["delta_a_raw"] is None else f"{r['delta_a_raw']:+.2f}",
-            "" if r["delta_e_raw"] is None else f"{r['delta_e_raw']:+.2f}",
+            "" if r["delta_a_raw"] is None else signed(r["delta_a_raw"], 2),
+            "" if r["delta_e_raw"] is None else signed(r["delta_e_raw"], 2),
             r["bar_ts"] or "",
             "" if r["age_bars"] is None else f"{r['age_bars']:.1f}" + (" stale" if r["stale"] else ""),
             "[magenta]simulated[/]" if r["simulated"] else "real",
         )
     console.print(t)
+    console.print(f"states: {STATE_LEGEND}", soft_wrap=True)
     s = result["market_summary"]
     console.print(
         f"[bold]market summary[/] (fixed timeframe weights 1d 0.50 / 1h 0.40 / 1m 0.10): "
         f"A={s['A_value']:.3f} E={s['E_value']:.3f} size={s['position_size_frac']:.3f}"
         + (" [red]DEGRADED[/]" if s["degraded"] else "")
     )
-    g = Table(title="levers per bucket × execution timeframe (A / E / size)")
+    g = Table(title="levers per bucket × execution timeframe (A / E / size; * = clamped to [0, 1])")
     g.add_column("bucket")
     for tf in DEMO_EXEC_TIMEFRAMES:
         g.add_column(tf)
     for bucket in DEMO_BUCKETS:
         cells = [
-            f"{x['A_value']:.2f} / {x['E_value']:.2f} / {x['position_size_frac']:.2f}"
+            f"{x['A_value']:.2f}{'*' if x.get('A_clamped') else ''} / {x['E_value']:.2f}"
+            f"{'*' if x.get('E_clamped') else ''} / {x['position_size_frac']:.2f}"
             for x in result["levers"]
             if x["bucket"] == bucket
         ]
@@ -311,3 +336,6 @@ def print_demo(result: dict[str, Any]) -> None:
         "Bucket drivers and dominance 1h/1m use simulated inputs (market caps, minute bars): "
         "see regime_tasks/data/MANIFEST.json."
     )
+    db = result.get("database")
+    if db:
+        console.print(f"The demo keeps its own database; to look at it again: REGIME_DATABASE_URL={db} regime status")

@@ -33,8 +33,6 @@ from regime_tasks.store import bars as store_bars
 
 log = logging.getLogger(__name__)
 
-COMPOSITE_DRIVERS = ("ALT", *BUCKETS)
-
 
 def bar_delta(timeframe: str) -> pd.Timedelta:
     """Length of one bar."""
@@ -83,17 +81,54 @@ def history_start(rt: Runtime, timeframe: str, until: pd.Timestamp) -> pd.Timest
     return (until - pd.Timedelta(days=days)).floor(bar_delta(timeframe))
 
 
-def collect(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
-    """Bring every input series of ``timeframe`` up to ``until`` (resumable: continues after the last stored bar)."""
+def missing_ranges(
+    stored: pd.DatetimeIndex, start: pd.Timestamp, until: pd.Timestamp, timeframe: str, *, merge_bars: int = 1_000
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """The ``[first, last]`` open-time ranges of the bars from ``start`` to ``until`` that ``stored`` lacks.
+
+    Ranges less than ``merge_bars`` apart are fetched as one (one venue request instead of many small ones;
+    re-fetching the stored bars between them rewrites the same rows).
+    """
+    if start > until:
+        return []
+    step = bar_delta(timeframe)
+    missing = pd.date_range(start, until, freq=step).difference(stored)
+    if missing.empty:
+        return []
+    breaks = np.flatnonzero((missing[1:] - missing[:-1]) > merge_bars * step)
+    firsts = [0, *(breaks + 1)]
+    lasts = [*breaks, len(missing) - 1]
+    return [(missing[a], missing[b]) for a, b in zip(firsts, lasts, strict=True)]
+
+
+def source_end(rt: Runtime, timeframe: str) -> pd.Timestamp | None:
+    """Open time of the newest BTC bar of ``timeframe`` the source has: the file source knows where its data ends;
+    for a venue (which serves up to now) it is the newest one stored."""
+    latest = getattr(rt.market, "latest", None)
+    if callable(latest):
+        return latest(timeframe)
+    return store_bars.last_bar_ts(rt.engine, "majors", {"token_contract": "BTC"}, timeframe)
+
+
+def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = False) -> dict[str, Any]:
+    """Bring every input series of ``timeframe`` up to ``until``.
+
+    A tick continues after the last stored bar. ``repair`` (the bootstrap) fetches every missing majors bar back
+    to the configured depth (``REGIME_HISTORY_*_DAYS``), holes inside the stored history included, so that a
+    bootstrap after a failed or shorter one stores what a fresh one would (issue 12, B1).
+    """
     market = rt.market
     summary: dict[str, Any] = {"timeframe": timeframe, "until": iso(until), "majors": {}, "lowcaps": 0}
     for symbol in MAJORS:
         key = {"token_contract": symbol}
-        last = store_bars.last_bar_ts(rt.engine, "majors", key, timeframe)
-        start = history_start(rt, timeframe, until) if last is None else last + bar_delta(timeframe)
-        if start > until:
-            summary["majors"][symbol] = 0
-            continue
+        if repair:
+            begin = history_start(rt, timeframe, until)
+            stored = store_bars.bar_timestamps(rt.engine, "majors", key, timeframe, start=begin, end=until)
+            ranges = missing_ranges(stored, begin, until, timeframe)
+        else:
+            last = store_bars.last_bar_ts(rt.engine, "majors", key, timeframe)
+            start = history_start(rt, timeframe, until) if last is None else last + bar_delta(timeframe)
+            ranges = [] if start > until else [(start, until)]
         written = 0
 
         def sink(frame: pd.DataFrame, _key: Mapping[str, str] = key) -> None:
@@ -101,7 +136,8 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
             frame = frame[frame.index <= until]
             written += store_bars.upsert_bars(rt.engine, "majors", _key, timeframe, frame, source=market.name)
 
-        market.majors(symbol, timeframe, start, until, sink)
+        for first, last_missing in ranges:
+            market.majors(symbol, timeframe, first, last_missing, sink)
         summary["majors"][symbol] = written
     summary["lowcaps"] = market.collect_lowcaps(rt, timeframe, until)
     summary["dominance"] = market.collect_dominance(rt, timeframe, until)
@@ -136,18 +172,25 @@ def bucket_members(rt: Runtime) -> dict[str, list[dict[str, str]]]:
 
 
 def _composite_series(
-    rt: Runtime, driver: str, timeframe: str, until: pd.Timestamp, members: list[tuple[str, dict[str, str]]]
+    rt: Runtime,
+    driver: str,
+    timeframe: str,
+    until: pd.Timestamp,
+    members: list[tuple[str, dict[str, str]]],
+    *,
+    rebuild: bool = False,
 ) -> int:
     """Extend the stored chain-linked index of ``driver`` up to ``until``; returns bars written.
 
     Chain-linking is multiplicative, so the index is extended from a short recent window and rescaled so that
-    it continues exactly from the last stored level; with nothing stored the whole history is built (base 100).
+    it continues exactly from the last stored level; with nothing stored, or ``rebuild`` (the bootstrap, whose
+    members may have gained older bars), the whole history is built (base 100).
     """
     from regime_tasks.core.composite import chain_linked_composite
 
     key = {"driver": driver}
     step = bar_delta(timeframe)
-    last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+    last = None if rebuild else store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
     if last is not None and last >= until:
         return 0
     start = None if last is None else last - 2 * step
@@ -175,9 +218,9 @@ def _composite_series(
     return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp, source="composite")
 
 
-def _copy_major(rt: Runtime, symbol: str, timeframe: str, until: pd.Timestamp) -> int:
+def _copy_major(rt: Runtime, symbol: str, timeframe: str, until: pd.Timestamp, *, rebuild: bool = False) -> int:
     key = {"driver": symbol}
-    last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+    last = None if rebuild else store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
     start = None if last is None else last + bar_delta(timeframe)
     frame = store_bars.read_bars(rt.engine, "majors", {"token_contract": symbol}, timeframe, start=start, end=until)
     if frame.empty:
@@ -185,13 +228,18 @@ def _copy_major(rt: Runtime, symbol: str, timeframe: str, until: pd.Timestamp) -
     return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, frame.assign(constituents=1), source="majors")
 
 
-def build_driver_series(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
-    """Write ``regime_price_data_ohlc`` for all eight drivers of ``timeframe`` up to ``until``."""
-    written: dict[str, int] = {"BTC": _copy_major(rt, "BTC", timeframe, until)}
+def build_driver_series(rt: Runtime, timeframe: str, until: pd.Timestamp, *, rebuild: bool = False) -> dict[str, Any]:
+    """Write ``regime_price_data_ohlc`` for all eight drivers of ``timeframe`` up to ``until``.
+
+    ``rebuild`` (the bootstrap) rewrites BTC and the composites from all their inputs, which a repairing collect
+    may have extended backwards or filled in (B1); a tick only extends them.
+    """
+    written: dict[str, int] = {"BTC": _copy_major(rt, "BTC", timeframe, until, rebuild=rebuild)}
     alt_members = [("majors", {"token_contract": s}) for s in ALT_CONSTITUENTS]
-    written["ALT"] = _composite_series(rt, "ALT", timeframe, until, alt_members)
+    written["ALT"] = _composite_series(rt, "ALT", timeframe, until, alt_members, rebuild=rebuild)
     for bucket, keys in bucket_members(rt).items():
-        written[bucket] = _composite_series(rt, bucket, timeframe, until, [("lowcap", k) for k in keys])
+        members = [("lowcap", k) for k in keys]
+        written[bucket] = _composite_series(rt, bucket, timeframe, until, members, rebuild=rebuild)
     written.update(build_dominance_series(rt, timeframe, until))
     log.info("driver series built %s", kv(timeframe=timeframe, until=iso(until), written=written))
     return {"timeframe": timeframe, "until": iso(until), "written": written}
@@ -248,10 +296,14 @@ def _driver_row(rt: Runtime, book_id: str, driver: str, timeframe: str) -> tuple
     return row_id, get_features(rt.engine, row_id)
 
 
-def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
+def update_driver(
+    rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp, *, replay: bool = False
+) -> dict[str, Any]:
     """Advance one driver × timeframe to ``until``: every closed bar after the last processed one is stepped.
 
-    - No previous engine payload: the whole stored history is replayed bar by bar (D15).
+    - No previous engine payload, or ``replay`` (the bootstrap): the whole stored history up to ``until`` is
+      replayed bar by bar (D15) and the series' state-change events are replaced by the replay's, so a
+      bootstrap gives the state its (possibly repaired) history implies, whatever ran before (B1).
     - Otherwise each new bar is stepped on its anchored TA window (``core.live.window_start``): a warm
       ``LiveHistory`` kept by this process appends the bar, or one is built from the window's bars first; both
       give the same bits, so the result does not depend on which worker runs the task (bars are computed by bar
@@ -263,12 +315,12 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
     from regime_tasks.core.mapper import map_engine_payload
     from regime_tasks.core.ta import compute_ta_frame
     from regime_tasks.core.uptrend import EngineHistory, run_engine_frame
-    from regime_tasks.store.events import append_events
+    from regime_tasks.store.events import append_events, delete_events
     from regime_tasks.store.positions import set_features_bulk
 
     key = {"driver": driver}
     row_id, features = _driver_row(rt, book_id, driver, timeframe)
-    prev = features.get("uptrend_engine_v4") or None
+    prev = None if replay else features.get("uptrend_engine_v4") or None
     prev_bar = parse_ts(prev["bar_ts"]) if prev and prev.get("bar_ts") else None
     base = {"driver": driver, "timeframe": timeframe, "until": iso(until)}
     if prev_bar is not None and prev_bar >= until:
@@ -319,6 +371,8 @@ def update_driver(rt: Runtime, book_id: str, driver: str, timeframe: str, until:
         rt.engine,
         [(row_id, "ta", ta_payload), (row_id, "uptrend_engine_v4", last_engine), (row_id, "regime_engine_v4", regime)],
     )
+    if prev_bar is None:  # a whole-history replay recomputes every event of the series
+        delete_events(rt.engine, book_id=book_id, driver=driver, timeframe=timeframe)
     if state_events:
         append_events(rt.engine, state_events, book_id=book_id, driver=driver, timeframe=timeframe)
     return {
@@ -402,7 +456,9 @@ def _resume(live: Any, window: pd.DataFrame) -> bool:
     return True
 
 
-def update_driver_safely(rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
+def update_driver_safely(
+    rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp, *, replay: bool = False
+) -> dict[str, Any]:
     """``update_driver`` that turns a computation failure into an ``error`` status (logged with traceback).
 
     Infrastructure failures (database, cache) still raise so that Celery retries the task.
@@ -412,7 +468,7 @@ def update_driver_safely(rt: Runtime, book_id: str, driver: str, timeframe: str,
     from regime_tasks.errors import StoreError
 
     try:
-        return update_driver(rt, book_id, driver, timeframe, until)
+        return update_driver(rt, book_id, driver, timeframe, until, replay=replay)
     except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError):
         raise
     except Exception as exc:

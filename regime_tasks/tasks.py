@@ -184,7 +184,8 @@ def _bootstrap_in_subprocess(book_id: str, now: str | None, *, timeout_secs: flo
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "regime_tasks.cli", "bootstrap", "--json", "--book", book_id]
+    # -v: INFO logs and, on a crash, the traceback on stderr, whose tail goes into the error below
+    cmd = [sys.executable, "-m", "regime_tasks.cli", "-v", "bootstrap", "--json", "--book", book_id]
     if now:
         cmd += ["--now", now]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_secs, check=False)

@@ -183,3 +183,59 @@ def test_tables_print_no_negative_zero_and_mark_a_clamped_a(all_s3, capsys) -> N
     assert "-0.0000" not in out and "-0.00 " not in out
     assert "A = 1.0000 (clamped from 1.1400)" in out  # 0.89 + intent 0.25
     assert "S0 bearish order" in out and "S4 uncertain" in out
+
+
+def test_cli_logs_are_quiet_by_default_and_minus_v_shows_info(all_s3, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("REGIME_LOG_LEVEL", raising=False)
+    reset_runtime()
+    assert main(["status", "--now", NOW]) == 0
+    assert "cache repopulated" not in capsys.readouterr().err  # was printed by every call
+
+    reset_runtime()  # an empty in-process cache again, so the database is read and the cache repopulated
+    assert main(["-v", "status", "--now", NOW]) == 0
+    assert "INFO regime_tasks.levers cache repopulated from the database" in capsys.readouterr().err
+
+
+def test_the_readme_compute_levers_snippet_runs_as_written(all_s3, tmp_path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Calling it from a trading system") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL)[1]
+    cwd = tmp_path / "caller"
+    cwd.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, cwd=cwd, timeout=120
+    )  # REGIME_DATABASE_URL (all_s3's database) is inherited
+
+    assert proc.returncode == 0, proc.stderr
+    a, e, size = (float(x) for x in proc.stdout.splitlines()[0].split())
+    assert 0 <= a <= 1 and 0 <= e <= 1 and size == pytest.approx(0.10 + 0.50 * a)
+    assert proc.stdout.splitlines()[1] == "15"
+    assert list(cwd.iterdir()) == []  # nothing written in the caller's working directory
+
+
+def test_status_says_how_far_a_warming_up_driver_is(all_s3, capsys) -> None:
+    ids = positions.driver_row_ids(all_s3, "onchain_crypto")
+    warm = {**payload("1d"), "state": "warming_up", "delta_a_raw": 0.0, "delta_e_raw": 0.0}
+    engine_payload = {
+        "state": "warming_up",
+        "bar_ts": BARS["1d"],
+        "diagnostics": {"warming_up": {"bars": 315, "needed": 333}},
+    }
+    positions.set_features_bulk(
+        all_s3,
+        [(ids[("BTC.d", "1d")], "regime_engine_v4", warm), (ids[("BTC.d", "1d")], "uptrend_engine_v4", engine_payload)],
+    )
+
+    rep = run_json(capsys, "status", "--now", NOW, "--json")
+    rows = {(r["driver"], r["timeframe"]): r for r in rep["drivers"]}
+    assert rows[("BTC.d", "1d")]["warming_up"] == {"bars": 315, "needed": 333}
+    assert rows[("BTC", "1d")]["warming_up"] is None
+
+    assert main(["status", "--now", NOW]) == 0
+    assert "warming_up (315/333 bars)" in capsys.readouterr().out

@@ -49,7 +49,14 @@ def _to_utc_index(values: pd.Series | pd.Index, *, series: str) -> pd.DatetimeIn
                     break
             raise DataValidationError(f"unparsable time {bad!r}", series=series, field="timestamp") from exc
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
-    return idx.as_unit("ns").rename("timestamp")
+    try:
+        return idx.as_unit("ns").rename("timestamp")
+    except (ValueError, OverflowError):  # OutOfBoundsDatetime: bars are indexed in nanoseconds (years 1677–2262)
+        lo, hi = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+        bad = next((t for t in idx if not lo <= t <= hi), None)
+        raise DataValidationError(
+            "time outside the years 1677–2262", series=series, timestamp=bad, field="timestamp"
+        ) from None
 
 
 def normalize_bars(df: pd.DataFrame, *, series: str, timeframe: str | None = None) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """Technical analysis of one series: the inputs of the Uptrend Engine v4 (spec §1; DECISIONS D6).
 
-``compute_ta_frame(bars)`` returns per-bar indicators (NaN while not yet defined — never 0) and is what the
-replay and the engine's history windows use; ``compute_ta(...)`` takes the last ``window_bars`` closed bars
-and returns the payload of the latest bar (``features.ta``). Both are vectorised with numpy/pandas.
+``compute_ta_frame(bars)`` returns per-bar indicators (NaN while not yet defined — never 0), vectorised with
+numpy/pandas: the replay runs it over the whole history, the live path (``core/live.py``) over one window, which
+:class:`TAStream` then extends one bar at a time with the same values. ``ta_payload_from_frame`` makes the
+``features.ta`` payload of a frame's last bar; ``compute_ta(...)`` does both for the last ``window_bars`` bars.
 
 Library use: EMA and RSI are the ``ta`` package's definitions (``EMAIndicator`` = pandas ``ewm(span=n,
 min_periods=n, adjust=False)``, seeded with the first close, NaN for the first n−1 bars; ``RSIIndicator`` = Wilder
@@ -138,11 +139,6 @@ def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int
     return wilder_smooth(true_range(high, low, close), period, 0)
 
 
-def wilder_adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = ADX_PERIOD) -> np.ndarray:
-    """ADX(period), Wilder: smoothed ±DM and TR from bar 1, DX, then ADX = Wilder average of DX."""
-    return _adx_parts(high, low, close, period)[0]
-
-
 def _directional_moves(
     high_prev: np.ndarray, high: np.ndarray, low_prev: np.ndarray, low: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -171,12 +167,6 @@ def _adx_parts(
     s_m = wilder_smooth(minus_dm, period, 1)
     first_dx = period  # index of the first defined DX (smoothing seeded at bar `period`)
     return wilder_smooth(_dx(s_p, s_m, s_tr), period, first_dx), s_tr, s_p, s_m
-
-
-def volume_z(volume: np.ndarray, n: int = VOLUME_EWMA_N) -> np.ndarray:
-    """z of log(1+volume) against the EWMA mean/variance (α = 2/(n+1)) of the *previous* bars, clipped to
-    [−4, 6]; 0 when the series has no volume (dominance) or no variance yet."""
-    return _volume_z_parts(volume, n)[0]
 
 
 def _volume_z_parts(volume: np.ndarray, n: int = VOLUME_EWMA_N) -> tuple[np.ndarray, float, float]:

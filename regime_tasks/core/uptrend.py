@@ -1,10 +1,11 @@
-"""Uptrend Engine v4: the single-timeframe trend-state machine of ``shared/spec/uptrend_engine_v4.md``.
+"""Uptrend Engine v4: the single-timeframe trend-state machine of ``docs/spec/uptrend_engine_v4.md``.
 
 One step per closed bar: ``step(history, i, prev_payload, settings)`` reads the TA of bar ``i`` (and, for EDX
 and S/R levels, the bars before it) plus the previous bar's payload, and returns the new payload and, on a state
-change, the ``uptrend_state_change`` event. The live path (TA on the last 3,000 bars, step the new bars) and the
-replay path (TA once over the history, step every bar) both go through :func:`run_engine_frame`, so they cannot
-disagree. EDX windows use prefix sums, so a long S3 episode costs O(1) per bar, not O(episode length).
+change, the ``uptrend_state_change`` event. The replay path (TA once over the history, :func:`run_engine_frame`
+steps every bar) and the live path (``core/live.py``: a history that grows one bar at a time, then ``step`` for
+the new bar) call the same ``step`` on the same TA values, so they cannot disagree (tests/core/test_live.py).
+EDX windows use prefix sums, so a long S3 episode costs O(1) per bar, not O(episode length).
 
 Interpretations where the spec is terse (each documented in docs/ENGINE.md):
 - Bars since S3 start ``n`` counts bars of the series' own timeframe; W1 is the last ``n`` bars.
@@ -12,7 +13,7 @@ Interpretations where the spec is terse (each documented in docs/ENGINE.md):
   the EMA250/EMA333 *normalised* slopes are that slope divided by the latest EMA value.
 - The above-EMA333 episode (for rebuy) is the run of consecutive S2/S3 bars.
 - A step only computes the checks of the state it ends in (S0→S1 runs the S1 buy check; S2→S3 the S3 checks;
-  the S1→S2 bar runs no S2 check because the spec names none).
+  the S1→S2 bar runs no S2 check because the spec names none; the S2→S1 bar runs no S1 buy check, spec §3).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from regime_tasks.core.constants import MIN_BARS_FOR_STATE, STATES, WARMING_UP
-from regime_tasks.core.ta import NEVER, Pivot, compute_ta_frame, sr_levels, swing_pivots
+from regime_tasks.core.ta import NEVER, Pivot, sr_levels, swing_pivots
 
 EMA_KEYS = ("ema20", "ema30", "ema60", "ema144", "ema250", "ema333")
 BUY_THRESHOLD = 0.60
@@ -42,16 +43,27 @@ class EngineSettings:
     - ``bootstrap``: ``spec`` (S3/S0/S4 on the first bar, S4→S3 allowed) or ``as_run`` (the host: S0 or S4 only).
     - ``sr_levels``: ``swing`` (levels from zig-zag pivots, spec §7) or ``none`` (the host: no levels).
     - ``inputs``: ``correct`` or ``as_run`` — the host's TA wrote timeframe-suffixed keys its engine did not
-      read (spec §9), so TS, OX expansion/ATR surge/fragility, DX relief/curl and the S3 DX-buy slope gate read
-      the default 0 (TS is then always 0.5 and no buy flag can fire); :data:`HOST_MISREAD_KEYS`.
+      read (spec §9), so TS, OX expansion/fragility, DX relief/curl and the S3 DX-buy slope gate read the
+      default 0 (TS is then always 0.5 and no buy flag can fire); :data:`HOST_MISREAD_KEYS`. Its missing
+      ``atr_mean_20`` fell back to the ATR itself (OX ATR surge σ(0), DX ATR relief σ(2) = 0.881), and its ADX
+      floor read the literal key ``adx_1h``, so on any timeframe but 1h the ADX relief is 0.
     - ``edx_1d_count``: ``bars`` or ``as_run`` — the host counted the bars since the S3 start of a 1d series in
-      hours (24 per bar) for EDX.
+      hours (24 per bar) for EDX, but read only the bars from the S3 start on, so its windows are capped there,
+      and at most the first 500 of them, so from the 500th bar after the S3 start its EDX stays where it was.
+    - ``edx``: ``spec`` or ``as_run`` — EDX as spec §4 defines it, or as the host computed it: from the first 500
+      bars after the S3 start, every input recomputed from each window's bars (:mod:`regime_tasks.core.host_edx`);
+      ``as_run`` includes the host's bar count, so ``edx_1d_count`` does not apply to it.
+    - ``gaps``: ``fill`` or ``keep`` — how a caller that reads a file lays its bars: on the D5 grid, absent bars
+      flat (``fill``), or the rows as given (``keep``, the host ran on whatever bars its store held). The engine
+      counts rows either way (bars since the S3 start, EDX windows, slopes), which on a filled grid is time.
     """
 
     bootstrap: Literal["spec", "as_run"] = "spec"
     sr_levels: Literal["swing", "none"] = "swing"
     inputs: Literal["correct", "as_run"] = "correct"
     edx_1d_count: Literal["bars", "as_run"] = "bars"
+    edx: Literal["spec", "as_run"] = "spec"
+    gaps: Literal["fill", "keep"] = "fill"
 
 
 # The inputs the host's engine read under unsuffixed keys its TA never wrote (spec §9): they read as 0.
@@ -60,11 +72,29 @@ HOST_MISREAD_KEYS = (
     "adx_slope_10",  # TS, DX adx relief
     "dsep_fast_5",  # OX expansion
     "dsep_mid_5",
-    "atr_mean_20",  # OX ATR surge, DX ATR relief
     "ema20_slope",  # OX fragility
     "d_ema144_slope",  # DX curl
 )
 HOST_MISREAD_S3_GATE = ("ema250_slope", "ema333_slope")  # the S3 DX-buy slope gate (S1/S2 gates read right)
+HOUR_SECONDS = 3_600
+HOST_EDX_FETCH_LIMIT = 500  # bars the host's EDX fetched from the S3 start on (edx_1d_count = as_run)
+DAY_SECONDS = 86_400
+
+
+def host_inputs(v: Mapping[str, float], bar_seconds: float, vo_z: float) -> dict[str, float]:
+    """The values the host's engine read for bar values ``v`` (``inputs = as_run``, spec §9).
+
+    The keys in :data:`HOST_MISREAD_KEYS` read 0. The missing ``atr_mean_20`` fell back to the ATR itself (1.0
+    without ATR), so OX's ATR surge is σ(0) and DX's ATR relief σ(2). The ADX floor read the literal key
+    ``adx_1h``, which the host's TA writes only for 1h series: elsewhere the ADX reads 0 (no ADX relief).
+    ``vo_z`` is the host's own (:meth:`EngineHistory.host_vo_z`).
+    """
+    out = {**v, **dict.fromkeys(HOST_MISREAD_KEYS, 0.0), "vo_z": vo_z}
+    atr = v["atr"]
+    out["atr_mean_20"] = atr if atr and math.isfinite(atr) else 1.0
+    if bar_seconds != HOUR_SECONDS:
+        out["adx"] = 0.0
+    return out
 
 
 def sigmoid(x: float) -> float:
@@ -77,15 +107,6 @@ def sigmoid(x: float) -> float:
 
 def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo if x < lo else hi if x > hi else x
-
-
-def _num(x: Any) -> float:
-    """A finite float or NaN."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
 
 
 def _json_num(x: float) -> float | None:
@@ -270,6 +291,33 @@ class EngineHistory:
 
         self.compression_slope = (ls_slope(ratio144) + ls_slope(ratio250)) / 2.0
 
+    def host_vo_z(self, i: int) -> float:
+        """The host TA's volume z-score of bar ``i`` (``inputs = as_run``): its EWMA (N = 64, mean seeded with the
+        first value, variance with 0) includes bar ``i`` itself, where ``vo_z`` compares the bar with the bars
+        before it; clipped to [−4, 6], 0 without volume. Recomputed when the history has grown (a live one)."""
+        cached = getattr(self, "_host_vo_z", None)
+        if cached is None or len(cached) != self.n:
+            vol = np.clip(self.cols["volume"][: self.n], 0.0, None)
+            if not np.any(vol > 0):
+                cached = np.zeros(self.n)
+            else:
+                alpha = 2.0 / 65.0
+                x = np.log1p(vol)
+                mean = pd.Series(x).ewm(alpha=alpha, adjust=False).mean().to_numpy()
+                # var_t = (1 − α)·var_{t−1} + α·(1 − α)²·(x_t − mean_{t−1})², var_0 = 0: an EWMA of that term
+                term = np.concatenate([[0.0], (1.0 - alpha) ** 2 * (x[1:] - mean[:-1]) ** 2])
+                var = pd.Series(term).ewm(alpha=alpha, adjust=False).mean().to_numpy()
+                cached = np.clip((x - mean) / np.sqrt(np.maximum(var, 1e-12)), -4.0, 6.0)
+            self._host_vo_z = cached
+        return float(cached[i])
+
+    @functools.cached_property
+    def bar_seconds(self) -> float:
+        """The series' bar length in seconds: the smallest spacing of its rows (rows kept as given may have gaps)."""
+        if self.n < 2:
+            return 0.0
+        return float(np.diff(self.index.as_unit("ns").asi8).min()) / 1e9
+
     @functools.cached_property
     def pivots(self) -> list[Pivot]:
         """Every pivot version of the frame (see ``swing_pivots``), computed on first use: EDX structure needs
@@ -386,8 +434,12 @@ def _window_components(h: EngineHistory, t: int, length: int) -> dict[str, float
     return {"slow": slow, "structure": structure, "participation": participation, "compression": compression}
 
 
-def edx_score(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dict[str, Any]]:
-    """EDX (trend decay since S3 start) with the per-window components (spec §4)."""
+def edx_score(h: EngineHistory, t: int, bars_since_s3: int, since: int | None = None) -> tuple[float, dict[str, Any]]:
+    """EDX (trend decay since S3 start) with the per-window components (spec §4).
+
+    ``since``: the first bar a window may read (the host's ``edx_1d_count = as_run``: it fetched the bars from the
+    S3 start on, so a window longer than those is all of them; fewer than 10 give 0.5, as the host's did).
+    """
     # an episode older than the history (a live window) uses the bars whose slow inputs are all defined
     n = min(bars_since_s3, t + 1 - h.defined_from)
     if n < 10:
@@ -397,6 +449,11 @@ def edx_score(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dict
         lengths.append((2 * n) // 3)
         if n // 3 >= 10:
             lengths.append(n // 3)
+    if since is not None:
+        available = t + 1 - max(since, h.defined_from)
+        if available < 10:
+            return 0.5, {"n": n, "windows": [], "available": available}
+        lengths = [min(length, available) for length in lengths]
     comps = [_window_components(h, t, length) for length in lengths]
     combined = {
         k: combine_windows([c[k] for c in comps]) for k in ("slow", "structure", "participation", "compression")
@@ -525,7 +582,7 @@ def step(
     # --- scores and checks
     atr = v["atr"]
     # what the scores read: the TA values, or under inputs=as_run the host's defaults for the keys it misread
-    vs = {**v, **dict.fromkeys(HOST_MISREAD_KEYS, 0.0)} if settings.inputs == "as_run" else v
+    vs = host_inputs(v, h.bar_seconds, h.host_vo_z(i)) if settings.inputs == "as_run" else v
     ts = trend_strength(vs["rsi_slope_10"], vs["adx_slope_10"])
     levels = h.levels_at(i, v["price"], v["atr"], settings.sr_levels) if state in ("S1", "S2", "S3") else []
     scores: dict[str, Any] = {"ts": ts, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None}
@@ -537,7 +594,9 @@ def step(
     }
     diag["sr_levels"] = levels
 
-    run_s1 = state == "S1"  # includes the S0→S1 bar
+    # the S1 buy check runs on the S0→S1 bar and every S1 bar, but not on the bar that drops from S2 to S1: the
+    # host never sets buy_signal there (spec §3, S1)
+    run_s1 = state == "S1" and prev_known != "S2"
     run_s2 = state == "S2" and prev_known == "S2"
     run_s3 = state == "S3"
 
@@ -566,8 +625,18 @@ def step(
             s3_start = meta["s3_start_ts"]
             n_bars = _bars_between(h, s3_start, i)
             meta["bars_since_s3"] = n_bars
-            n_edx = n_bars * 24 if settings.edx_1d_count == "as_run" and _bar_seconds(h) == 86_400 else n_bars
-            edx, edx_diag = edx_score(h, i, n_edx)
+            prev_edx = (prev.get("scores") or {}).get("edx") if prev and prev_known == "S3" else None
+            host_daily = settings.edx_1d_count == "as_run" and h.bar_seconds == DAY_SECONDS
+            if settings.edx == "as_run":
+                edx, edx_diag = _host_edx_at(h, i, s3_start, prev_edx)
+            elif host_daily and n_bars >= HOST_EDX_FETCH_LIMIT and prev_edx is not None:
+                # the host fetched at most the first 500 bars from the S3 start: from then on it read the same bars
+                edx, edx_diag = float(prev_edx), {"n": n_bars * 24, "frozen": f"first {HOST_EDX_FETCH_LIMIT} bars"}
+            elif host_daily:
+                # the host counted days in hours but read only the bars from the S3 start bar on
+                edx, edx_diag = edx_score(h, i, n_bars * 24, since=i - n_bars)
+            else:
+                edx, edx_diag = edx_score(h, i, n_bars)
             diag["edx"] = edx_diag
             ox = clamp(ob * (1.0 + 0.33 * clamp(edx - 0.5, 0.0, 0.5)))
             scores["edx"] = edx
@@ -643,6 +712,8 @@ def step(
             "result": flags["rebuy_flag"],
         }
 
+    if state == "S1" and not run_s1:
+        diag["s1_buy"] = {"result": False, "why": "not checked on the S2→S1 bar"}
     for name in ("s1_buy", "s2_retest_buy", "s3_dx_buy", "trim", "rebuy"):
         diag.setdefault(name, {"result": False, "why": f"not checked in {state}"})
 
@@ -690,15 +761,41 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _bar_seconds(h: EngineHistory) -> float:
-    return (h.index[1] - h.index[0]).total_seconds() if h.n > 1 else 0.0
+def _host_edx_at(h: EngineHistory, i: int, s3_start_ts: str, prev_edx: float | None) -> tuple[float, dict[str, Any]]:
+    """The host's EDX at bar ``i`` (``edx = as_run``): windows sized by the time since the S3 start, read from the
+    bars from the S3 start bar on, at most the first 500."""
+    from regime_tasks.core.host_edx import HOST_FETCH_LIMIT, host_edx, host_window_lengths
+
+    start = pd.Timestamp(s3_start_ts)
+    lengths = host_window_lengths((h.index[i] - start).total_seconds(), h.bar_seconds)
+    if lengths is None:
+        return 0.5, {"windows": [], "why": "fewer than 10 bars since the S3 start"}
+    pos = int(h.index.searchsorted(start))
+    if pos > i or h.index[pos] != start:  # the S3 start is older than the bars at hand (a live window)
+        if prev_edx is None:
+            return 0.5, {"windows": [], "why": "the S3 start bar is not in the history"}
+        return float(prev_edx), {"windows": [], "frozen": "the S3 start bar is not in the history"}
+    end = min(i, pos + HOST_FETCH_LIMIT - 1)
+    if end < i and prev_edx is not None:
+        # same fetched bars as the previous bar, and windows that cover them all on both bars: the same EDX
+        prev_lengths = host_window_lengths((h.index[i - 1] - start).total_seconds(), h.bar_seconds)
+        if prev_lengths and min(prev_lengths) >= HOST_FETCH_LIMIT:
+            return float(prev_edx), {"windows": [HOST_FETCH_LIMIT] * len(lengths), "frozen": "first 500 bars"}
+    cols = h.cols
+    rows = slice(pos, end + 1)
+    return host_edx(cols["high"][rows], cols["low"][rows], cols["close"][rows], cols["volume"][rows], lengths)
 
 
 def _bars_between(h: EngineHistory, start_ts: str | None, i: int) -> int:
+    """Bars from ``start_ts`` to bar ``i``: rows when the start is a row (bars kept with gaps count as the host
+    counted them), else — an episode older than the history — its length in bar periods."""
     if start_ts is None:
         return 0
     start = pd.Timestamp(start_ts)
-    step_ns = (h.index[1] - h.index[0]).value if h.n > 1 else 1
+    pos = int(h.index.searchsorted(start))
+    if pos <= i and h.index[pos] == start:
+        return i - pos
+    step_ns = h.bar_seconds * 1e9 or 1
     return max(0, round((h.index[i] - start).value / step_ns))
 
 
@@ -731,40 +828,6 @@ def run_engine_frame(
     return payloads, events
 
 
-def run_engine(bars: pd.DataFrame, settings: EngineSettings | None = None) -> list[dict[str, Any]]:
-    """Replay a whole (grid-filled) bar series: one payload per bar."""
-    return run_engine_frame(compute_ta_frame(bars), settings)[0]
-
-
-def payloads_to_frame(payloads: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per bar: state, flags, scores — for replay reports and the CLI."""
-    rows = []
-    for p in payloads:
-        s = p["scores"]
-        rows.append(
-            {
-                "bar_ts": p["bar_ts"],
-                "state": p["state"],
-                "price": p["price"],
-                "buy_signal": p["buy_signal"],
-                "buy_flag": p["buy_flag"],
-                "rebuy_flag": p["rebuy_flag"],
-                "trim_flag": p["trim_flag"],
-                "emergency_exit": p["emergency_exit"],
-                "reclaimed_ema333": p["reclaimed_ema333"],
-                "exit_position": p["exit_position"],
-                "ts": s["ts"],
-                "ox": s["ox"],
-                "dx": s["dx"],
-                "edx": s["edx"],
-            }
-        )
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame.index = pd.DatetimeIndex(pd.to_datetime(frame["bar_ts"], utc=True), name="timestamp")
-    return frame
-
-
 __all__ = [
     "NEVER",
     "EngineHistory",
@@ -773,8 +836,6 @@ __all__ = [
     "dx_threshold",
     "edx_score",
     "ox_base",
-    "payloads_to_frame",
-    "run_engine",
     "run_engine_frame",
     "sr_boost",
     "step",

@@ -221,6 +221,57 @@ def last_bar_ts(engine: Engine, table: TableName, key: Mapping[str, str], timefr
     return None if value is None else pd.Timestamp(value).tz_convert("UTC")
 
 
+def bar_timestamps(
+    engine: Engine,
+    table: TableName,
+    key: Mapping[str, str],
+    timeframe: str,
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> pd.DatetimeIndex:
+    """Open times of the stored bars of one series (inclusive ``start``/``end``), ascending: what a backfill
+    that repairs holes compares with the bars it should have."""
+    tbl = _check_key(table, key, timeframe)
+    query = sa.select(tbl.c.timestamp).where(tbl.c.timeframe == timeframe)
+    for k, v in key.items():
+        query = query.where(tbl.c[k] == v)
+    if start is not None:
+        query = query.where(tbl.c.timestamp >= pd.Timestamp(start).to_pydatetime())
+    if end is not None:
+        query = query.where(tbl.c.timestamp <= pd.Timestamp(end).to_pydatetime())
+    try:
+        with engine.connect() as conn:
+            values = conn.execute(query.order_by(tbl.c.timestamp)).scalars().all()
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"read of {series_label(table, key, timeframe)} failed: {exc}") from exc
+    return pd.DatetimeIndex(pd.to_datetime(values, utc=True), name="timestamp")
+
+
+def bar_span(
+    engine: Engine,
+    table: TableName,
+    key: Mapping[str, str],
+    timeframe: str,
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> tuple[int, pd.Timestamp | None]:
+    """How many bars of one series are stored between ``start`` and ``end`` (inclusive), and the newest one's
+    open time (None if none): one query that tells a tick whether the stored history has holes."""
+    tbl = _check_key(table, key, timeframe)
+    query = sa.select(sa.func.count(), sa.func.max(tbl.c.timestamp)).where(tbl.c.timeframe == timeframe)
+    for k, v in key.items():
+        query = query.where(tbl.c[k] == v)
+    if start is not None:
+        query = query.where(tbl.c.timestamp >= pd.Timestamp(start).to_pydatetime())
+    if end is not None:
+        query = query.where(tbl.c.timestamp <= pd.Timestamp(end).to_pydatetime())
+    with engine.connect() as conn:
+        count, last = conn.execute(query).one()
+    return int(count or 0), None if last is None else pd.Timestamp(last).tz_convert("UTC")
+
+
 def count_bars(engine: Engine, table: TableName, key: Mapping[str, str], timeframe: str) -> int:
     """Number of stored bars of one series."""
     tbl = _check_key(table, key, timeframe)
@@ -229,14 +280,3 @@ def count_bars(engine: Engine, table: TableName, key: Mapping[str, str], timefra
         query = query.where(tbl.c[k] == v)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar() or 0)
-
-
-def list_series(engine: Engine, table: TableName, timeframe: str | None = None) -> list[dict[str, str]]:
-    """The distinct series keys (with timeframe) stored in a price table."""
-    tbl = PRICE_TABLES[table]
-    cols = [tbl.c[c] for c in SERIES_KEYS[table]] + [tbl.c.timeframe]
-    query = sa.select(*cols).distinct()
-    if timeframe is not None:
-        query = query.where(tbl.c.timeframe == timeframe)
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]

@@ -61,6 +61,21 @@ def append_events(
         )
 
 
+def delete_events(
+    engine: Engine, *, book_id: str, driver: str, timeframe: str, token_chain: str = REGIME_DRIVER_CHAIN
+) -> int:
+    """Remove every state-change event of one series (before a whole-history replay writes them again)."""
+    t = uptrend_state_events
+    query = sa.delete(t).where(
+        t.c.book_id == book_id,
+        t.c.token_contract == driver,
+        t.c.token_chain == token_chain,
+        t.c.timeframe == timeframe,
+    )
+    with engine.begin() as conn:
+        return int(conn.execute(query).rowcount or 0)
+
+
 def read_events(engine: Engine, *, book_id: str, driver: str | None = None, timeframe: str | None = None) -> list[dict]:
     """State-change events of a book (optionally one series), oldest first."""
     t = uptrend_state_events

@@ -292,11 +292,3 @@ def read_tokens(engine: Engine) -> list[dict[str, Any]]:
     """Every token with its market cap."""
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(tokens).order_by(tokens.c.token_contract))]
-
-
-def check_driver(driver: str, timeframe: str) -> None:
-    """Raise UnknownInputError for a driver or timeframe outside the plan's tables."""
-    if driver not in DRIVERS:
-        raise UnknownInputError(f"unknown driver {driver!r}; expected one of {DRIVERS}")
-    if timeframe not in REGIME_TIMEFRAMES:
-        raise UnknownInputError(f"unknown regime timeframe {timeframe!r}; expected one of {REGIME_TIMEFRAMES}")

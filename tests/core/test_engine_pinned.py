@@ -47,14 +47,16 @@ CASES = {
     ),
 }
 
-# computed on 7990e3f (main before issue 18) with payload_hash below
+# computed on 7990e3f (main before issue 18) with payload_hash below; re-pinned for issue 13 (no S1 buy check on
+# the S2→S1 bar): btc_1h_2019, eth_1h_2024_26, eth_btc_5m_gaps and hype_1m differ from 7990e3f on their S2→S1 bars
+# only (3, 37, 66 and 13 bars: the s1_buy diagnostics, and 2 + 35 buy signals gone)
 PINNED = {
     "btc_1d_2020_21": "06b306749455e870b32c8ec343e944f48a00f79cdc5602c3c9e8f755df0fd366",
     "btc_1d_2020_21_host": "614922ad28c32ac3dfb547420e4a5ddc3ca96f24dc6abd20b99f10a5fcc965ad",
-    "btc_1h_2019": "daa5225688aeec6e157d2eb1b3e26b7916d6db3703b5c3266e26852c8e542482",
-    "eth_1h_2024_26": "76b7e2f54e518c8caf535b7f1908657eb965df2142eff71fc53b4f5a87754339",
-    "eth_btc_5m_gaps": "9ab961d45af2b439089d21a6cf23b26684cde75686f326f63961d24d3e84eae6",
-    "hype_1m": "7ab3e212e428442ccb9345170ef988eb49d682b5deeb7a2309865472f72ebb85",
+    "btc_1h_2019": "ba119747ab5cd6a4072b988d1b1fbcf17a29a5f712d267fbb71d505695a52d6a",
+    "eth_1h_2024_26": "b468e4472b8a1e79c38614ef86e3a6f4c1139fa22545fab3044add50811b44d9",
+    "eth_btc_5m_gaps": "fea42590784ddaa7c7b72bf8924d75e30509dc1ff695a8aebdedcf41f30f7eed",
+    "hype_1m": "0d4d24e72bc91a30ab17ba84d6381abae2a96d60acf508e4532ad121287991c7",
 }
 
 

@@ -197,6 +197,20 @@ def test_s1_buy_conditions(override: dict, failing: str | None) -> None:
         assert out["diagnostics"]["s1_buy"][failing] is False
 
 
+@pytest.mark.parametrize(
+    "settings", [EngineSettings(), EngineSettings(bootstrap="as_run", sr_levels="none", edx_1d_count="as_run")]
+)
+def test_no_s1_buy_check_on_the_bar_that_drops_from_s2(settings: EngineSettings) -> None:
+    # the same bar that gives a buy_signal staying in S1 gives none when it drops from S2 (spec §3, S1)
+    dropped = run([S1_OK], prev=prev_payload("S2"), settings=settings)[-1]
+    stayed = run([S1_OK], prev=prev_payload("S1"), settings=settings)[-1]
+    assert dropped["state"] == stayed["state"] == "S1"
+    assert dropped["buy_signal"] is False and stayed["buy_signal"] is True
+    assert dropped["diagnostics"]["s1_buy"] == {"result": False, "why": "not checked on the S2→S1 bar"}
+    # the next S1 bar checks again
+    assert run([S1_OK, S1_OK], prev=prev_payload("S2"), settings=settings)[-1]["buy_signal"] is True
+
+
 S2_OK = {**MIXED_EMAS, "close": 96.5, "atr": 2.0, "ema250_slope": 0.001, **STRONG}
 
 
@@ -488,17 +502,72 @@ def test_inputs_as_run_changes_ox_and_dx_only_through_the_misread_keys() -> None
     assert host["state"] == correct["state"] == "S3"
 
 
-def test_edx_1d_count_as_run_counts_days_in_hours() -> None:
-    frame_rows = [{**S3_EMAS, "close": 111.0}]
-    h = history(frame_rows)
+def test_edx_1d_count_as_run_counts_days_in_hours_but_reads_only_bars_since_the_s3_start() -> None:
+    from regime_tasks.core.uptrend import _window_components
+
+    h = history([{**S3_EMAS, "close": 111.0}])
     h.index = pd.date_range("2020-01-01", periods=N, freq="1D", tz="UTC", name="timestamp")  # a daily series
+    rng = np.random.default_rng(7)  # slow inputs that differ from bar to bar, so window lengths matter
+    for name in ("ema250", "ema333", "rsi", "adx"):
+        h.cols[name] = h.cols[name] + rng.normal(0, 1, N).cumsum() * 0.1
+        h._prefix[name] = h._make_prefix(h.cols[name])
     start = h.index[N - 21].strftime("%Y-%m-%dT%H:%M:%SZ")  # 20 daily bars before the stepped bar
     prev = prev_payload("S3", s3_start_ts=start)
     bars = step(h, N - 1, prev, EngineSettings())[0]
     hours = step(h, N - 1, prev, EngineSettings(edx_1d_count="as_run"))[0]
     assert bars["meta"]["bars_since_s3"] == hours["meta"]["bars_since_s3"] == 20
     assert bars["diagnostics"]["edx"]["n"] == 20 and bars["diagnostics"]["edx"]["windows"] == [20, 13]
-    assert hours["diagnostics"]["edx"]["n"] > 20  # 480 hours, capped by the defined history
+    # 480 hours → windows of 480/320/160 bars, but the host fetched only the 21 bars from the S3 start bar on
+    assert hours["diagnostics"]["edx"]["n"] == min(480, N) and hours["diagnostics"]["edx"]["windows"] == [21, 21, 21]
+    c = _window_components(h, N - 1, 21)
+    by_hand = 0.30 * c["slow"] + 0.25 * c["structure"] + 0.20 * c["participation"] + 0.10 * c["compression"]
+    assert hours["scores"]["edx"] == pytest.approx(by_hand, abs=1e-12)
+    assert hours["scores"]["edx"] != pytest.approx(bars["scores"]["edx"], abs=1e-6)
+
+
+def test_edx_1d_count_as_run_with_fewer_than_10_bars_since_the_start_is_half() -> None:
+    h = history([{**S3_EMAS, "close": 111.0}])
+    h.index = pd.date_range("2020-01-01", periods=N, freq="1D", tz="UTC", name="timestamp")
+    prev = prev_payload("S3", s3_start_ts=h.index[N - 9].strftime("%Y-%m-%dT%H:%M:%SZ"))  # 9 bars fetched
+    out = step(h, N - 1, prev, EngineSettings(edx_1d_count="as_run"))[0]
+    assert out["scores"]["edx"] == 0.5 and out["diagnostics"]["edx"]["available"] == 9
+
+
+@pytest.mark.parametrize(("freq", "adx_relief"), [("1D", 0.0), ("1min", 0.0), ("1h", 0.5)])
+def test_inputs_as_run_atr_mean_falls_back_to_atr_and_adx_floor_reads_adx_1h(freq: str, adx_relief: float) -> None:
+    # ATR 2.0 against a mean of 1.0: read right, ATR relief σ(20) and surge σ(1); the host read its ATR twice
+    row = {**S3_EMAS, "close": 111.0, "atr": 2.0, "atr_mean_20": 1.0, "adx": 30.0}
+    h = history([row])
+    h.index = pd.date_range("2020-01-01", periods=N, freq=freq, tz="UTC", name="timestamp")
+    prev = prev_payload("S3", s3_start_ts=h.index[N - 2].strftime("%Y-%m-%dT%H:%M:%SZ"))
+    host = step(h, N - 1, prev, EngineSettings(inputs="as_run"))[0]
+    correct = step(h, N - 1, prev, EngineSettings())[0]
+    parts = host["diagnostics"]["s3_dx_buy"]["dx_parts"]
+    assert parts["atr_relief"] == pytest.approx(0.8807970779778823, abs=1e-15)  # σ(2)
+    assert host["diagnostics"]["ox"]["atr_surge"] == 0.5  # σ(0)
+    assert parts["adx_relief"] == adx_relief  # σ(0) over the floor on 1h (slope read as 0), else no ADX at all
+    assert correct["diagnostics"]["s3_dx_buy"]["dx_parts"]["atr_relief"] == pytest.approx(sigmoid(20.0))
+    assert correct["diagnostics"]["s3_dx_buy"]["dx_parts"]["adx_relief"] == 0.5
+
+
+def test_host_vo_z_includes_the_bar_in_its_own_ewma() -> None:
+    from tests.conftest import real_file
+
+    bars = _real_bars(real_file("binance_spot_2017-2022", "majors", "1d", "BTCUSDT.csv"), "1d")
+    from regime_tasks.core.ta import compute_ta_frame
+
+    h = EngineHistory(compute_ta_frame(bars), EngineSettings())
+    # the host TA's loop, written out: mean seeded with the first log volume, variance with 0, bar t included
+    x = np.log1p(bars["volume"].to_numpy())
+    alpha, mu, var, expected = 2.0 / 65.0, x[0], 0.0, [0.0]
+    for value in x[1:]:
+        prev_mu = mu
+        mu = alpha * value + (1 - alpha) * mu
+        var = (1 - alpha) * (var + alpha * (value - prev_mu) * (value - mu))
+        expected.append(min(6.0, max(-4.0, (value - mu) / math.sqrt(max(var, 1e-12)))))
+    got = np.array([h.host_vo_z(i) for i in range(h.n)])
+    assert np.max(np.abs(got - np.array(expected))) < 1e-12
+    assert np.max(np.abs(got - h.cols["vo_z"])) > 0.5  # not the TA's vo_z (bar t compared with bars before it)
 
 
 def test_edx_windows_never_reach_into_the_warm_up() -> None:
@@ -508,3 +577,46 @@ def test_edx_windows_never_reach_into_the_warm_up() -> None:
     prev = prev_payload("S3", s3_start_ts="2023-01-01T00:00:00Z")  # older than the whole history
     out = step(h, N - 1, prev, EngineSettings())[0]
     assert out["diagnostics"]["edx"]["n"] == N - 100
+
+
+@pytest.mark.slow
+def test_no_s1_buy_on_s2_to_s1_bars_of_btc_hourly_2017_2022() -> None:
+    # issue 13: before the fix 19 of the 261 S1 buy signals of this file fell on S2→S1 bars
+    from regime_tasks.engine_cli import run_file
+    from tests.conftest import real_file
+
+    path = real_file("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz")
+    payloads, _ = run_file(path, "1h", EngineSettings())
+    drops = [p for p in payloads if p["prev_state"] == "S2" and p["state"] == "S1"]
+    assert len(drops) == 265
+    assert sum(p["buy_signal"] for p in drops) == 0
+    assert sum(p["buy_signal"] for p in payloads) == 261 - 19
+
+
+def test_bars_since_the_s3_start_count_rows_when_bars_are_kept_with_gaps() -> None:
+    h = history([{**S3_EMAS, "close": 111.0}])
+    grid = pd.date_range("2024-01-01", periods=N + 5, freq="1h", tz="UTC", name="timestamp")
+    h.index = grid.delete(range(N - 10, N - 5))  # five absent hours, 10 rows before the last
+    start = h.index[N - 21].strftime("%Y-%m-%dT%H:%M:%SZ")
+    for settings in (EngineSettings(), EngineSettings(gaps="keep")):
+        out = step(h, N - 1, prev_payload("S3", s3_start_ts=start), settings)[0]
+        assert out["meta"]["bars_since_s3"] == 20  # rows, as the host counted; 25 hours have passed
+        assert out["diagnostics"]["edx"]["windows"] == [20, 13]
+    assert h.bar_seconds == 3600.0  # the bar length is the smallest spacing, not the first one
+
+
+def test_edx_1d_count_as_run_keeps_the_edx_of_the_first_500_bars_after_the_s3_start() -> None:
+    h = history([{**S3_EMAS, "close": 111.0}])
+    h.index = pd.date_range("2020-01-01", periods=N, freq="1D", tz="UTC", name="timestamp")
+    last = h.index[N - 1]
+    host = EngineSettings(edx_1d_count="as_run")
+
+    def at(bars_since: int, settings: EngineSettings) -> dict:
+        start = (last - pd.Timedelta(days=bars_since)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        prev = {**prev_payload("S3", s3_start_ts=start), "scores": {"edx": 0.777}}
+        return step(h, N - 1, prev, settings)[0]
+
+    # the host fetched at most 500 bars from the S3 start: from bar 500 on it read the same bars again
+    assert at(500, host)["scores"]["edx"] == 0.777 and at(800, host)["diagnostics"]["edx"]["frozen"]
+    assert at(499, host)["scores"]["edx"] != 0.777  # 500 bars fetched: computed
+    assert at(800, EngineSettings())["scores"]["edx"] != 0.777  # counted in bars: never frozen
