@@ -492,7 +492,15 @@ def test_a_tick_dropped_by_a_postgres_outage_longer_than_the_budget_is_rerun_by_
     from regime_tasks.store.meta import get_meta, set_meta
 
     rt = get_runtime()
-    # Arrange: the beats of earlier tests ticked wall-clock (2026) bars; for the data the newest 1h bar is 03:00
+    # Arrange: a test before this one may have restarted Redis; a tick sent before the worker has declared its
+    # queues again would be dropped by the broker, which is not the outage under test
+    broker = redis.Redis.from_url(stack.env["REGIME_BROKER_URL"])
+    deadline = time.monotonic() + 60
+    while not broker.exists("_kombu.binding.regime.compute"):
+        assert time.monotonic() < deadline, "the worker did not reconnect to Redis within 60 s"
+        time.sleep(0.2)
+    stack.new_client()
+    # the beats of earlier tests ticked wall-clock (2026) bars; for the data the newest 1h bar is 03:00
     set_meta(rt.engine, f"tick:published:{BOOK}:1h", {"until": "2025-07-26T03:00:00Z"})
     set_meta(rt.engine, f"tick:launched:{BOOK}:1h", {})
     stack.venues.now = pd.Timestamp("2025-07-26T05:00:30Z")
