@@ -13,8 +13,10 @@ app.conf.include = ["regime_tasks.tasks"]
 def _schedule() -> None:
     from regime_tasks.config import get_settings
     from regime_tasks.pipeline import beat_schedule
+    from regime_tasks.sources.clock import speed
 
-    app.conf.beat_schedule = beat_schedule(get_settings().beat_heartbeat_secs)
+    settings = get_settings()
+    app.conf.beat_schedule = beat_schedule(settings.beat_heartbeat_secs, replay_speed=speed(settings))
 
 
 _schedule()

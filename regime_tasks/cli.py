@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from regime_tasks.errors import RegimeError, RegimeUnavailable, SourceUnavailableError, StoreError
+from regime_tasks.errors import (
+    RateLimitedError,
+    RegimeError,
+    RegimeUnavailable,
+    SourceUnavailableError,
+    StoreError,
+)
 from regime_tasks.logs import redact_url
 
 Handler = Callable[[argparse.Namespace], int]
@@ -197,13 +203,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         _print_json(report.as_dict())
     else:
         print_bootstrap_report(report)
-    if not report.ok:
+    if not report.ok:  # the report is printed (the worker's bootstrap task reads it from stdout), then exit 2
         hint = f" — {report.hint}" if report.hint else ""
-        print(
-            "regime: error: required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint,
-            file=sys.stderr,
-        )
-        return 2
+        raise RegimeError("required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint)
     return 0
 
 
@@ -211,7 +213,12 @@ def _cmd_tick(args: argparse.Namespace) -> int:
     from regime_tasks.runner import run_tick_command
 
     result = run_tick_command(args.timeframe, until=args.until, book_id=args.book, wait=not args.no_wait)
-    _print_json(result) if args.json else print(json.dumps(result, default=str))
+    if args.json:
+        _print_json(result)
+    else:
+        print(json.dumps(result, default=str, ensure_ascii=False))
+        if result.get("message"):  # a tick that stepped nothing says so on its own line (issue 12)
+            print(f"tick {args.timeframe}: {result['message']}")
     return 0
 
 
@@ -444,7 +451,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from regime_tasks.config import get_settings
     from regime_tasks.replay import run_replay
-    from regime_tasks.report import write_report
+    from regime_tasks.replay.report import write_report
     from regime_tasks.runner import progress_reporter
     from regime_tasks.sources.files import FileSource
 
@@ -490,6 +497,100 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=output_folder, default="replay_out", help="report folder (default ./replay_out)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(handler=_cmd_replay)
+
+
+# --- evaluate ------------------------------------------------------------------------------------------
+def cost_bps(value: str) -> float:
+    """Basis points per unit of turnover, ≥ 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of basis points") from None
+    if not x >= 0 or x == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {value}")
+    return x
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from regime_tasks.config import get_settings
+    from regime_tasks.replay.evaluate import TRADABLE, check_options, check_window, run_evaluation
+    from regime_tasks.replay.history import FileHistory, StoreHistory
+    from regime_tasks.replay.report import write_evaluation
+    from regime_tasks.runner import progress_reporter
+    from regime_tasks.sources.files import FileSource
+
+    start, end = args.start, args.end
+    tfs = tuple(dict.fromkeys(args.timeframe or ["1d", "1h"]))
+    series = tuple(dict.fromkeys(args.series or TRADABLE))
+    check_window(start, end)  # before any work: nothing is read or written for a bad window
+    check_options(tfs, series, args.cost_bps, args.exec_tf)
+    s = get_settings()
+    if args.from_db:
+        from regime_tasks.runtime import get_runtime
+
+        history: Any = StoreHistory(get_runtime().engine)
+    else:
+        history = FileHistory(FileSource(args.files or s.files_dir))
+    with progress_reporter("evaluate") as progress:
+        ev = run_evaluation(
+            history,
+            start=start,
+            end=end,
+            timeframes=tfs,
+            series=series,
+            cost_bps=args.cost_bps,
+            exec_tf=args.exec_tf,
+            settings=s.engine_settings(),
+            bucket_thresholds={
+                "nano_max_usd": s.bucket_nano_max_usd,
+                "small_max_usd": s.bucket_small_max_usd,
+                "mid_max_usd": s.bucket_mid_max_usd,
+            },
+            progress=progress,
+        )
+    paths = write_evaluation(ev, Path(args.out))
+    if args.json:
+        _print_json({**ev.as_dict(), "files": {k: str(v) for k, v in paths.items()}})
+    else:
+        print(f"report written to {paths['html']}; summary in {paths['summary']}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="does sizing by the regime help? forward returns with intervals, sizing backtest vs baselines, latency",
+    )
+    p.add_argument("--start", type=utc_time, required=True, help="first bar of the window, ISO-8601 UTC")
+    p.add_argument("--end", type=utc_time, required=True, help="last bar of the window, ISO-8601 UTC (after --start)")
+    p.add_argument(
+        "--timeframe", nargs="+", action="extend", choices=["1d", "1h"], help="series timeframes (default both)"
+    )
+    p.add_argument(
+        "--series",
+        nargs="+",
+        action="extend",
+        choices=["BTC", "ALT", "nano", "small", "mid", "big"],
+        help="tradable series (default all)",
+    )
+    p.add_argument(
+        "--cost-bps", type=cost_bps, default=10.0, help="cost per unit of turnover, basis points (default 10)"
+    )
+    p.add_argument(
+        "--exec-tf",
+        choices=["1m", "5m", "15m", "1h", "4h", "1d"],
+        default=None,
+        help="execution timeframe of the bucket levers (default: the series' timeframe)",
+    )
+    p.add_argument("--from-db", action="store_true", help="read the stored history (after regime import-candles)")
+    p.add_argument(
+        "--files", type=data_folder, default=None, help="data folder in the bundled layout (default REGIME_FILES_DIR)"
+    )
+    p.add_argument("--out", type=output_folder, default="evaluate_out", help="report folder (default ./evaluate_out)")
+    p.add_argument("--json", action="store_true", help="every number of the report as JSON on stdout")
+    p.set_defaults(handler=_cmd_evaluate)
 
 
 # --- command registry -----------------------------------------------------------------
@@ -542,6 +643,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_levers,
     _add_status,
     _add_replay,
+    _add_evaluate,
     _add_stream,
     _add_flower,
     # >>> more commands register here (one line each) <<<
@@ -600,7 +702,8 @@ def _is_service_error(exc: BaseException) -> bool:
 
 def exit_code(exc: BaseException) -> int:
     """2 for bad input, 1 for a service or data source that is unavailable (or an unexpected crash)."""
-    if isinstance(exc, RegimeUnavailable | StoreError | SourceUnavailableError | ConnectionError | TimeoutError):
+    unavailable = RegimeUnavailable | StoreError | SourceUnavailableError | RateLimitedError
+    if isinstance(exc, unavailable | ConnectionError | TimeoutError):
         return EXIT_UNAVAILABLE
     if isinstance(exc, RegimeError):
         return EXIT_BAD_INPUT

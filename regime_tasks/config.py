@@ -12,6 +12,7 @@ environment variable.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import math
 from pathlib import Path
@@ -85,6 +86,17 @@ class Settings(BaseSettings):
     )
     source: Literal["file", "live"] = Field("file", description="file = bundled/user files; live = venues' APIs.")
     files_dir: Path = Field(BUNDLED_DATA_DIR, description="Root of the file source (bundled data by default).")
+    replay_clock_start: dt.datetime | None = Field(
+        None,
+        description="Replay clock (file source, offline trial): at this wall-clock instant (ISO-8601 UTC) 'now' is "
+        "REGIME_REPLAY_CLOCK_LEAD_HOURS before the data's last bar; unset = the real clock.",
+    )
+    replay_clock_lead_hours: float = Field(
+        6.0, gt=0, description="Replay clock: hours of data left to replay after the start (new bars keep closing)."
+    )
+    replay_clock_speed: float = Field(
+        1.0, gt=0, le=3_600, description="Replay clock: data seconds per real second (60 = one data hour a minute)."
+    )
     ta_window_bars: int = Field(3_000, ge=333, description="Closed bars per series fed to TA, at least (D6).")
     ta_window_slack_bars: int = Field(
         500, ge=1, description="TA windows start on a grid of this many bars, so they hold up to this many more."
@@ -250,6 +262,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"book id {book!r} must be printable, without '|' or ':'")
         return value
 
+    @field_validator("replay_clock_start", mode="before")
+    @classmethod
+    def _empty_start_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("replay_clock_start")
+    @classmethod
+    def _start_in_utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -266,6 +290,8 @@ class Settings(BaseSettings):
         if self.http_retry_budget_secs >= self.task_soft_time_limit_secs:
             # a venue call that may wait longer than its task may run would be killed mid-wait
             raise ValueError("REGIME_HTTP_RETRY_BUDGET_SECS must be below REGIME_TASK_SOFT_TIME_LIMIT_SECS")
+        if self.replay_clock_start is not None and self.source != "file":
+            raise ValueError("the replay clock (REGIME_REPLAY_CLOCK_START) replays files: set REGIME_SOURCE=file")
         return self
 
     # --- derived -------------------------------------------------------------------

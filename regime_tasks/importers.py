@@ -13,10 +13,10 @@ from sqlalchemy.engine import Engine
 
 from regime_tasks.core.bars import validate_bars
 from regime_tasks.core.constants import DRIVERS, TIMEFRAME_SECONDS
-from regime_tasks.core.dominance import history_to_bars, read_history_csv
+from regime_tasks.core.dominance import history_to_bars
 from regime_tasks.errors import DataValidationError, UnknownInputError
 from regime_tasks.logs import kv
-from regime_tasks.sources.files import read_candle_file
+from regime_tasks.sources.files import read_candle_file, read_history_csv
 from regime_tasks.store import bars as store_bars
 from regime_tasks.store.positions import upsert_tokens
 

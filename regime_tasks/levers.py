@@ -53,6 +53,7 @@ from regime_tasks.core.levers import (
 )
 from regime_tasks.errors import DataValidationError, RegimeError, RegimeUnavailable, StoreError
 from regime_tasks.logs import kv, redact_url
+from regime_tasks.sources.clock import now as regime_now
 from regime_tasks.store.cache import CacheUnavailable, MemoryRegimeCache, RedisRegimeCache, RegimeCache
 
 log = logging.getLogger(__name__)
@@ -256,13 +257,14 @@ def compute_levers(
 ) -> dict[str, Any]:
     """A, E and position size for one position, with diagnostics (plan §5.5).
 
-    ``now`` (default: the wall clock) judges staleness (D8). Raises ``UnknownInputError`` for an execution
-    timeframe or bucket outside the plan's tables and ``RegimeUnavailable`` when neither cache nor database
-    answers (unless ``neutral_on_unavailable``: then A = E = 0.5 with ``diagnostics.unavailable = True``).
+    ``now`` (default: the wall clock, or the replay clock when it is set) judges staleness (D8). Raises
+    ``UnknownInputError`` for an execution timeframe or bucket outside the plan's tables and ``RegimeUnavailable``
+    when neither cache nor database answers (unless ``neutral_on_unavailable``: then A = E = 0.5 with
+    ``diagnostics.unavailable = True``).
     """
     # Every argument is checked before any I/O, so a bad one is an UnknownInputError, never a RegimeUnavailable
     # or a TypeError from deep inside (issue 17 #11).
-    clock = dt.datetime.now(dt.UTC) if now is None else check_now(now)
+    clock = regime_now() if now is None else check_now(now)  # default: the wall clock, or the replay clock
     check_book(book_id)
     check_inputs(execution_timeframe, position_bucket)
     intent_deltas({} if features is None else features)
@@ -373,7 +375,7 @@ def run_levers_task(
     from regime_tasks.store.positions import iter_lever_positions
 
     check_book(book_id)
-    clock = now or dt.datetime.now(dt.UTC)
+    clock = now or regime_now()  # the wall clock, or the replay clock (sources/clock.py)
     entries, source = load_entries(book_id, cache=cache, engine=engine)
     settings = get_settings()
     written, errors = 0, []

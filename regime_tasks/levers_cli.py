@@ -30,10 +30,11 @@ def parse_intent(items: list[str]) -> dict[str, float]:
     return out
 
 
-def parse_now(value: str | None) -> dt.datetime:
-    """``--now`` as an aware UTC datetime (default: the wall clock)."""
+def parse_now(value: str | None) -> dt.datetime | None:
+    """``--now`` as an aware UTC datetime; None without one: the pipeline's clock (the wall clock, or the replay
+    clock), read when the entries have been read (see ``_load_known_entries``)."""
     if value is None:
-        return dt.datetime.now(dt.UTC)
+        return None
     from regime_tasks.steps import parse_ts
 
     return parse_ts(value).to_pydatetime()
@@ -59,19 +60,32 @@ def entries_known_at(
     return known, later
 
 
-def _load_known_entries(book: str, now: dt.datetime) -> tuple[dict[tuple[str, str], dict[str, Any]], str, list[str]]:
-    """The book's entries as known at ``now``; refuses, naming the command to run, when the store has none."""
+def _load_known_entries(
+    book: str, now: dt.datetime | None
+) -> tuple[dict[tuple[str, str], dict[str, Any]], str, list[str], dt.datetime]:
+    """The book's entries as known at ``now`` (and that ``now``); refuses, naming the command to run, when the
+    store has none. Without ``--now`` the clock is read after the entries: a bar published while this command
+    started is known, not "after now" (on the replay clock at speed 20, a 2 s start is 40 s of data)."""
     from regime_tasks.core.levers import regime_book_id
     from regime_tasks.levers import load_entries
+    from regime_tasks.sources.clock import now as clock_now
 
     try:
         entries, source = load_entries(book)
     except RegimeUnavailable as exc:
-        raise RegimeUnavailable(f"{exc}{_hint(bootstrap='regime bootstrap' not in str(exc))}") from exc
+        text = str(exc)
+        if "no such table" in text or ("relation" in text and "does not exist" in text):
+            # a database without the schema (SQLite creates an empty file on first connect): say what to run
+            raise RegimeUnavailable(
+                f"{_database_label()} has no regime tables; run `regime db init` and `regime bootstrap`"
+                + _hint(bootstrap=False)
+            ) from exc
+        raise RegimeUnavailable(f"{text}{_hint(bootstrap='regime bootstrap' not in text)}") from exc
     if not entries:
         raise RegimeUnavailable(f"no regime state for book {regime_book_id(book)!r} in {_database_label()}" + _hint())
+    now = clock_now() if now is None else now
     known, later = entries_known_at(entries, now)
-    return known, source, later
+    return known, source, later, now
 
 
 def _database_label() -> str:
@@ -93,7 +107,9 @@ def _hint(*, bootstrap: bool = True) -> str:
     return "; run `regime bootstrap` first (or `regime demo` for a self-contained run)" if bootstrap else ""
 
 
-def levers_report(bucket: str | None, exec_tf: str, book: str, intent: dict[str, float], now: dt.datetime) -> dict:
+def levers_report(
+    bucket: str | None, exec_tf: str, book: str, intent: dict[str, float], now: dt.datetime | None
+) -> dict:
     """``compute_levers()`` for a hypothetical position with these intent metrics, from the entries known at ``now``.
 
     Entries whose bar closes after ``now`` count as missing and are listed in ``diagnostics.closes_after_now``.
@@ -102,7 +118,7 @@ def levers_report(bucket: str | None, exec_tf: str, book: str, intent: dict[str,
 
     check_inputs(exec_tf, bucket)
     intent_deltas({"intent_metrics": intent})  # a non-finite --intent fails before any I/O (issue 17 #1)
-    known, source, later = _load_known_entries(book, now)
+    known, source, later, now = _load_known_entries(book, now)
     res = compute_levers_from_entries(known, {"intent_metrics": intent}, exec_tf, bucket, now=now)
     res["diagnostics"].update(source=source, regime_book_id=regime_book_id(book), closes_after_now=later)
     return res
@@ -204,12 +220,12 @@ def beat_heartbeat(now: dt.datetime) -> dict[str, Any]:
     return {"at": beat["at"], "age_secs": round((now - at).total_seconds(), 1), "count": beat.get("count", 0)}
 
 
-def status_report(book: str, now: dt.datetime) -> dict[str, Any]:
+def status_report(book: str, now: dt.datetime | None) -> dict[str, Any]:
     """The 24 driver rows and the market summary (D2), as ``compute_levers()`` sees them at ``now``."""
     from regime_tasks.core.levers import entry_age_bars, is_stale, market_summary, regime_book_id
     from regime_tasks.runner import regime_table
 
-    entries, source, later = _load_known_entries(book, now)
+    entries, source, later, now = _load_known_entries(book, now)
     summary = market_summary(entries, now=now)
     summary.pop("contributions", None)
     rows = regime_table(regime_book_id(book), now)

@@ -37,8 +37,9 @@ class _RedactingFormatter(logging.Formatter):
 
 
 # Third-party loggers that warn about nothing we can act on below DEBUG: kombu's in-memory broker (embedded mode)
-# "reverts to localhost" on every connection.
-_NOISY = ("kombu.connection",)
+# "reverts to localhost" on every connection; Alembic's migration context names its dialect and each revision it
+# runs, which store.db.init_db reports itself (one line per change).
+_NOISY = ("kombu.connection", "alembic.runtime.migration")
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -15,16 +15,16 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pandas as pd
 
 from regime_tasks.config import Settings
 from regime_tasks.core.bars import timeframe_delta
-from regime_tasks.core.dominance import history_to_bars, read_history_csv
+from regime_tasks.core.dominance import history_to_bars
 from regime_tasks.errors import DataValidationError
 from regime_tasks.logs import kv
-from regime_tasks.sources.files import FileSource
+from regime_tasks.sources.files import FileSource, read_history_csv
 
 if TYPE_CHECKING:
     from regime_tasks.runtime import Runtime
@@ -99,7 +99,41 @@ class FileMarket(FileSource):
             if frame.empty:
                 continue
             written += _append_new(rt, "lowcap", key, timeframe, frame, until)
+        if timeframe == "1d":
+            self._collect_caps(rt, until)
         return written
+
+    def _collect_caps(self, rt: Runtime, until: pd.Timestamp) -> int:
+        """Daily caps (D16: close × supply) of the tokens with a supply, for the days closed by ``until``."""
+        from regime_tasks.store.tokens import cap_source, last_cap_day, upsert_caps
+
+        tokens = self.tokens()
+        if "circulating_supply" not in tokens.columns:
+            return 0
+        rows: list[dict[str, Any]] = []
+        for rec in tokens.dropna(subset=["circulating_supply"]).to_dict("records"):
+            chain = rec.get("chain") or LOWCAP_CHAIN
+            supply, as_of = float(rec["circulating_supply"]), pd.Timestamp(rec["supply_as_of"])
+            caps = self.daily_caps(rec["symbol"], supply, float(rec.get("price_multiplier") or 1))
+            last = last_cap_day(rt.engine, rec["symbol"], chain)
+            caps = caps[caps["day"] <= until]
+            if last is not None:
+                caps = caps[caps["day"] > last]
+            source = cap_source(as_of)
+            rows.extend(
+                {
+                    "token_contract": rec["symbol"],
+                    "token_chain": chain,
+                    "day": day.to_pydatetime(),
+                    "market_cap_usd": float(cap),
+                    "close_usd": float(close),
+                    "circulating_supply": supply,
+                    "supply_as_of": as_of.to_pydatetime(),
+                    "source": source,
+                }
+                for day, cap, close in caps[["day", "market_cap_usd", "close_usd"]].itertuples(index=False)
+            )
+        return upsert_caps(rt.engine, rows) if rows else 0
 
     def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
         """Imported history (D4): ``dominance/<tf>.csv`` becomes flat BTC.d/USDT.d bars."""

@@ -45,8 +45,11 @@ ONE_MINUTE_TICK_EXPIRES_SECS = 50
 
 
 def utcnow() -> dt.datetime:
-    """The wall clock; a single place to pin time in tests and demos."""
-    return dt.datetime.now(dt.UTC)
+    """The pipeline's "now": the wall clock, or the replay clock when ``REGIME_REPLAY_CLOCK_START`` is set
+    (``sources/clock.py``); a single place to pin time in tests and demos."""
+    from regime_tasks.sources import clock
+
+    return clock.now()
 
 
 def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
@@ -129,11 +132,30 @@ def due_catch_ups(
     return due
 
 
-def beat_schedule(heartbeat_secs: int = 30) -> dict[str, dict[str, Any]]:
+def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -> dict[str, dict[str, Any]]:
     """Beat entries: each timeframe a few seconds after its bar closes; 1m entries expire (no backlog replay).
 
     The heartbeat entry lets operators (``regime status``) and tests see that exactly one beat is scheduling.
+    On the replay clock (``replay_speed``) a tick runs every bar length of *replay* time — every 60/speed s for
+    1m — since replay bars do not close on the wall clock's minutes; the tick resolves its bar by that clock.
     """
+    if replay_speed is not None:
+        return {
+            "regime-beat-heartbeat": {
+                "task": "regime.beat.heartbeat",
+                "schedule": float(heartbeat_secs),
+                "options": {"expires": heartbeat_secs},
+            },
+            **{
+                f"regime-tick-{tf}": {
+                    "task": "regime.tick",
+                    "schedule": TIMEFRAME_SECONDS[tf] / replay_speed,
+                    "args": (tf,),
+                    "options": {"expires": ONE_MINUTE_TICK_EXPIRES_SECS / replay_speed} if tf == "1m" else {},
+                }
+                for tf in ("1m", "1h", "1d")
+            },
+        }
     return {
         "regime-beat-heartbeat": {
             "task": "regime.beat.heartbeat",
@@ -280,7 +302,9 @@ def bootstrap(
             errors.append(f"collect {tf}: {exc}")
             log.exception("bootstrap collect failed %s", kv(timeframe=tf))
         advance(f"collect {tf}")
-        end = steps.source_end(rt, tf)
+        # only a source that knows where its data ends (the file source) can end before now; a venue's newest
+        # bar may just be late
+        end = steps.source_end(rt, tf) if callable(getattr(rt.market, "latest", None)) else until
         if end is not None:
             closes.append(end + steps.bar_delta(tf))
         if end is None or end < until:

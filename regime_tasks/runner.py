@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pandas as pd
+
 from regime_tasks import pipeline, steps
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.runtime import get_runtime
@@ -94,17 +96,22 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
     steps.check_closed(timeframe, bar, pipeline.utcnow())
     rt = get_runtime()
     book = book_id or rt.book_id
+    before = steps.processed_bar(rt, book, timeframe)
     if rt.settings.embedded:
         with in_process_worker():
-            return {
-                "timeframe": timeframe,
-                "until": steps.iso(bar),
-                "result": run_tick(timeframe, steps.iso(bar), book),
-            }
-    result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
-    if not wait:
-        return {"timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
-    return {"timeframe": timeframe, "until": steps.iso(bar), "result": result.get(timeout=600)}
+            out = {"timeframe": timeframe, "until": steps.iso(bar), "result": run_tick(timeframe, steps.iso(bar), book)}
+    else:
+        result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
+        if not wait:
+            return {"timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
+        out = {"timeframe": timeframe, "until": steps.iso(bar), "result": result.get(timeout=600)}
+    # a tick that stepped no new bar says so (issue 12): the source may have ended, or the bar is not closed yet
+    after = steps.processed_bar(rt, book, timeframe)
+    out["new_bar"] = after is not None and (before is None or after > before)
+    out["last_bar"] = steps.iso(after)
+    if not out["new_bar"]:
+        out["message"] = steps.no_new_bar_message(rt, timeframe, after)
+    return out
 
 
 # --- demo --------------------------------------------------------------------------------------------
@@ -120,6 +127,7 @@ def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
     rt = get_runtime()
     feats = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4", "regime_engine_v4"))
     simulated = rt.market.simulated_series()
+    caps_source = bucket_caps_source(rt)
     rows = []
     for driver in DRIVERS:
         for tf in REGIME_TIMEFRAMES:
@@ -150,9 +158,29 @@ def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
                     "warming_up": ((eng.get("diagnostics") or {}).get("warming_up") or None)
                     if (reg.get("state") or eng.get("state")) == "warming_up"
                     else None,
+                    **(bucket_last_bar(rt, driver, tf, caps_source) if driver in DEMO_BUCKETS else {}),
                 }
             )
     return rows
+
+
+def bucket_caps_source(rt: Any) -> str:
+    """Where the buckets' market caps come from (D16: say so wherever caps are shown)."""
+    from regime_tasks.store.tokens import cap_sources
+
+    labels = sorted(set(cap_sources(rt.engine).values()))
+    return "; ".join(labels) if labels else "host tokens table (one cap per token, not point in time)"
+
+
+def bucket_last_bar(rt: Any, driver: str, tf: str, caps_source: str) -> dict[str, Any]:
+    """How many members formed the bucket's last bar, and the source of its caps."""
+    from regime_tasks.store import bars as store_bars
+
+    last = store_bars.read_bars(rt.engine, "regime", {"driver": driver}, tf, limit=1)
+    members = None
+    if not last.empty and "constituents" in last.columns and not pd.isna(last["constituents"].iloc[-1]):
+        members = int(last["constituents"].iloc[-1])
+    return {"members_last_bar": members, "caps_source": caps_source}
 
 
 def levers_grid(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
@@ -251,7 +279,9 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     result = {
         "book_id": book,
         "now": steps.iso(now),
-        "data": "bundled real candles; rows marked simulated use simulated inputs (regime_tasks/data/MANIFEST.json)",
+        "data": "bundled real data (regime_tasks/data/MANIFEST.json); bucket caps derived as price × CoinGecko "
+        "circulating supply of 2025-02-14 (Data provided by CoinGecko); BTC.d/USDT.d below 1d derived from "
+        "prices × supplies, calibrated to the published daily close of the previous day (D16)",
         "bootstrap": report.as_dict(),
         "ticks": [{"timeframe": t["timeframe"], "until": t["until"]} for t in ticks],
         "drivers": table,
@@ -293,6 +323,7 @@ def print_demo(result: dict[str, Any]) -> None:
         "ΔE",
         "bar (open, UTC)",
         "age (bars since close)",
+        "members",
         "data",
     ):
         t.add_column(col)
@@ -309,6 +340,7 @@ def print_demo(result: dict[str, Any]) -> None:
             "" if r["delta_e_raw"] is None else signed(r["delta_e_raw"], 2),
             r["bar_ts"] or "",
             "" if r["age_bars"] is None else f"{r['age_bars']:.1f}" + (" stale" if r["stale"] else ""),
+            "" if r.get("members_last_bar") is None else str(r["members_last_bar"]),
             "[magenta]simulated[/]" if r["simulated"] else "real",
         )
     console.print(t)
@@ -332,9 +364,11 @@ def print_demo(result: dict[str, Any]) -> None:
         ]
         g.add_row(bucket, *cells)
     console.print(g)
+    caps = next((r["caps_source"] for r in result["drivers"] if r.get("caps_source")), None)
     console.print(
-        "Bucket drivers and dominance 1h/1m use simulated inputs (market caps, minute bars): "
-        "see regime_tasks/data/MANIFEST.json."
+        f"Bucket market caps: {caps} (a later supply applied to earlier days: an approximation). "
+        "members = constituents that traded in the bucket's last bar. Data provided by CoinGecko; "
+        "Hyperliquid candles GPL-3.0 (regime_tasks/data/LICENSE-GPL-3.0.txt)."
     )
     db = result.get("database")
     if db:

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from regime_tasks.core.constants import (
     MAX_BUCKET_CONSTITUENTS,
     TIMEFRAME_SECONDS,
 )
+from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.errors import UnknownInputError
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
@@ -55,8 +56,12 @@ def check_closed(timeframe: str, bar: pd.Timestamp, now: dt.datetime | pd.Timest
         )
 
 
+@overload
+def iso(ts: pd.Timestamp | dt.datetime) -> str: ...
+@overload
+def iso(ts: None) -> None: ...
 def iso(ts: pd.Timestamp | dt.datetime | None) -> str | None:
-    """ISO-8601 UTC with a Z, the payload convention."""
+    """ISO-8601 UTC with a Z, the payload convention (``None`` stays ``None``)."""
     if ts is None:
         return None
     t = pd.Timestamp(ts)
@@ -146,29 +151,83 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
 
 
 # --- driver price series (composites, BTC, dominance) ---------------------------------------------------
-def bucket_members(rt: Runtime) -> dict[str, list[dict[str, str]]]:
-    """Bucket → lowcap series keys, by market cap (largest first, at most 64 per bucket; D3)."""
-    from regime_tasks.core.composite import select_bucket_members
-    from regime_tasks.store.positions import read_tokens
+MemberKey = tuple[str, dict[str, str]]  # (price table, series key)
 
-    tokens = [t for t in read_tokens(rt.engine) if t.get("market_cap_usd")]
-    caps = {f"{t['token_contract']}@{t['token_chain']}": float(t["market_cap_usd"]) for t in tokens}
+
+def _token_name(key: Mapping[str, str]) -> str:
+    return f"{key['token_contract']}@{key['token_chain']}"
+
+
+def bucket_membership(rt: Runtime, until: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """Bucket → point-in-time membership (index = day, columns = ``contract@chain``) up to ``until``'s day (D3).
+
+    Caps come from ``token_caps`` (D16: price × supply per day); day d uses the caps at d−1's close, and a day
+    whose previous close has no caps yet keeps the last known membership (still nothing after d−1). A token
+    with no cap history but a cap in ``tokens`` (a host's single current cap) counts with that cap on every day:
+    not point in time, the plan's host path.
+    """
+    from regime_tasks.core.composite import point_in_time_membership
+    from regime_tasks.store.positions import read_tokens
+    from regime_tasks.store.tokens import read_caps
+
+    day = pd.Timestamp(until).floor("1D")
+    caps = read_caps(rt.engine, until=day - pd.Timedelta(days=1))
+    host = {
+        _token_name(t): float(t["market_cap_usd"])
+        for t in read_tokens(rt.engine)
+        if t.get("market_cap_usd") and _token_name(t) not in caps.columns
+    }
+    if host:
+        first = caps.index[0] if not caps.empty else day - pd.Timedelta(days=rt.settings.history_1d_days)
+        grid = pd.date_range(first, day - pd.Timedelta(days=1), freq="1D", tz="UTC")
+        caps = caps.reindex(grid) if not caps.empty else pd.DataFrame(index=grid)
+        for name, cap in host.items():
+            caps[name] = cap
+    if caps.empty:
+        return {b: pd.DataFrame() for b in BUCKETS}
     s = rt.settings
-    chosen = select_bucket_members(
+    members = point_in_time_membership(
         caps,
         nano_max_usd=s.bucket_nano_max_usd,
         small_max_usd=s.bucket_small_max_usd,
         mid_max_usd=s.bucket_mid_max_usd,
         max_members=MAX_BUCKET_CONSTITUENTS,
     )
-    out: dict[str, list[dict[str, str]]] = {}
-    for bucket in BUCKETS:
-        keys = []
-        for name in chosen.get(bucket, []):
-            contract, chain = name.rsplit("@", 1)
-            keys.append({"token_contract": contract, "token_chain": chain})
-        out[bucket] = keys
+    out = {}
+    for bucket, frame in members.items():
+        if frame.index[-1] < day:  # the newest close has no caps yet: keep the last known membership
+            grid = pd.date_range(frame.index[0], day, freq="1D", tz="UTC", name="day")
+            frame = frame.reindex(grid).ffill().fillna(False).astype(bool)
+        out[bucket] = frame[frame.index <= day]
     return out
+
+
+def bucket_members(rt: Runtime, until: pd.Timestamp | None = None) -> dict[str, list[dict[str, str]]]:
+    """Bucket → the lowcap series that are members on ``until``'s day (largest cap first, at most 64; D3)."""
+    day = pd.Timestamp(until if until is not None else pd.Timestamp.now(tz="UTC")).floor("1D")
+    out: dict[str, list[dict[str, str]]] = {}
+    for bucket, frame in bucket_membership(rt, day).items():
+        row = frame.loc[day] if not frame.empty and day in frame.index else pd.Series(dtype=bool)
+        names = sorted(n for n, on in row.items() if on)
+        out[bucket] = [dict(zip(("token_contract", "token_chain"), n.rsplit("@", 1), strict=True)) for n in names]
+    return out
+
+
+def _read_members(
+    rt: Runtime, members: list[MemberKey], timeframe: str, start: pd.Timestamp | None, until: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """Each member's bars from ``start``, reaching back to its own last traded bar before ``start`` (D3)."""
+    frames = {}
+    for table, mkey in members:
+        frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=start, end=until)  # type: ignore[arg-type]
+        if start is not None and not frame.empty:
+            before = start - pd.Timedelta(seconds=1)
+            prior = store_bars.last_traded_bar(rt.engine, table, mkey, timeframe, before)  # type: ignore[arg-type]
+            frame = pd.concat([prior, frame]) if not prior.empty else frame
+        if not frame.empty:
+            name = _token_name(mkey) if table == "lowcap" else "/".join(mkey.values())
+            frames[name] = frame[["open", "high", "low", "close", "volume"]]
+    return frames
 
 
 def _composite_series(
@@ -176,45 +235,43 @@ def _composite_series(
     driver: str,
     timeframe: str,
     until: pd.Timestamp,
-    members: list[tuple[str, dict[str, str]]],
+    members: list[MemberKey],
+    membership: pd.DataFrame | None = None,
     *,
     rebuild: bool = False,
 ) -> int:
     """Extend the stored chain-linked index of ``driver`` up to ``until``; returns bars written.
 
-    Chain-linking is multiplicative, so the index is extended from a short recent window and rescaled so that
-    it continues exactly from the last stored level; with nothing stored, or ``rebuild`` (the bootstrap, whose
-    members may have gained older bars), the whole history is built (base 100).
+    With nothing stored, or ``rebuild`` (the bootstrap, whose members may have gained older bars), the whole
+    history is built (base 100). Otherwise the index continues from its stored
+    close: each member's ratio on the new bars is taken against its own last traded close, read from the store,
+    and the sums run in the same order as a rebuild, so the extension equals a rebuild bit for bit (tested).
     """
     from regime_tasks.core.composite import chain_linked_composite
 
     key = {"driver": driver}
-    step = bar_delta(timeframe)
     last = None if rebuild else store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
     if last is not None and last >= until:
         return 0
-    start = None if last is None else last - 2 * step
-    frames = {}
-    for table, mkey in members:
-        frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=start, end=until)  # type: ignore[arg-type]
-        if not frame.empty:
-            frames["/".join(mkey.values())] = frame
-    if not frames:
+    if not members:
         return 0
-    comp = chain_linked_composite(frames)
-    if last is not None:
+    if last is None:
+        frames = _read_members(rt, members, timeframe, None, until)
+        if not frames:
+            return 0
+        comp = chain_linked_composite(frames, membership=membership)
+    else:
         stored = store_bars.read_bars(rt.engine, "regime", key, timeframe, start=last, end=last)
-        if last in comp.index and not stored.empty:
-            scale = float(stored["close"].iloc[-1]) / float(comp.loc[last, "close"])
-            comp = comp[comp.index > last].copy()
-            for col in ("open", "high", "low", "close"):
-                comp[col] = comp[col] * scale
-        else:  # the window cannot be anchored (a gap longer than the window): rebuild the whole index
-            full = {
-                n: store_bars.read_bars(rt.engine, t, k, timeframe, end=until)  # type: ignore[arg-type]
-                for n, (t, k) in zip(frames, members, strict=False)
-            }
-            comp = chain_linked_composite({n: f for n, f in full.items() if not f.empty})
+        start = last + bar_delta(timeframe)
+        if membership is not None and not membership.empty:  # only who can count on the new bars
+            recent = membership[membership.index >= last.floor("1D")]
+            current = {n for n in recent.columns if recent[n].any()}
+            members = [m for m in members if m[0] != "lowcap" or _token_name(m[1]) in current]
+        frames = _read_members(rt, members, timeframe, start, until)
+        if not frames:
+            return 0
+        level = float(stored["close"].iloc[-1])
+        comp = chain_linked_composite(frames, membership=membership, after=last, level=level)
     return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp, source="composite")
 
 
@@ -235,11 +292,14 @@ def build_driver_series(rt: Runtime, timeframe: str, until: pd.Timestamp, *, reb
     may have extended backwards or filled in (B1); a tick only extends them.
     """
     written: dict[str, int] = {"BTC": _copy_major(rt, "BTC", timeframe, until, rebuild=rebuild)}
-    alt_members = [("majors", {"token_contract": s}) for s in ALT_CONSTITUENTS]
+    alt_members: list[MemberKey] = [("majors", {"token_contract": s}) for s in ALT_CONSTITUENTS]
     written["ALT"] = _composite_series(rt, "ALT", timeframe, until, alt_members, rebuild=rebuild)
-    for bucket, keys in bucket_members(rt).items():
-        members = [("lowcap", k) for k in keys]
-        written[bucket] = _composite_series(rt, bucket, timeframe, until, members, rebuild=rebuild)
+    for bucket, membership in bucket_membership(rt, until).items():
+        names = sorted(membership.columns[membership.any(axis=0)]) if not membership.empty else []
+        keys: list[MemberKey] = [
+            ("lowcap", dict(zip(("token_contract", "token_chain"), n.rsplit("@", 1), strict=True))) for n in names
+        ]
+        written[bucket] = _composite_series(rt, bucket, timeframe, until, keys, membership, rebuild=rebuild)
     written.update(build_dominance_series(rt, timeframe, until))
     log.info("driver series built %s", kv(timeframe=timeframe, until=iso(until), written=written))
     return {"timeframe": timeframe, "until": iso(until), "written": written}
@@ -323,7 +383,7 @@ def update_driver(
     prev = None if replay else features.get("uptrend_engine_v4") or None
     prev_bar = parse_ts(prev["bar_ts"]) if prev and prev.get("bar_ts") else None
     base = {"driver": driver, "timeframe": timeframe, "until": iso(until)}
-    if prev_bar is not None and prev_bar >= until:
+    if prev is not None and prev_bar is not None and prev_bar >= until:
         return {
             **base,
             "status": "unchanged",
@@ -351,6 +411,7 @@ def update_driver(
         window_filled = filled["filled"].to_numpy()[-len(window) :]
         history = EngineHistory(window, engine_settings, first_step=len(window) - 1, filled=window_filled)
     else:
+        assert prev is not None  # prev_bar was read from it
         cache_key = (str(rt.engine.url), book_id, driver, timeframe)
         payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
     if not payloads:
@@ -398,7 +459,7 @@ def _step_live(
     prev: Mapping[str, Any],
     prev_bar: pd.Timestamp,
     settings: Any,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+) -> tuple[list[EnginePayload], list[dict[str, Any]], Any]:
     """Step every bar of ``filled`` after ``prev_bar``, each on its anchored window."""
     from regime_tasks.core.live import LiveHistory, window_start
     from regime_tasks.core.ta import StreamBreak, compute_ta_frame
@@ -406,9 +467,10 @@ def _step_live(
 
     s = rt.settings
     live = _LIVE.pop(cache_key, None)
-    payloads: list[dict[str, Any]] = []
+    payloads: list[EnginePayload] = []
     events: list[dict[str, Any]] = []
     history: Any = None
+    payload: Mapping[str, Any]
     previous: Mapping[str, Any] | None = prev
     checked = False  # a history from the cache is compared with the database once; after that this call feeds it
     for ts in filled.index[filled.index > prev_bar]:
@@ -429,7 +491,7 @@ def _step_live(
             window_filled = filled.loc[frame.index, "filled"].to_numpy()
             history = EngineHistory(frame, settings, first_step=len(frame) - 1, filled=window_filled)
             payload, event = step(history, history.n - 1, previous, settings)
-        payloads.append(payload)
+        payloads.append(cast(EnginePayload, payload))  # step()'s dict; its shape: tests/core/test_payloads.py
         if event is not None:
             events.append(event)
         previous = payload
@@ -498,7 +560,28 @@ def publish(rt: Runtime, book_id: str, timeframe: str, results: list[dict[str, A
     failed = sorted(d for d, s in statuses.items() if s == "error")
     if failed:
         log.error("drivers failed this tick %s", kv(timeframe=timeframe, drivers=",".join(failed)))
-    return {"timeframe": timeframe, "published": sorted(entries), "statuses": statuses, "failed": failed}
+    out = {"timeframe": timeframe, "published": sorted(entries), "statuses": statuses, "failed": failed}
+    if not any(s == "ok" for s in statuses.values()):  # nothing stepped: say so instead of looking like success
+        btc = next((r for r in results if r["driver"] == "BTC"), {})
+        last = (btc.get("payload") or {}).get("bar_ts")
+        out["message"] = no_new_bar_message(rt, timeframe, parse_ts(last) if last else None)
+        log.info("tick %s: %s", timeframe, out["message"])
+    return out
+
+
+def no_new_bar_message(rt: Runtime, timeframe: str, last: pd.Timestamp | None) -> str:
+    """``no new closed bar after <last> — the source ends at <ts>`` for a tick that stepped nothing (issue 12)."""
+    end = source_end(rt, timeframe)
+    return f"no new closed bar after {iso(last) or 'none'} — the source ends at {iso(end) or 'no bar'}"
+
+
+def processed_bar(rt: Runtime, book_id: str, timeframe: str, driver: str = "BTC") -> pd.Timestamp | None:
+    """Open time of the last bar the engine stepped for ``driver`` × ``timeframe`` (None before any)."""
+    from regime_tasks.store.positions import read_driver_features
+
+    features = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4",)).get((driver, timeframe), {})
+    bar_ts = (features.get("uptrend_engine_v4") or {}).get("bar_ts")
+    return parse_ts(bar_ts) if bar_ts else None
 
 
 def run_levers(rt: Runtime, book_id: str) -> dict[str, Any]:

@@ -80,6 +80,19 @@ CREATE TABLE regime_price_data_ohlc (
     PRIMARY KEY (driver, timeframe, timestamp)
 );
 
+CREATE TABLE token_caps (
+    token_contract VARCHAR(128) NOT NULL,
+    token_chain VARCHAR(32) NOT NULL,
+    day TIMESTAMP WITH TIME ZONE NOT NULL,
+    market_cap_usd FLOAT(53) NOT NULL,
+    close_usd FLOAT(53),
+    circulating_supply FLOAT(53),
+    supply_as_of TIMESTAMP WITH TIME ZONE,
+    source VARCHAR(64),
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    PRIMARY KEY (token_contract, token_chain, day)
+);
+
 CREATE TABLE tokens (
     token_contract VARCHAR(128) NOT NULL,
     token_chain VARCHAR(32) NOT NULL,

@@ -80,6 +80,19 @@ CREATE TABLE regime_price_data_ohlc (
     PRIMARY KEY (driver, timeframe, timestamp)
 );
 
+CREATE TABLE token_caps (
+    token_contract VARCHAR(128) NOT NULL,
+    token_chain VARCHAR(32) NOT NULL,
+    day DATETIME NOT NULL,
+    market_cap_usd FLOAT NOT NULL,
+    close_usd FLOAT,
+    circulating_supply FLOAT,
+    supply_as_of DATETIME,
+    source VARCHAR(64),
+    updated_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    PRIMARY KEY (token_contract, token_chain, day)
+);
+
 CREATE TABLE tokens (
     token_contract VARCHAR(128) NOT NULL,
     token_chain VARCHAR(32) NOT NULL,

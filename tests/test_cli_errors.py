@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
+import sqlalchemy as sa
 
-from regime_tasks.cli import build_parser, main
+from regime_tasks import errors
+from regime_tasks.cli import build_parser, exit_code, main
 from regime_tasks.runtime import reset_runtime
 from tests.conftest import REPO_ROOT
 
@@ -24,7 +27,7 @@ DATE_OPTIONS = {"now", "until", "start", "end"}
 FILE_ARGS = {"file"}
 INPUT_FOLDERS = {"files"}
 OUTPUT_FOLDERS = {"out"}
-COUNTS = {"minutes", "tail", "seconds"}
+COUNTS = {"minutes", "tail", "seconds", "cost_bps"}
 FREE_TEXT = {"book", "intent", "exec_tf", "series", "coins", "log_level"}
 VALID = {  # a valid value for each required option that is not a date or a file
     "exec_tf": "1h",
@@ -292,4 +295,38 @@ def test_status_on_an_empty_store_names_the_command_to_run(isolated, capsys) -> 
 
     line = assert_one_error_line(capsys.readouterr().err, code, 1, ["regime bootstrap"])
     assert f"REGIME_DATABASE_URL=sqlite:///{isolated / 'var' / 'demo.db'} regime status" in line
+    assert "no such table" not in line
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (errors.ConfigError("x"), 2),
+        (errors.DataValidationError("x"), 2),
+        (errors.UnknownInputError("x"), 2),
+        (FileNotFoundError(2, "x"), 2),
+        (errors.RegimeUnavailable("x"), 1),
+        (errors.StoreError("x"), 1),
+        (errors.SourceUnavailableError("x", source="binance"), 1),
+        (errors.RateLimitedError("x", source="binance"), 1),
+        (ConnectionRefusedError("x"), 1),
+        (sa.exc.OperationalError("SELECT 1", {}, Exception("down")), 1),
+        (redis.exceptions.ConnectionError("x"), 1),
+        (RuntimeError("x"), 1),
+    ],
+    ids=lambda x: type(x).__name__ if isinstance(x, BaseException) else str(x),
+)
+def test_exit_codes_2_for_bad_input_1_for_unavailable_services(exc: BaseException, code: int) -> None:
+    assert exit_code(exc) == code
+
+
+def test_status_on_a_database_without_tables_says_what_to_run(isolated, capsys) -> None:
+    import sqlite3
+
+    (isolated / "var").mkdir()
+    sqlite3.connect(isolated / "var" / "regime.db").close()  # an empty SQLite file, as a bare connect leaves
+
+    code = main(["status"])
+
+    line = assert_one_error_line(capsys.readouterr().err, code, 1, ["has no regime tables", "regime db init"])
     assert "no such table" not in line

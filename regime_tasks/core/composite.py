@@ -39,10 +39,12 @@ _PRICE_COLS = ("open", "high", "low", "close")
 
 
 def _seq_sum(values: np.ndarray) -> np.ndarray:
-    """Row sums added left to right: inserting zeros (absent members) never changes a row's bits."""
-    if values.shape[1] == 0:
-        return np.zeros(values.shape[0])
-    return np.cumsum(values, axis=1)[:, -1]
+    """Sums over members (axis 0) added one member after the other: zeros (absent members) never change a bar's
+    bits, so a window holding fewer members sums exactly like the full history."""
+    total = np.zeros(values.shape[1])
+    for row in values:  # sequential on purpose (np.sum would pair terms by position)
+        total += row
+    return total
 
 
 def chain_linked_composite(
@@ -62,41 +64,44 @@ def chain_linked_composite(
     (the stored close at ``after``). The frames must then reach back to each member's last traded bar at or
     before ``after`` so that its first ratio is taken against its own last close.
 
-    Returns columns open, high, low, close, volume, constituents; one row per time any constituent has a bar.
+    Returns columns open, high, low, close, volume, constituents; one row per time a member (that day) has a bar.
     """
     names = sorted(k for k, v in constituents.items() if not v.empty)
     if not names:
         raise DataValidationError("composite needs at least one constituent with bars", series="composite")
     if (after is None) != (level is None):
         raise ValueError("after and level go together")
-    member_rows = {name: _member_rows(constituents[name].index, name, membership) for name in names}
-    index = pd.DatetimeIndex([], tz="UTC")
-    for name in names:
-        index = index.union(constituents[name].index[member_rows[name]])
-    index = index.rename("timestamp")
+    stamps = {name: _ns(constituents[name].index) for name in names}  # ns since epoch, UTC
+    table = _MembershipTable(membership)
+    member_rows = {name: table.rows(stamps[name], name) for name in names}
+    index_ns = np.unique(np.concatenate([stamps[name][member_rows[name]] for name in names]))
+    index = pd.DatetimeIndex(index_ns.astype("datetime64[ns]"), tz="UTC", name="timestamp")
     n_t, n_c = len(index), len(names)
-    logs = {col: np.zeros((n_t, n_c)) for col in _PRICE_COLS}
-    valid = np.zeros((n_t, n_c), dtype=bool)
-    vol = np.zeros((n_t, n_c))
+    # one row per member (contiguous writes); sums over members run top to bottom (_seq_sum)
+    logs = np.zeros((len(_PRICE_COLS), n_c, n_t))  # open, high, low, close
+    valid = np.zeros((n_c, n_t), dtype=bool)
+    vol = np.zeros((n_c, n_t))
     for j, name in enumerate(names):
         frame = constituents[name]
         v = frame["volume"].to_numpy(dtype=np.float64)
         traded = v > 0  # a zero-volume bar is a quote: its prices are not a trade
-        # each traded bar after the first is a ratio against the previous traded close (its own last close)
-        take = traded & member_rows[name]
-        take[np.argmax(traded) if traded.any() else 0] = False
+        if traded.sum() < 2:
+            continue
+        prices = frame[list(_PRICE_COLS)].to_numpy(dtype=np.float64)
+        close = prices[:, 3]
+        # each traded member bar after its first trade: ratio against the previous traded close (its own last)
+        last_traded = np.maximum.accumulate(np.where(traded, np.arange(len(v)), -1))
+        prev_pos = np.concatenate([[-1], last_traded[:-1]])
+        take = traded & member_rows[name] & (prev_pos >= 0)
         if not take.any():
             continue
-        prev_close = pd.Series(np.where(traded, frame["close"].to_numpy(dtype=np.float64), np.nan)).ffill()
-        prev = prev_close.shift(1).to_numpy()[take]
-        rows = index.get_indexer(frame.index[take])
-        for col in _PRICE_COLS:
-            logs[col][rows, j] = np.log(frame[col].to_numpy(dtype=np.float64)[take] / prev)
-        valid[rows, j] = True
-        vol[rows, j] = v[take] * (frame["close"].to_numpy(dtype=np.float64)[take] if usd_volume else 1.0)
-    counts = valid.sum(axis=1)
+        rows = np.searchsorted(index_ns, stamps[name][take])
+        logs[:, j, rows] = np.log(prices[take] / close[prev_pos[take], None]).T
+        valid[j, rows] = True
+        vol[j, rows] = v[take] * (close[take] if usd_volume else 1.0)
+    counts = valid.sum(axis=0)
     safe = np.maximum(counts, 1)
-    means = {col: _seq_sum(logs[col]) / safe for col in _PRICE_COLS}  # 0 where no member traded: flat
+    means = {col: _seq_sum(logs[k]) / safe for k, col in enumerate(_PRICE_COLS)}  # 0 where none traded: flat
     start = 0
     first_level = base
     if after is not None:
@@ -119,7 +124,7 @@ def chain_linked_composite(
             "high": prev_level * np.exp(means["high"][sl]),
             "low": prev_level * np.exp(means["low"][sl]),
             "close": close,
-            "volume": _seq_sum(vol[sl]),
+            "volume": _seq_sum(vol[:, sl]),
             "constituents": counts[sl].astype("int64"),
         },
         index=index[sl],
@@ -133,15 +138,40 @@ def chain_linked_composite(
     return out
 
 
-def _member_rows(stamps: pd.DatetimeIndex, name: str, membership: pd.DataFrame | None) -> np.ndarray:
-    """Which of a constituent's bars fall on days it is a member (all of them without a membership table)."""
-    if membership is None:
-        return np.ones(len(stamps), dtype=bool)
-    if name not in membership.columns:
-        return np.zeros(len(stamps), dtype=bool)
-    days = pd.Series(membership[name].to_numpy(dtype=bool), index=pd.DatetimeIndex(membership.index).floor("1D"))
-    days = days[~days.index.duplicated(keep="last")]
-    return days.reindex(stamps.floor("1D"), fill_value=False).to_numpy(dtype=bool)
+def _ns(index: pd.Index) -> np.ndarray:
+    """Bar times as int64 nanoseconds since the epoch, UTC (whatever the index's unit)."""
+    stamps = pd.DatetimeIndex(index)
+    if stamps.tz is None:
+        stamps = stamps.tz_localize("UTC")
+    return stamps.as_unit("ns").asi8
+
+
+class _MembershipTable:
+    """Membership days × names as arrays, read once: which of a member's bars fall on days it is a member."""
+
+    DAY_NS = 86_400 * 10**9
+
+    def __init__(self, membership: pd.DataFrame | None) -> None:
+        self.on = membership is not None
+        if membership is None:
+            return
+        days = _ns(pd.DatetimeIndex(membership.index).floor("1D"))
+        order = np.argsort(days, kind="stable")
+        self.days = days[order]
+        self.flags = membership.to_numpy(dtype=bool)[order]
+        self.columns = {str(c): k for k, c in enumerate(membership.columns)}
+
+    def rows(self, stamps_ns: np.ndarray, name: str) -> np.ndarray:
+        """Bars of ``name`` on days it is a member (every bar without a table; none if it is not a column)."""
+        if not self.on:
+            return np.ones(len(stamps_ns), dtype=bool)
+        col = self.columns.get(name)
+        if col is None or len(self.days) == 0:
+            return np.zeros(len(stamps_ns), dtype=bool)
+        bar_days = stamps_ns - stamps_ns % self.DAY_NS
+        pos = np.searchsorted(self.days, bar_days, side="right") - 1  # last row of that day (duplicates: last)
+        safe = np.clip(pos, 0, None)
+        return (pos >= 0) & (self.days[safe] == bar_days) & self.flags[safe, col]
 
 
 def raw_price_composite(constituents: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

@@ -9,8 +9,6 @@ timeframe. Pure functions.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -76,21 +74,18 @@ def samples_to_1m_bars(
     return out
 
 
-def read_history_csv(path: str | Path) -> pd.DataFrame:
-    """Read a dominance history file (``timestamp,btc_d,usdt_d``; TradingView-style column names accepted)."""
-    try:
-        raw = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"cannot read dominance history: {exc}", series=str(path)) from exc
+def parse_history(raw: pd.DataFrame, *, series: str) -> pd.DataFrame:
+    """A dominance history table (``timestamp,btc_d,usdt_d``; TradingView-style names accepted) → checked,
+    sorted closes. Reading the file is the caller's (``sources.files.read_history_csv``): core opens no file."""
     raw = raw.rename(columns={c: _ALIASES.get(c.strip().lower(), c.strip().lower()) for c in raw.columns})
     for col in ("timestamp", "btc_d", "usdt_d"):
         if col not in raw.columns:
-            raise DataValidationError("missing column", series=str(path), field=col)
+            raise DataValidationError("missing column", series=series, field=col)
     try:
         raw["timestamp"] = pd.to_datetime(raw["timestamp"], utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
-        raise DataValidationError(f"unparsable time: {exc}", series=str(path), field="timestamp") from exc
-    _check_range(raw, series=str(path), time_col="timestamp")
+        raise DataValidationError(f"unparsable time: {exc}", series=series, field="timestamp") from exc
+    _check_range(raw, series=series, time_col="timestamp")
     out = raw[["timestamp", "btc_d", "usdt_d"]].astype({"btc_d": "float64", "usdt_d": "float64"})
     return out.sort_values("timestamp", kind="mergesort").drop_duplicates("timestamp", keep="last")
 
@@ -119,3 +114,62 @@ def history_to_bars(history: pd.DataFrame, timeframe: str) -> dict[str, pd.DataF
 
 def _iso(t: pd.Timestamp) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def derive_dominance(
+    caps: pd.DataFrame,
+    *,
+    btc: str,
+    usdt: str,
+    stable_supply_usd: float,
+    published: pd.DataFrame,
+    timeframe: str,
+) -> pd.DataFrame:
+    """BTC.d / USDT.d per bar from real prices × supplies, calibrated causally to the published daily series (D16).
+
+    ``caps``: index = bar open times, columns = coins, value = cap at the bar's **close** (price × supply; a coin
+    without a bar carries its last cap forward — a causal fill — and counts 0 before its first bar); ``usdt`` is a
+    column of stablecoin caps at supply like ``btc``. ``stable_supply_usd``: the other stablecoins, at their supply
+    (price 1). ``published``: daily closes (index = day D, columns btc_d, usdt_d = the close of day D).
+
+    raw(t) = 100 × cap(t) / Σ caps(t); the level is scaled by published(d−1) / raw(close of d−1) for every bar
+    of day d, where "close of d−1" is the bar that closes at d 00:00 — the previous day's close, never a later
+    one, so nothing after a bar's close enters it. Days whose previous close is missing (either series) get no
+    bars. Returns columns ``raw_btc_d, raw_usdt_d, btc_d, usdt_d``.
+    """
+    step = timeframe_delta(timeframe)
+    filled = caps.sort_index().ffill().fillna(0.0)
+    filled.index = pd.to_datetime(filled.index, utc=True)
+    total = filled.sum(axis=1) + stable_supply_usd
+    raw = pd.DataFrame({"raw_btc_d": 100.0 * filled[btc] / total, "raw_usdt_d": 100.0 * filled[usdt] / total})
+    close_time = raw.index + step
+    # the raw value at each day's close: the bar whose close time is midnight
+    at_close = raw[close_time.floor("1D") == close_time]
+    at_close.index = pd.DatetimeIndex(at_close.index + step).floor("1D")  # the day that this close *precedes*
+    pub = published.copy()
+    pub.index = pd.to_datetime(pub.index, utc=True).floor("1D") + pd.Timedelta(days=1)  # close of D, usable from D+1
+    day = raw.index.floor("1D")
+    out = raw.copy()
+    for col in ("btc_d", "usdt_d"):
+        ratio = (pub[col] / at_close[f"raw_{col}"]).dropna()
+        out[col] = raw[f"raw_{col}"] * ratio.reindex(day).to_numpy()
+    return out.dropna()
+
+
+def dominance_validation(derived_daily_raw: pd.DataFrame, published: pd.DataFrame) -> dict[str, float]:
+    """Daily changes d−1→d of the derived series (calibrated at d−1) against the published changes, out of sample.
+
+    ``derived_daily_raw``: raw values at each day's close (index = day D), ``published``: closes (index = day D).
+    Derived change = published(d−1) × (raw(d)/raw(d−1) − 1); only day d−1 calibrates it. Returns, per series,
+    the correlation, the mean absolute gap in percentage points and the number of days.
+    """
+    out: dict[str, float] = {}
+    for col in ("btc_d", "usdt_d"):
+        joined = pd.concat([derived_daily_raw[f"raw_{col}"], published[col]], axis=1, keys=["raw", "pub"]).dropna()
+        derived = joined["pub"].shift(1) * (joined["raw"] / joined["raw"].shift(1) - 1.0)
+        actual = joined["pub"].diff()
+        both = pd.concat([derived, actual], axis=1, keys=["d", "a"]).dropna()
+        out[f"{col}_corr"] = float(both["d"].corr(both["a"]))
+        out[f"{col}_mean_abs_gap_pp"] = float((both["d"] - both["a"]).abs().mean())
+        out[f"{col}_days"] = float(len(both))
+    return out

@@ -5,7 +5,8 @@ Layout (docs/CONTRACTS.md §8)::
     MANIFEST.json                 per file: origin, real|simulated, notes
     majors/<tf>/<SYMBOL>.csv[.gz|.parquet]
     lowcaps/<tf>/<SYMBOL>.csv[.gz|.parquet]
-    tokens.csv                    symbol,chain,market_cap_usd,as_of,simulated
+    tokens.csv                    symbol,chain,market_cap_usd,as_of,simulated[,circulating_supply,supply_as_of,
+                                  price_multiplier,coingecko_id,market]  (supply columns: caps derived per day, D16)
     dominance/<tf>.csv            timestamp,btc_d,usdt_d
 
 Rows whose prices are all empty are absent bars and are skipped; any other bad row raises
@@ -23,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from regime_tasks.core.bars import normalize_bars
+from regime_tasks.core.dominance import parse_history
 from regime_tasks.errors import DataValidationError, SourceError
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,15 @@ def read_candle_file(path: str | Path, timeframe: str | None) -> pd.DataFrame:
         log.warning("%d rows without any price dropped from %s (absent bars)", int(empty.sum()), p)
         raw = raw[~empty]
     return normalize_bars(raw, series=str(p), timeframe=timeframe)
+
+
+def read_history_csv(path: str | Path) -> pd.DataFrame:
+    """Read a dominance history file (``timestamp,btc_d,usdt_d``; TradingView-style column names accepted)."""
+    try:
+        raw = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataValidationError(f"cannot read dominance history: {exc}", series=str(path)) from exc
+    return parse_history(raw, series=str(path))
 
 
 class FileSource:
@@ -99,8 +110,30 @@ class FileSource:
         return None if frame.empty else frame.index[-1]
 
     def tokens(self) -> pd.DataFrame:
-        """tokens.csv: symbol, chain, market_cap_usd, as_of, simulated (empty if absent)."""
+        """tokens.csv: symbol, chain, market_cap_usd, as_of, simulated (+ supply columns; empty if absent)."""
         path = self.root / "tokens.csv"
         if not path.exists():
             return pd.DataFrame(columns=["symbol", "chain", "market_cap_usd", "as_of", "simulated"])
         return pd.read_csv(path)
+
+    def daily_caps(self, symbol: str, supply: float, price_multiplier: float = 1.0) -> pd.DataFrame:
+        """Caps per day of one lowcap from its traded 1d bars × supply (D16; columns day, market_cap_usd, close_usd)."""
+        from regime_tasks.store.tokens import derive_caps
+
+        daily = self.bars("lowcaps", symbol, "1d")
+        if daily.empty:
+            return pd.DataFrame(columns=["day", "market_cap_usd", "close_usd"])
+        return derive_caps(daily, supply=supply, price_multiplier=price_multiplier)
+
+    def caps_table(self) -> pd.DataFrame:
+        """Wide daily caps of every token with a supply (index = day, columns = symbol@chain)."""
+        tokens = self.tokens()
+        if "circulating_supply" not in tokens.columns:
+            return pd.DataFrame()
+        cols = {}
+        for rec in tokens.dropna(subset=["circulating_supply"]).to_dict("records"):
+            caps = self.daily_caps(
+                rec["symbol"], float(rec["circulating_supply"]), float(rec.get("price_multiplier") or 1)
+            )
+            cols[f"{rec['symbol']}@{rec.get('chain') or 'hyperliquid'}"] = caps.set_index("day")["market_cap_usd"]
+        return pd.DataFrame(cols).sort_index() if cols else pd.DataFrame()

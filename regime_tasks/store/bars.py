@@ -59,7 +59,7 @@ def _records(
     cols = [frame[c].to_numpy(dtype=np.float64).tolist() for c in BAR_COLUMNS]
     has_constituents = table == "regime" and "constituents" in frame.columns
     constituents = frame["constituents"].to_numpy().tolist() if has_constituents else None
-    base = {**key, "timeframe": timeframe, "source": source}
+    base: dict[str, Any] = {**key, "timeframe": timeframe, "source": source}
     out: list[dict[str, Any]] = []
     for i, ts in enumerate(stamps):
         row = dict(base)
@@ -155,7 +155,7 @@ def _copy_upsert(
     params = {**{k: key[k] for k in SERIES_KEYS[table]}, "timeframe": timeframe, "source": source}
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    with dbapi.cursor() as cur:
+    with dbapi.cursor() as cur:  # type: ignore[attr-defined]  # psycopg2's cursor is a context manager
         cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" ({stage_cols}) ON COMMIT DROP')
         cur.copy_expert(f'COPY "{stage}" ({", ".join(bar_cols)}) FROM STDIN WITH (FORMAT csv)', buf)
         cur.execute(
@@ -192,7 +192,7 @@ def read_bars(
         query = query.limit(limit)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = list(conn.execute(query).all())
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"read of {series_label(table, key, timeframe)} failed: {exc}") from exc
     rows.reverse()
@@ -280,3 +280,22 @@ def count_bars(engine: Engine, table: TableName, key: Mapping[str, str], timefra
         query = query.where(tbl.c[k] == v)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar() or 0)
+
+
+def last_traded_bar(
+    engine: Engine, table: TableName, key: Mapping[str, str], timeframe: str, at_or_before: pd.Timestamp
+) -> pd.DataFrame:
+    """The newest bar with volume > 0 at or before ``at_or_before`` (a composite member's own last close)."""
+    tbl = _check_key(table, key, timeframe)
+    query = sa.select(tbl.c.timestamp, *(tbl.c[c] for c in _DB_PRICE_COLUMNS)).where(
+        tbl.c.timeframe == timeframe,
+        tbl.c.volume > 0,
+        tbl.c.timestamp <= pd.Timestamp(at_or_before).to_pydatetime(),
+    )
+    for k, v in key.items():
+        query = query.where(tbl.c[k] == v)
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(tbl.c.timestamp.desc()).limit(1)).all()
+    frame = pd.DataFrame.from_records(rows, columns=["timestamp", *BAR_COLUMNS])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame.set_index("timestamp").astype("float64")

@@ -115,7 +115,7 @@ class RedisRegimeCache:
     def publish(self, book_id: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
         if not entries:
             return
-        mapping = {k: _encode(v) for k, v in entries.items()}
+        mapping: dict[Any, str] = {k: _encode(v) for k, v in entries.items()}  # Any: redis-py's own field union
         try:
             with self._redis.pipeline(transaction=True) as pipe:  # MULTI … EXEC: all fields or none
                 pipe.hset(cache_key(book_id), mapping=mapping)
@@ -136,7 +136,7 @@ class RedisRegimeCache:
         out: Entries = {}
         corrupt: set[str] = set()
         for k, v in raw.items():
-            field = k.decode(errors="replace")
+            field = k.decode(errors="replace") if isinstance(k, bytes) else str(k)
             try:
                 value = json.loads(v)
             except (ValueError, UnicodeDecodeError):

@@ -126,8 +126,9 @@ def init_db(engine: Engine) -> list[str]:
         changes.extend(f"applied migration {rev.revision}: {(rev.doc or '').splitlines()[0]}" for rev in applied)
     changes.extend(f"created table {name}" for name in sorted(after_tables - before_tables - {"alembic_version"}))
     changes.extend(f"dropped table {name}" for name in sorted(before_tables - after_tables))
-    if changes:
-        log.info("schema changed %s", kv(database=engine.url.render_as_string(hide_password=True), n=len(changes)))
+    database = engine.url.render_as_string(hide_password=True)
+    for change in changes:
+        log.info("schema changed %s", kv(database=database, change=change))
     return changes
 
 

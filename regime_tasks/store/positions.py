@@ -76,7 +76,7 @@ def _row_features(value: Any) -> tuple[dict[str, Any], str | None]:
 
 def ensure_driver_rows(engine: Engine, book_id: str) -> int:
     """Create the 8 drivers × 3 timeframes rows of a book if missing; returns how many were created."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "token_contract": driver,
             "token_chain": REGIME_DRIVER_CHAIN,
@@ -214,7 +214,9 @@ def insert_position(
                 features=json.loads(dumps(dict(features or {}))),
             )
         )
-        return int(result.inserted_primary_key[0])
+        primary_key = result.inserted_primary_key
+        assert primary_key is not None  # a single-row INSERT always returns it
+        return int(primary_key[0])
 
 
 def iter_lever_positions(

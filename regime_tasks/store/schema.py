@@ -153,6 +153,20 @@ tokens = sa.Table(  # bucket membership (D3)
     sa.Column("updated_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()),
 )
 
+token_caps = sa.Table(  # market cap per token per day (D16): point-in-time bucket membership (D3)
+    "token_caps",
+    metadata,
+    sa.Column("token_contract", sa.String(128), primary_key=True),
+    sa.Column("token_chain", sa.String(32), primary_key=True),
+    sa.Column("day", UTCDateTime(), primary_key=True),  # the 1d bar's open; the cap is at that bar's close
+    sa.Column("market_cap_usd", Price, nullable=False),
+    sa.Column("close_usd", Price, nullable=True),
+    sa.Column("circulating_supply", Price, nullable=True),
+    sa.Column("supply_as_of", UTCDateTime(), nullable=True),  # supply snapshot used: later than ``day`` = look-ahead
+    sa.Column("source", sa.String(64), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()),
+)
+
 dominance_samples = sa.Table(  # raw CoinGecko /global samples (D4)
     "dominance_samples",
     metadata,
@@ -207,9 +221,8 @@ def schema_sql(dialect_name: str) -> str:
     statements: list[str] = []
     for table in metadata.sorted_tables:
         statements.append(str(CreateTable(table).compile(dialect=dialect)))
-        statements.extend(
-            str(CreateIndex(index).compile(dialect=dialect)) for index in sorted(table.indexes, key=lambda i: i.name)
-        )
+        indexes = sorted(table.indexes, key=lambda i: str(i.name))
+        statements.extend(str(CreateIndex(index).compile(dialect=dialect)) for index in indexes)
     # SQLAlchemy indents with tabs and leaves ", " at line ends: normalise so the files diff cleanly.
     body = "\n\n".join(
         "\n".join(line.rstrip().replace("\t", "    ") for line in stmt.strip().splitlines()) + ";"

@@ -8,9 +8,10 @@ import pytest
 
 from regime_tasks.core.bars import drop_open_bar, fill_gaps, normalize_bars, rollup, validate_bars
 from regime_tasks.core.composite import chain_linked_composite, raw_price_composite, select_bucket_members
-from regime_tasks.core.dominance import history_to_bars, read_history_csv, samples_to_1m_bars
+from regime_tasks.core.dominance import history_to_bars, samples_to_1m_bars
 from regime_tasks.core.ta import compute_ta_frame
 from regime_tasks.errors import DataValidationError
+from regime_tasks.sources.files import read_history_csv
 from tests.conftest import REAL_DATA, real_file
 
 ALTS_2018 = ("ADA", "DASH", "ETC", "ETH", "LTC", "NXT", "TRX", "XLM", "XMR", "ZEC")
@@ -310,3 +311,58 @@ def test_extending_from_a_stored_level_equals_a_rebuild_bit_for_bit(alts_5m) -> 
     part = chain_linked_composite(head)
     tail = chain_linked_composite(alts_5m, after=cut, level=float(part["close"].iloc[-1]))
     pd.testing.assert_frame_equal(pd.concat([part, tail]), full, check_exact=True)
+
+
+# --- dominance below 1d (D16) ------------------------------------------------------------------------------------
+def _dominance_inputs(hours: int = 24 * 6) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Caps of three coins and a stablecoin on 1h bars (built here), and a published daily series."""
+    rng = np.random.default_rng(3)
+    idx = pd.date_range("2025-03-01", periods=hours, freq="1h", tz="UTC")
+    caps = pd.DataFrame(
+        {
+            "bitcoin": 1.9e12 * np.exp(np.cumsum(rng.normal(0, 0.004, hours))),
+            "ether": 3.3e11 * np.exp(np.cumsum(rng.normal(0, 0.006, hours))),
+            "alt": 8e10 * np.exp(np.cumsum(rng.normal(0, 0.01, hours))),
+            "tether": 1.4e11,
+        },
+        index=idx,
+    )
+    days = pd.date_range("2025-03-01", periods=hours // 24, freq="1D", tz="UTC")
+    published = pd.DataFrame(
+        {"btc_d": 60 + rng.normal(0, 0.3, len(days)), "usdt_d": 4 + rng.normal(0, 0.05, len(days))}, index=days
+    )
+    return caps, published
+
+
+def test_derived_dominance_at_bar_t_never_uses_data_after_t() -> None:
+    from regime_tasks.core.dominance import derive_dominance
+
+    caps, published = _dominance_inputs()
+    kw = {"btc": "bitcoin", "usdt": "tether", "stable_supply_usd": 6e10, "timeframe": "1h"}
+    full = derive_dominance(caps, published=published, **kw)
+    assert full.index[0] == pd.Timestamp("2025-03-02T00:00:00Z")  # day 1 has no previous close to calibrate on
+    for t in full.index[::7]:
+        # everything known at the close of bar t: caps of bars up to t, published closes of days ending by t
+        known_pub = published[published.index + pd.Timedelta(days=1) <= t + pd.Timedelta(hours=1)]
+        cut = derive_dominance(caps[caps.index <= t], published=known_pub, **kw)
+        pd.testing.assert_series_equal(cut.loc[t], full.loc[t])
+    # calibration: at each day's close the calibrated level equals the published close of that day only if the
+    # day's own move is zero — instead check the rule: level(d, bar) = raw × published(d−1) / raw(close d−1)
+    d = pd.Timestamp("2025-03-04T00:00:00Z")
+    prev_close_raw = full.loc[d - pd.Timedelta(hours=1), "raw_btc_d"]
+    ratio = published.loc[d - pd.Timedelta(days=1), "btc_d"] / prev_close_raw
+    assert full.loc[d + pd.Timedelta(hours=5), "btc_d"] == pytest.approx(
+        full.loc[d + pd.Timedelta(hours=5), "raw_btc_d"] * ratio
+    )
+
+
+def test_dominance_validation_compares_out_of_sample_daily_changes() -> None:
+    from regime_tasks.core.dominance import dominance_validation
+
+    days = pd.date_range("2025-03-01", periods=5, freq="1D", tz="UTC")
+    published = pd.DataFrame({"btc_d": [60.0, 61.0, 60.5, 62.0, 61.0], "usdt_d": [4.0, 4.1, 4.0, 4.2, 4.1]}, index=days)
+    raw = pd.DataFrame({"raw_btc_d": published["btc_d"] * 1.1, "raw_usdt_d": published["usdt_d"] * 0.9}, index=days)
+    out = dominance_validation(raw, published)
+    # a derived series proportional to the published one reproduces its daily changes exactly
+    assert out["btc_d_corr"] == pytest.approx(1.0) and out["btc_d_mean_abs_gap_pp"] == pytest.approx(0.0, abs=1e-12)
+    assert out["usdt_d_days"] == 4

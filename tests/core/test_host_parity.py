@@ -201,3 +201,15 @@ def test_gaps_keep_feeds_the_rows_as_given_and_fill_lays_them_on_the_grid(tmp_pa
     # warm-up counts rows: the 333rd row has a state whichever way the hours fall
     assert kept[331]["state"] == "warming_up" and kept[332]["state"] != "warming_up"
     assert {p["bar_ts"] for p in kept} < {p["bar_ts"] for p in filled}
+
+
+@pytest.mark.slow
+def test_regime_engine_cli_takes_the_host_switches(capsys) -> None:
+    path = str(real_file(*BTC_1D))
+    switches = ["--bootstrap", "as_run", "--sr-levels", "none", "--inputs", "as_run", "--edx-1d-count", "as_run"]
+    assert main(["engine", path, "--timeframe", "1d", "--jsonl", *switches, "--edx", "as_run", "--gaps", "keep"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    ref = pd.read_csv(REFERENCE)
+    assert [x["state"] for x in lines] == ref["state"].tolist()
+    edx = [(x["scores"]["edx"], _num(r)) for x, r in zip(lines, ref["edx"], strict=True) if _num(r) is not None]
+    assert len(edx) == 1_070 and max(abs(a - b) for a, b in edx) < 1e-9

@@ -168,9 +168,9 @@ def _host_data(engine) -> None:
 
     Only the part of the bundle the bootstrap windows need is written, to keep the module fast.
     """
-    from regime_tasks.core.dominance import history_to_bars, read_history_csv
+    from regime_tasks.core.dominance import history_to_bars
     from regime_tasks.importers import import_tokens
-    from regime_tasks.sources.files import read_candle_file
+    from regime_tasks.sources.files import read_candle_file, read_history_csv
     from regime_tasks.store.bars import upsert_bars
 
     keep = {"1d": 400, "1h": 45 * 24 + 10, "1m": 1500}
