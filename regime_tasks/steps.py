@@ -27,6 +27,7 @@ from regime_tasks.core.constants import (
     TIMEFRAME_SECONDS,
 )
 from regime_tasks.core.payloads import EnginePayload
+from regime_tasks.errors import UnknownInputError
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
@@ -44,6 +45,15 @@ def last_closed_bar(timeframe: str, now: dt.datetime | pd.Timestamp) -> pd.Times
     now_ts = pd.Timestamp(now)
     now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
     return now_ts.floor(bar_delta(timeframe)) - bar_delta(timeframe)
+
+
+def check_closed(timeframe: str, bar: pd.Timestamp, now: dt.datetime | pd.Timestamp) -> None:
+    """UnknownInputError unless the bar opening at ``bar`` has closed by ``now`` (a tick for 9999-12-31 would
+    otherwise be accepted and computed on whatever data exists, issue 17 #14)."""
+    if bar + bar_delta(timeframe) > pd.Timestamp(now):
+        raise UnknownInputError(
+            f"bar {iso(bar)} ({timeframe}) has not closed at {iso(now)}: --until is the open time of a closed bar"
+        )
 
 
 @overload
