@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -14,6 +15,7 @@ import pandas as pd
 
 from regime_tasks.core.bars import fill_gaps
 from regime_tasks.core.constants import TIMEFRAME_SECONDS
+from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.core.ta import compute_ta_frame
 from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
 from regime_tasks.errors import DataValidationError
@@ -63,7 +65,7 @@ def check_filled_share(n_filled: int, n_bars: int, path: str | Path, *, allow_fi
 
 def run_file(
     path: str | Path, timeframe: str, settings: EngineSettings, *, allow_filled: bool = False
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[EnginePayload], int]:
     """Payloads of every bar of the file (replay from the first bar) and how many bars were filled flat."""
     bars, n_filled = read_candle_file(path, timeframe, settings.gaps)
     check_filled_share(n_filled, len(bars), path, allow_filled=allow_filled)
@@ -71,7 +73,7 @@ def run_file(
     return payloads, n_filled
 
 
-def summarise(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     states = [p["state"] for p in payloads]
     transitions = collections.Counter(f"{a}→{b}" for a, b in itertools.pairwise(states) if a != b and a != "warming_up")
     return {
@@ -83,7 +85,7 @@ def summarise(payloads: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def line(p: dict[str, Any]) -> dict[str, Any]:
+def line(p: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "bar_ts": p["bar_ts"],
         "state": p["state"],
@@ -93,13 +95,15 @@ def line(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def print_jsonl(payloads: list[dict[str, Any]], out: TextIO | None = None) -> None:
+def print_jsonl(payloads: Sequence[Mapping[str, Any]], out: TextIO | None = None) -> None:
     out = out or sys.stdout  # the stdout of the call, not of the import (tests and callers replace it)
     for p in payloads:
         out.write(json.dumps(line(p), separators=(",", ":")) + "\n")
 
 
-def print_table(payloads: list[dict[str, Any]], summary: dict[str, Any], *, n_filled: int, tail: int | None) -> None:
+def print_table(
+    payloads: Sequence[Mapping[str, Any]], summary: dict[str, Any], *, n_filled: int, tail: int | None
+) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -72,7 +72,7 @@ class SourceUnavailableError(SourceError):
     """The venue could not be reached or answered 5xx / timed out, after the configured retries."""
 
 
-class InvalidResponseError(SourceError, DataValidationError):
+class InvalidResponseError(SourceError, DataValidationError):  # type: ignore[misc]  # .source: str here, never None
     """The venue answered with data that fails validation; the whole response is rejected."""
 
     def __init__(

@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pandas as pd
 
@@ -110,7 +110,7 @@ class FileMarket(FileSource):
         tokens = self.tokens()
         if "circulating_supply" not in tokens.columns:
             return 0
-        rows = []
+        rows: list[dict[str, Any]] = []
         for rec in tokens.dropna(subset=["circulating_supply"]).to_dict("records"):
             chain = rec.get("chain") or LOWCAP_CHAIN
             supply, as_of = float(rec["circulating_supply"]), pd.Timestamp(rec["supply_as_of"])

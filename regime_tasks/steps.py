@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,8 @@ from regime_tasks.core.constants import (
     MAX_BUCKET_CONSTITUENTS,
     TIMEFRAME_SECONDS,
 )
+from regime_tasks.core.payloads import EnginePayload
+from regime_tasks.errors import UnknownInputError
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
@@ -45,8 +47,21 @@ def last_closed_bar(timeframe: str, now: dt.datetime | pd.Timestamp) -> pd.Times
     return now_ts.floor(bar_delta(timeframe)) - bar_delta(timeframe)
 
 
+def check_closed(timeframe: str, bar: pd.Timestamp, now: dt.datetime | pd.Timestamp) -> None:
+    """UnknownInputError unless the bar opening at ``bar`` has closed by ``now`` (a tick for 9999-12-31 would
+    otherwise be accepted and computed on whatever data exists, issue 17 #14)."""
+    if bar + bar_delta(timeframe) > pd.Timestamp(now):
+        raise UnknownInputError(
+            f"bar {iso(bar)} ({timeframe}) has not closed at {iso(now)}: --until is the open time of a closed bar"
+        )
+
+
+@overload
+def iso(ts: pd.Timestamp | dt.datetime) -> str: ...
+@overload
+def iso(ts: None) -> None: ...
 def iso(ts: pd.Timestamp | dt.datetime | None) -> str | None:
-    """ISO-8601 UTC with a Z, the payload convention."""
+    """ISO-8601 UTC with a Z, the payload convention (``None`` stays ``None``)."""
     if ts is None:
         return None
     t = pd.Timestamp(ts)
@@ -108,7 +123,13 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
     bootstrap after a failed or shorter one stores what a fresh one would (issue 12, B1).
     """
     market = rt.market
-    summary: dict[str, Any] = {"timeframe": timeframe, "until": iso(until), "majors": {}, "lowcaps": 0}
+    summary: dict[str, Any] = {
+        "timeframe": timeframe,
+        "until": iso(until),
+        "majors": {},
+        "lowcaps": 0,
+        "repaired": set(),
+    }
     for symbol in MAJORS:
         key = {"token_contract": symbol}
         if repair:
@@ -119,16 +140,20 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
             last = store_bars.last_bar_ts(rt.engine, "majors", key, timeframe)
             start = history_start(rt, timeframe, until) if last is None else last + bar_delta(timeframe)
             ranges = [] if start > until else [(start, until)]
+            stored = pd.DatetimeIndex([])
         written = 0
 
-        def sink(frame: pd.DataFrame, _key: Mapping[str, str] = key) -> None:
+        def sink(frame: pd.DataFrame, _key: Mapping[str, str] = key, _stored: pd.DatetimeIndex = stored) -> None:
             nonlocal written
             frame = frame[frame.index <= until]
+            if not _stored.empty and (frame.index.difference(_stored) < _stored[-1]).any():
+                summary["repaired"].add(_key["token_contract"])  # new bars inside or before the stored history
             written += store_bars.upsert_bars(rt.engine, "majors", _key, timeframe, frame, source=market.name)
 
         for first, last_missing in ranges:
             market.majors(symbol, timeframe, first, last_missing, sink)
         summary["majors"][symbol] = written
+    summary["repaired"] = sorted(summary["repaired"])
     summary["lowcaps"] = market.collect_lowcaps(rt, timeframe, until)
     summary["dominance"] = market.collect_dominance(rt, timeframe, until)
     log.info("collected %s", kv(timeframe=timeframe, until=iso(until), majors=summary["majors"]))
@@ -368,7 +393,7 @@ def update_driver(
     prev = None if replay else features.get("uptrend_engine_v4") or None
     prev_bar = parse_ts(prev["bar_ts"]) if prev and prev.get("bar_ts") else None
     base = {"driver": driver, "timeframe": timeframe, "until": iso(until)}
-    if prev_bar is not None and prev_bar >= until:
+    if prev is not None and prev_bar is not None and prev_bar >= until:
         return {
             **base,
             "status": "unchanged",
@@ -396,6 +421,7 @@ def update_driver(
         window_filled = filled["filled"].to_numpy()[-len(window) :]
         history = EngineHistory(window, engine_settings, first_step=len(window) - 1, filled=window_filled)
     else:
+        assert prev is not None  # prev_bar was read from it
         cache_key = (str(rt.engine.url), book_id, driver, timeframe)
         payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
     if not payloads:
@@ -443,7 +469,7 @@ def _step_live(
     prev: Mapping[str, Any],
     prev_bar: pd.Timestamp,
     settings: Any,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+) -> tuple[list[EnginePayload], list[dict[str, Any]], Any]:
     """Step every bar of ``filled`` after ``prev_bar``, each on its anchored window."""
     from regime_tasks.core.live import LiveHistory, window_start
     from regime_tasks.core.ta import StreamBreak, compute_ta_frame
@@ -451,9 +477,10 @@ def _step_live(
 
     s = rt.settings
     live = _LIVE.pop(cache_key, None)
-    payloads: list[dict[str, Any]] = []
+    payloads: list[EnginePayload] = []
     events: list[dict[str, Any]] = []
     history: Any = None
+    payload: Mapping[str, Any]
     previous: Mapping[str, Any] | None = prev
     checked = False  # a history from the cache is compared with the database once; after that this call feeds it
     for ts in filled.index[filled.index > prev_bar]:
@@ -474,7 +501,7 @@ def _step_live(
             window_filled = filled.loc[frame.index, "filled"].to_numpy()
             history = EngineHistory(frame, settings, first_step=len(frame) - 1, filled=window_filled)
             payload, event = step(history, history.n - 1, previous, settings)
-        payloads.append(payload)
+        payloads.append(cast(EnginePayload, payload))  # step()'s dict; its shape: tests/core/test_payloads.py
         if event is not None:
             events.append(event)
         previous = payload

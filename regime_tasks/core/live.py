@@ -18,12 +18,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from regime_tasks.core.bars import timeframe_delta
+from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.core.ta import (
     SLOPE_WINDOW,
     SWING_THRESHOLD_ATR,
@@ -184,9 +185,10 @@ class LiveHistory(EngineHistory):
         ratio250 = (e250 - e333) / e333
         return ((ls_slope(ratio144) + ls_slope(ratio250)) / 2.0)[start - lo :]
 
-    def step_last(self, prev: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def step_last(self, prev: Mapping[str, Any] | None) -> tuple[EnginePayload, dict[str, Any] | None]:
         """The engine's step for the newest bar."""
-        return step(self, self.n - 1, prev, self.settings)
+        payload, event = step(self, self.n - 1, prev, self.settings)
+        return cast(EnginePayload, payload), event  # the shape is checked in tests/core/test_payloads.py
 
 
 def ta_payload_of_history(history: EngineHistory, series: str, timeframe: str, sr_mode: str) -> dict[str, Any]:

@@ -11,10 +11,10 @@ A pure function of (state, previous bar's state, flags), so replay and live agre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from regime_tasks.core.constants import FLAG_DELTAS, STATE_DELTAS, TRANSITION_DELTAS
+from regime_tasks.core.payloads import EnginePayload, MapperFlags, RegimeEntry
 
 
 def map_state(state: str | None, prev_state: str | None, *, buy: bool, rebuy: bool, trim: bool) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def map_state(state: str | None, prev_state: str | None, *, buy: bool, rebuy: bo
     }
 
 
-def engine_flags(payload: Mapping[str, Any]) -> dict[str, bool]:
+def engine_flags(payload: EnginePayload) -> MapperFlags:
     """The mapper's view of the engine's flags (D7): buy, rebuy, trim."""
     state = payload.get("state")
     buy = bool(payload.get("buy_signal")) if state == "S1" else bool(payload.get("buy_flag"))
@@ -60,7 +60,7 @@ def engine_flags(payload: Mapping[str, Any]) -> dict[str, bool]:
     }
 
 
-def map_engine_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+def map_engine_payload(payload: EnginePayload) -> RegimeEntry:
     """``features.regime_engine_v4`` for an engine payload (CONTRACTS §4); no wall-clock time."""
     flags = engine_flags(payload)
     state, prev = payload.get("state"), payload.get("prev_state")

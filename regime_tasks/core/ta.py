@@ -28,6 +28,9 @@ import pandas as pd
 
 from regime_tasks.core.bars import fill_gaps
 
+# Whole series (the frame) or one bar's value (TAStream): the ±DM and DX helpers serve both.
+Floats = np.ndarray | np.float64
+
 EMA_PERIODS = (20, 30, 50, 60, 144, 250, 333)
 SLOPE_EMAS = (20, 60, 144, 250, 333)
 DELTA_SLOPE_EMAS = (60, 144, 250, 333)
@@ -139,15 +142,13 @@ def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int
     return wilder_smooth(true_range(high, low, close), period, 0)
 
 
-def _directional_moves(
-    high_prev: np.ndarray, high: np.ndarray, low_prev: np.ndarray, low: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _directional_moves(high_prev: Floats, high: Floats, low_prev: Floats, low: Floats) -> tuple[np.ndarray, np.ndarray]:
     up = high - high_prev
     down = low_prev - low
     return np.where((up > down) & (up > 0), up, 0.0), np.where((down > up) & (down > 0), down, 0.0)
 
 
-def _dx(s_p: np.ndarray, s_m: np.ndarray, s_tr: np.ndarray) -> np.ndarray:
+def _dx(s_p: Floats, s_m: Floats, s_tr: Floats) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         plus_di = 100.0 * s_p / s_tr
         minus_di = 100.0 * s_m / s_tr

@@ -22,13 +22,14 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
 from regime_tasks.core.constants import MIN_BARS_FOR_STATE, STATES, WARMING_UP
+from regime_tasks.core.payloads import EngineMeta, EnginePayload
 from regime_tasks.core.ta import NEVER, Pivot, sr_levels, swing_pivots
 
 EMA_KEYS = ("ema20", "ema30", "ema60", "ema144", "ema250", "ema333")
@@ -138,7 +139,7 @@ def trend_strength(rsi_slope_10: float, adx_slope_10: float) -> float:
     return (clamp((rs + 5.0) / 10.0) + clamp((ad + 2.0) / 4.0)) / 2.0
 
 
-def sr_boost(anchor: float, levels: list[Mapping[str, float]], atr: float) -> float:
+def sr_boost(anchor: float, levels: Sequence[Mapping[str, float]], atr: float) -> float:
     """Max over levels within 1.0·ATR of the anchor of ``strength × (1 − distance/halo) × 0.25`` (halo = ATR)."""
     if not levels or not (atr > 0) or math.isnan(anchor):
         return 0.0
@@ -522,7 +523,7 @@ def step(
         )
     }
     exit_reason = None
-    meta = {
+    meta: EngineMeta = {
         "s3_start_ts": prev_meta.get("s3_start_ts"),
         "trimmed_in_episode": bool(prev_meta.get("trimmed_in_episode")),
         "bars_since_s3": None,
@@ -655,6 +656,7 @@ def step(
         boost = sr_boost(v["ema333"], levels, atr)
         # the slow-EMA slope gate; the host read the S3 DX-buy gate's inputs as 0 (the S2 retest's right)
         host_s3 = run_s3 and settings.inputs == "as_run"
+        gate: dict[str, Any]  # numbers for the check, then their JSON form (None for NaN) for the diagnostics
         gate = dict.fromkeys(HOST_MISREAD_S3_GATE, 0.0) if host_s3 else {k: v[k] for k in HOST_MISREAD_S3_GATE}
         slope_ok = gate["ema250_slope"] > 0 or gate["ema333_slope"] >= 0
         gate = {k: _json_num(x) for k, x in gate.items()}
@@ -761,7 +763,9 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _host_edx_at(h: EngineHistory, i: int, s3_start_ts: str, prev_edx: float | None) -> tuple[float, dict[str, Any]]:
+def _host_edx_at(
+    h: EngineHistory, i: int, s3_start_ts: str | None, prev_edx: float | None
+) -> tuple[float, dict[str, Any]]:
     """The host's EDX at bar ``i`` (``edx = as_run``): windows sized by the time since the S3 start, read from the
     bars from the S3 start bar on, at most the first 500."""
     from regime_tasks.core.host_edx import HOST_FETCH_LIMIT, host_edx, host_window_lengths
@@ -806,7 +810,7 @@ def run_engine_frame(
     *,
     prev_payload: Mapping[str, Any] | None = None,
     start_at: pd.Timestamp | None = None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[EnginePayload], list[dict[str, Any]]]:
     """Step the engine over ``ta_frame`` (from ``compute_ta_frame`` on grid-filled bars).
 
     ``start_at``: the first bar to step (earlier rows are history only); ``prev_payload``: the payload of the bar
@@ -825,7 +829,8 @@ def run_engine_frame(
         if event is not None:
             events.append(event)
         prev = payload
-    return payloads, events
+    # step() builds each payload as a plain dict; tests/core/test_payloads.py checks it has EnginePayload's shape
+    return cast("list[EnginePayload]", payloads), events
 
 
 __all__ = [

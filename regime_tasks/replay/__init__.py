@@ -82,10 +82,18 @@ def driver_bars(
     if caps.empty:  # a user's folder with single caps (tokens.csv without supplies): one cap for all days
         tokens = source.tokens()
         chosen = select_bucket_members(
-            {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()}, **settings_caps
+            {str(r.symbol): float(r.market_cap_usd) for r in tokens.itertuples()},
+            nano_max_usd=settings_caps["nano_max_usd"],
+            small_max_usd=settings_caps["small_max_usd"],
+            mid_max_usd=settings_caps["mid_max_usd"],
         )
     else:
-        pit = point_in_time_membership(caps, **settings_caps)
+        pit = point_in_time_membership(
+            caps,
+            nano_max_usd=settings_caps["nano_max_usd"],
+            small_max_usd=settings_caps["small_max_usd"],
+            mid_max_usd=settings_caps["mid_max_usd"],
+        )
         chosen = {b: [n.split("@")[0] for n in f.columns[f.any(axis=0)]] for b, f in pit.items()}
     for bucket in BUCKETS:
         frames = {s: source.bars("lowcaps", s, timeframe) for s in chosen.get(bucket, [])}

@@ -44,7 +44,7 @@ def state_legend(ax: plt.Axes, states: list[str] | None = None, **kwargs: object
     """A legend naming each state (S0 bearish order … S4 uncertain) with its colour."""
     states = states or list(STATE_COLOURS)
     handles = [Patch(color=STATE_COLOURS[s], label=STATE_NAMES[s]) for s in states]
-    ax.legend(handles=handles, fontsize=7, ncol=min(len(handles), 6), **kwargs)  # type: ignore[arg-type]
+    ax.legend(handles=handles, fontsize=7, ncol=min(len(handles), 6), **kwargs)  # type: ignore[arg-type,call-overload]
 
 
 def price_with_states(ax: plt.Axes, ts: pd.Series, price: pd.Series, states: pd.Series, title: str) -> None:

@@ -59,7 +59,7 @@ def _records(
     cols = [frame[c].to_numpy(dtype=np.float64).tolist() for c in BAR_COLUMNS]
     has_constituents = table == "regime" and "constituents" in frame.columns
     constituents = frame["constituents"].to_numpy().tolist() if has_constituents else None
-    base = {**key, "timeframe": timeframe, "source": source}
+    base: dict[str, Any] = {**key, "timeframe": timeframe, "source": source}
     out: list[dict[str, Any]] = []
     for i, ts in enumerate(stamps):
         row = dict(base)
@@ -155,7 +155,7 @@ def _copy_upsert(
     params = {**{k: key[k] for k in SERIES_KEYS[table]}, "timeframe": timeframe, "source": source}
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    with dbapi.cursor() as cur:
+    with dbapi.cursor() as cur:  # type: ignore[attr-defined]  # psycopg2's cursor is a context manager
         cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" ({stage_cols}) ON COMMIT DROP')
         cur.copy_expert(f'COPY "{stage}" ({", ".join(bar_cols)}) FROM STDIN WITH (FORMAT csv)', buf)
         cur.execute(
@@ -192,7 +192,7 @@ def read_bars(
         query = query.limit(limit)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = list(conn.execute(query).all())
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"read of {series_label(table, key, timeframe)} failed: {exc}") from exc
     rows.reverse()

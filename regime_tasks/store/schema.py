@@ -221,9 +221,8 @@ def schema_sql(dialect_name: str) -> str:
     statements: list[str] = []
     for table in metadata.sorted_tables:
         statements.append(str(CreateTable(table).compile(dialect=dialect)))
-        statements.extend(
-            str(CreateIndex(index).compile(dialect=dialect)) for index in sorted(table.indexes, key=lambda i: i.name)
-        )
+        indexes = sorted(table.indexes, key=lambda i: str(i.name))
+        statements.extend(str(CreateIndex(index).compile(dialect=dialect)) for index in indexes)
     # SQLAlchemy indents with tabs and leaves ", " at line ends: normalise so the files diff cleanly.
     body = "\n\n".join(
         "\n".join(line.rstrip().replace("\t", "    ") for line in stmt.strip().splitlines()) + ";"
