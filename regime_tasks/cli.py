@@ -29,6 +29,7 @@ from regime_tasks.errors import (
     SourceUnavailableError,
     StoreError,
 )
+from regime_tasks.logs import redact_url
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_BAD_INPUT = 2
@@ -355,6 +356,12 @@ def _cmd_import_dominance(args: argparse.Namespace) -> int:
     result = import_dominance(_engine_from_settings, args.file, timeframe=args.timeframe)
     _print_json(result) if args.json else print(
         f"imported {result['written']} bars per driver ({result['timeframe']}, {result['first']} → {result['last']})"
+        + (
+            f"; {result['floored']} rows off the {result['timeframe']} grid floored to their bar's open "
+            f"(e.g. {result['floored_example']})"
+            if result["floored"]
+            else ""
+        )
     )
     return 0
 
@@ -363,9 +370,17 @@ def _cmd_import_candles(args: argparse.Namespace) -> int:
     from regime_tasks.importers import import_candles
 
     result = import_candles(_engine_from_settings, args.file, series=args.series, timeframe=args.timeframe)
+    conflicting = result["conflicting_duplicates"]
     _print_json(result) if args.json else print(
         f"imported {result['written']} {result['timeframe']} bars into {result['series']} "
         f"({result['first']} → {result['last']})"
+        + (
+            f"; {len(conflicting)} bar times repeated with different values, the last row kept: "
+            + ", ".join(conflicting[:5])
+            + (" …" if len(conflicting) > 5 else "")
+            if conflicting
+            else ""
+        )
     )
     return 0
 
@@ -373,8 +388,11 @@ def _cmd_import_candles(args: argparse.Namespace) -> int:
 def _cmd_import_tokens(args: argparse.Namespace) -> int:
     from regime_tasks.importers import import_tokens
 
-    n = import_tokens(_engine_from_settings, args.file)
-    _print_json({"tokens": n}) if args.json else print(f"imported {n} tokens")
+    result = import_tokens(_engine_from_settings, args.file)  # the file is checked before the database opens
+    dup = result["duplicates"]
+    _print_json(result) if args.json else print(
+        f"imported {result['tokens']} tokens" + (f" ({dup} identical duplicate rows counted once)" if dup else "")
+    )
     return 0
 
 
@@ -615,6 +633,22 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_stream)
 
 
+def _cmd_flower(args: argparse.Namespace) -> int:
+    from regime_tasks.config import get_settings
+    from regime_tasks.monitor import exec_flower
+
+    exec_flower(get_settings())
+    return 0  # pragma: no cover - exec_flower replaces the process
+
+
+def _add_flower(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flower",
+        help="Flower (Celery monitor) with REGIME_FLOWER_BASIC_AUTH enforced, on REGIME_FLOWER_ADDRESS (loopback)",
+    )
+    p.set_defaults(handler=_cmd_flower)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_db,
     _add_pipeline,
@@ -625,6 +659,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_replay,
     _add_evaluate,
     _add_stream,
+    _add_flower,
     # >>> more commands register here (one line each) <<<
 ]
 
@@ -699,7 +734,7 @@ def error_line(exc: BaseException) -> str:
     text = lines[0] if lines else type(exc).__name__
     if not isinstance(exc, RegimeError | OSError) and not _is_service_error(exc):
         text = f"unexpected {type(exc).__name__}: {text} (rerun with -v for the traceback)"
-    return f"regime: error: {text}"
+    return f"regime: error: {redact_url(text)}"  # a driver's message may carry a URL with its password
 
 
 def main(argv: Sequence[str] | None = None) -> int:

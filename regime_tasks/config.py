@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from regime_tasks.errors import ConfigError
+from regime_tasks.logs import redact_url
 
 ENV_PREFIX = "REGIME_"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -36,6 +39,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        allow_inf_nan=False,  # `inf` as a timeout or TTL overflows later, far from the variable (issue 17 #10)
     )
 
     # --- storage -------------------------------------------------------------
@@ -54,7 +58,7 @@ class Settings(BaseSettings):
     result_backend: str = Field("cache+memory://", description="Celery result backend (chords need one).")
     redis_socket_timeout_secs: float = Field(0.5, gt=0, description="Cache read/write socket timeout.")
     visibility_timeout_secs: int = Field(3_600, gt=0, description="Redis broker visibility timeout.")
-    task_soft_time_limit_secs: int = Field(300, gt=0, description="Soft time limit of one task.")
+    task_soft_time_limit_secs: int = Field(300, gt=0, description="Soft time limit of one task; < the hard limit.")
     task_time_limit_secs: int = Field(360, gt=0, description="Hard time limit of one task; < visibility timeout.")
     beat_lock_timeout_secs: int = Field(60, gt=0, description="RedBeat lock: another beat takes over after this.")
     beat_heartbeat_secs: int = Field(30, gt=0, description="Beat heartbeat period; `regime status` shows its age.")
@@ -68,6 +72,8 @@ class Settings(BaseSettings):
         400, ge=0, description="A pool process above this after a task is replaced by a fresh one (0 = never)."
     )
     flower_basic_auth: str | None = Field(None, description="user:password for Flower; required outside embedded mode.")
+    flower_address: str = Field("127.0.0.1", min_length=1, description="Address `regime flower` listens on.")
+    flower_port: int = Field(5555, gt=0, lt=65536, description="Port `regime flower` listens on.")
 
     # --- product -----------------------------------------------------------------
     levers_snapshot_ttl_secs: float = Field(
@@ -128,8 +134,20 @@ class Settings(BaseSettings):
     coingecko_api_key_header: str = Field("x-cg-demo-api-key", description="Header that carries the key.")
     http_timeout_secs: float = Field(10.0, gt=0, description="Timeout of one HTTP request.")
     retry_attempts: int = Field(3, ge=1, description="Attempts per request on 5xx/timeouts (plan §12.2).")
-    retry_backoff_secs: tuple[float, ...] = Field((5.0, 15.0, 60.0), description="Backoff between attempts.")
+    # NoDecode: `5,15,60` as the README writes it, not JSON (issue 17 #4); `[5,15,60]` is accepted too.
+    retry_backoff_secs: Annotated[tuple[float, ...], NoDecode] = Field(
+        (5.0, 15.0, 60.0), description="Backoff between attempts."
+    )
     retry_jitter_frac: float = Field(0.2, ge=0, le=1, description="± random share added to each backoff.")
+    http_retry_budget_secs: float = Field(
+        240.0, gt=0, description="One venue call's requests and waits together stop here (< the soft time limit)."
+    )
+    task_retry_budget_secs: float = Field(
+        300.0, ge=0, description="A task's retries on database/broker errors stop once their waits would pass this."
+    )
+    task_retry_backoff_max_secs: float = Field(
+        60.0, gt=0, description="Longest wait between two retries of a task (2, 4, 8 … s up to this)."
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Root log level.")
 
@@ -137,14 +155,96 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_backoff(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(float(part) for part in value.split(",") if part.strip())
+            parts = value.strip().removeprefix("[").removesuffix("]").split(",")
+            try:
+                return tuple(float(part) for part in parts if part.strip())
+            except ValueError:
+                raise ValueError(f"needs comma-separated numbers, e.g. 5,15,60; got {value!r}") from None
         return value
 
     @field_validator("retry_backoff_secs")
     @classmethod
     def _check_backoff(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or any(v < 0 for v in value):
-            raise ValueError("needs one or more non-negative numbers, e.g. 5,15,60")
+        if not value or any(not math.isfinite(v) or v < 0 for v in value):
+            raise ValueError("needs one or more finite non-negative numbers, e.g. 5,15,60")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"not a database URL: {redact_url(value)!r}") from None
+        if url.get_backend_name() not in {"postgresql", "sqlite"}:
+            raise ValueError(f"expected postgresql+psycopg2://… or sqlite:///…, got {redact_url(value)!r}")
+        if url.get_backend_name() == "postgresql" and not url.host and "host=" not in value:
+            raise ValueError(f"PostgreSQL URL without a host: {redact_url(value)!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_url(value, {"redis", "rediss", "unix"})
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        from kombu.transport import TRANSPORT_ALIASES
+
+        _check_url(value, set(TRANSPORT_ALIASES))
+        return value
+
+    @field_validator("result_backend")
+    @classmethod
+    def _check_result_backend(cls, value: str) -> str:
+        from celery.app.backends import BACKEND_ALIASES
+
+        _check_url(value, set(BACKEND_ALIASES), plus_scheme=True)
+        return value
+
+    @field_validator("binance_base_url", "hyperliquid_base_url", "coingecko_base_url")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        _check_url(value, {"http", "https"})
+        return value
+
+    @field_validator("hyperliquid_ws_url")
+    @classmethod
+    def _check_ws_url(cls, value: str) -> str:
+        _check_url(value, {"ws", "wss"})
+        return value
+
+    @field_validator("files_dir")
+    @classmethod
+    def _check_files_dir(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _check_data_dir(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a directory")
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _check_flower_auth(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        for pair in value.split(","):  # Flower takes several pairs separated by commas
+            user, sep, password = pair.partition(":")
+            if not sep or not user or not password:
+                raise ValueError("must be user:password with both parts non-empty (no comma in either)")
         return value
 
     @field_validator("books", mode="before")
@@ -184,11 +284,14 @@ class Settings(BaseSettings):
         if not (self.bucket_nano_max_usd < self.bucket_small_max_usd < self.bucket_mid_max_usd):
             raise ValueError("bucket thresholds must increase: nano_max < small_max < mid_max")
         if self.task_time_limit_secs >= self.visibility_timeout_secs:
-            raise ValueError("task_time_limit_secs must be below visibility_timeout_secs")
+            raise ValueError("REGIME_TASK_TIME_LIMIT_SECS must be below REGIME_VISIBILITY_TIMEOUT_SECS")
+        if self.task_soft_time_limit_secs >= self.task_time_limit_secs:
+            raise ValueError("REGIME_TASK_SOFT_TIME_LIMIT_SECS must be below REGIME_TASK_TIME_LIMIT_SECS")
+        if self.http_retry_budget_secs >= self.task_soft_time_limit_secs:
+            # a venue call that may wait longer than its task may run would be killed mid-wait
+            raise ValueError("REGIME_HTTP_RETRY_BUDGET_SECS must be below REGIME_TASK_SOFT_TIME_LIMIT_SECS")
         if self.replay_clock_start is not None and self.source != "file":
             raise ValueError("the replay clock (REGIME_REPLAY_CLOCK_START) replays files: set REGIME_SOURCE=file")
-        if self.flower_basic_auth is not None and ":" not in self.flower_basic_auth:
-            raise ValueError("flower_basic_auth must be user:password")
         return self
 
     # --- derived -------------------------------------------------------------------
@@ -224,6 +327,27 @@ class Settings(BaseSettings):
         return self.broker_url.startswith("memory://")
 
 
+_USUAL_SCHEMES = {"redis", "rediss", "memory", "cache", "http", "https", "ws", "wss", "unix"}
+
+
+def _check_url(value: str, schemes: set[str], *, plus_scheme: bool = False) -> None:
+    """Raise ValueError unless ``value`` parses as a URL with one of ``schemes`` (and a valid host/port/db)."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc}): {redact_url(value)!r}") from None
+    scheme = parts.scheme.split("+", 1)[0] if plus_scheme else parts.scheme
+    if "://" not in value or scheme not in schemes:
+        shown = ", ".join(f"{x}://" for x in sorted(schemes & _USUAL_SCHEMES) or sorted(schemes))
+        raise ValueError(f"expected a URL such as {shown}; got {redact_url(value)!r}")
+    if scheme in {"redis", "rediss", "http", "https", "ws", "wss", "amqp", "amqps", "pyamqp"} and not parts.hostname:
+        raise ValueError(f"URL without a host: {redact_url(value)!r}")
+    if scheme in {"redis", "rediss"} and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(f"Redis database must be a number (redis://host:6379/0): {redact_url(value)!r}")
+    del port
+
+
 def _env_name(loc: tuple[object, ...]) -> str:
     field = str(loc[0]) if loc else "?"
     return f"{ENV_PREFIX}{field.upper()}"
@@ -236,9 +360,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = _env_name(tuple(err.get("loc", ()))) if err.get("loc") else "REGIME_* (combination)"
-            problems.append(f"{name}: {err['msg']}")
-        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+            # Value errors of one field name its variable; combination errors name theirs in the message.
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{_env_name(tuple(err['loc']))}: {msg}" if err.get("loc") else msg)
+        raise ConfigError("invalid settings: " + redact_url("; ".join(problems))) from None
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        raise ConfigError(f"invalid settings: {redact_url(exc)}") from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,6 +20,7 @@ from typing import Any
 from kombu.transport import memory
 
 from regime_tasks.errors import ConfigError
+from regime_tasks.logs import redact_url
 from regime_tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def in_process_worker() -> Iterator[None]:
     rt = get_runtime()
     if not rt.settings.embedded:
         raise ConfigError(
-            f"REGIME_BROKER_URL={rt.settings.broker_url!r} is not the embedded broker (memory://): "
+            f"REGIME_BROKER_URL={redact_url(rt.settings.broker_url)!r} is not the embedded broker (memory://): "
             "start workers with `celery -A regime_tasks worker` instead"
         )
     _connect_signals()

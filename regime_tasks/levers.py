@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -48,9 +49,10 @@ from regime_tasks.core.levers import (
     compute_levers_from_entries,
     intent_deltas,
     regime_book_id,
+    stored_entry_problem,
 )
-from regime_tasks.errors import RegimeError, RegimeUnavailable, StoreError
-from regime_tasks.logs import kv
+from regime_tasks.errors import DataValidationError, RegimeError, RegimeUnavailable, StoreError
+from regime_tasks.logs import kv, redact_url
 from regime_tasks.sources.clock import now as regime_now
 from regime_tasks.store.cache import CacheUnavailable, MemoryRegimeCache, RedisRegimeCache, RegimeCache
 
@@ -62,7 +64,11 @@ _DEFAULT_CACHE: RegimeCache | None = None
 # Bounded: a process that sees many caches (tests, a host creating one per request) must not grow without end.
 SNAPSHOT_MAX_BOOKS = 64
 _SNAPSHOTS: OrderedDict[tuple[int, str], tuple[float, int | None, dict[EntryKey, dict[str, Any]], str]] = OrderedDict()
-_SNAPSHOTS_LOCK = threading.Lock()
+_SNAPSHOTS_LOCK = threading.Lock()  # guards _SNAPSHOTS and _DB_ANSWERS
+# (id(engine), book) -> (monotonic time, the database's entries): the database's answer for fields the cache lacks
+# is kept as long as a snapshot, so a driver that is legitimately absent (never computed) costs no database read
+# per call (issue 17 #2).
+_DB_ANSWERS: OrderedDict[tuple[int, str], tuple[float, dict[EntryKey, dict[str, Any]]]] = OrderedDict()
 
 
 def get_default_cache() -> RegimeCache:
@@ -85,6 +91,7 @@ def reset_default_cache() -> None:
     with _CACHE_LOCK:
         _DEFAULT_CACHE = None
         _SNAPSHOTS.clear()
+        _DB_ANSWERS.clear()
 
 
 def invalidate_snapshots() -> None:
@@ -129,35 +136,90 @@ def _default_engine() -> Engine:
     return make_engine(url)
 
 
+_ALL_KEYS: tuple[EntryKey, ...] = tuple((d, tf) for d in DRIVERS for tf in REGIME_TIMEFRAMES)
+
+
+def _database_entries(book: str, engine: Engine | None) -> dict[EntryKey, dict[str, Any]]:
+    from regime_tasks.store.positions import read_driver_features
+
+    eng = engine or _default_engine()
+    ttl = get_settings().levers_snapshot_ttl_secs
+    key = (id(eng), book)
+    now = time.monotonic()
+    with _SNAPSHOTS_LOCK:
+        hit = _DB_ANSWERS.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+    rows = read_driver_features(eng, book, keys=("regime_engine_v4",))
+    entries = {k: f["regime_engine_v4"] for k, f in rows.items() if f.get("regime_engine_v4")}
+    if ttl > 0:
+        with _SNAPSHOTS_LOCK:
+            _DB_ANSWERS[key] = (now, entries)
+            _DB_ANSWERS.move_to_end(key)
+            while len(_DB_ANSWERS) > SNAPSHOT_MAX_BOOKS:
+                _DB_ANSWERS.popitem(last=False)
+    return entries
+
+
+def _read_cache(cache: RegimeCache, book: str) -> tuple[dict[EntryKey, dict[str, Any]], set[str]]:
+    """The cache's usable entries and the fields whose values are corrupt (unreadable, NaN, out of range)."""
+    raw, corrupt = cache.read_checked(book)
+    entries = _parse_fields(raw)
+    for (driver, tf), entry in list(entries.items()):
+        problem = stored_entry_problem(entry)
+        if problem is not None:
+            del entries[(driver, tf)]
+            corrupt.add(f"{driver}|{tf}")
+            log.warning("corrupt cache entry ignored %s", kv(book=book, field=f"{driver}|{tf}", problem=problem))
+    return entries, corrupt
+
+
 def load_entries(
     book_id: str, *, cache: RegimeCache | None = None, engine: Engine | None = None
 ) -> tuple[dict[EntryKey, dict[str, Any]], str]:
-    """Driver payloads of a book and where they came from (``cache`` or ``database``)."""
-    from regime_tasks.store.positions import read_driver_features
+    """Driver payloads of a book and where they came from: ``cache``, ``database`` or ``cache+database``.
 
+    The cache is judged per field (issue 17 #2): a field it lacks, or holds corrupt, is taken from the database and
+    written back (only where still absent, so a tick's newer value wins), so a hash a Redis restart left half
+    filled is never trusted as complete. With the cache down, everything comes from the database; with the
+    database down, what the cache has is used; with neither, :class:`RegimeUnavailable`.
+    """
     book = regime_book_id(check_book(book_id))
     cache = cache or get_default_cache()
     cache_error: Exception | None = None
+    entries: dict[EntryKey, dict[str, Any]] = {}
+    corrupt: set[str] = set()
     try:
-        entries = _parse_fields(cache.read(book))
-        if entries:
-            return entries, "cache"
+        entries, corrupt = _read_cache(cache, book)
     except CacheUnavailable as exc:
         cache_error = exc
         log.warning("cache unavailable, reading the database %s", kv(book=book, error=exc))
+    absent = [k for k in _ALL_KEYS if k not in entries]
+    if not absent:
+        return entries, "cache"
     try:
-        rows = read_driver_features(engine or _default_engine(), book, keys=("regime_engine_v4",))
+        stored = _database_entries(book, engine)
     except (StoreError, sa.exc.SQLAlchemyError) as exc:
-        why = f"cache: {cache_error or 'empty'}; database: {exc}"
+        if entries:  # the database is down but the cache answered: use it, the absent fields count missing
+            log.warning("database unavailable, using the cache alone %s", kv(book=book, absent=len(absent), error=exc))
+            return entries, "cache"
+        why = f"cache: {cache_error or 'empty'}; database: {redact_url(exc)}"
         raise RegimeUnavailable(f"regime state of book {book!r} unavailable ({why})") from exc
-    entries = {k: f["regime_engine_v4"] for k, f in rows.items() if f.get("regime_engine_v4")}
-    if entries and cache_error is None:
+    found = {k: stored[k] for k in absent if k in stored}
+    if found and cache_error is None:
+        fields = {f"{d}|{tf}": p for (d, tf), p in found.items()}
         try:
-            cache.publish(book, {f"{d}|{tf}": p for (d, tf), p in entries.items()})
-            log.info("cache repopulated from the database %s", kv(book=book, entries=len(entries)))
-        except CacheUnavailable as exc:
-            log.warning("cache repopulation failed %s", kv(book=book, error=exc))
-    return entries, "database"
+            cache.fill(
+                book,
+                {f: p for f, p in fields.items() if f not in corrupt},
+                {f: p for f, p in fields.items() if f in corrupt},
+            )
+            log.info("cache repopulated from the database %s", kv(book=book, fields=len(fields)))
+        except (CacheUnavailable, ValueError) as exc:  # ValueError: a stored NaN cannot be written as JSON
+            log.warning("cache refill failed %s", kv(book=book, error=exc))
+    if not found:
+        return entries, "cache" if entries else "database"
+    return {**entries, **found}, "cache+database" if entries else "database"
 
 
 def _snapshot(book_id: str, cache: RegimeCache, engine: Engine | None) -> tuple[dict[EntryKey, dict[str, Any]], str]:
@@ -236,6 +298,64 @@ def _books_reading(book_id: str) -> list[str]:
     return sorted(CRYPTO_BOOK_IDS) if regime_book_id(book_id) == DEFAULT_BOOK_ID else [book_id]
 
 
+def _row_levers(
+    row: Any, entries: Mapping[EntryKey, Mapping[str, Any]], source: str, clock: dt.datetime, settings: Any
+) -> dict[str, Any]:
+    """``features.levers`` of one position row, or a RegimeError saying why it has none."""
+    if row.problem is not None:  # features not a JSON object: written by a host, unreadable for us
+        raise DataValidationError(row.problem, field="features")
+    bucket = row.bucket
+    if bucket is None and row.market_cap_usd is not None:
+        cap = row.market_cap_usd
+        if not (math.isfinite(cap) and cap > 0):  # NaN would land in "big", a negative cap in "nano"
+            raise DataValidationError(f"market_cap_usd {cap!r} is not a finite positive number", field="market_cap_usd")
+        bucket = bucket_for_market_cap(cap, settings)
+    if bucket is None:
+        # Levers without the bucket driver would silently drop its weight of 3: refuse instead.
+        raise DataValidationError("no bucket and no market_cap_usd", field="bucket")
+    res = compute_levers_from_entries(entries, row.features, row.timeframe, bucket, now=clock)
+    diag = res["diagnostics"]
+    return {
+        "A_value": res["A_value"],
+        "E_value": res["E_value"],
+        "position_size_frac": res["position_size_frac"],
+        "bucket": bucket,
+        "execution_timeframe": row.timeframe,
+        "degraded": diag["degraded"],
+        "stale": diag["stale"],
+        "missing": diag["missing"],
+        "intent": {"delta_a": diag["intent"]["delta_a"], "delta_e": diag["intent"]["delta_e"]},
+        "source": source,
+        "computed_at": clock.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _is_outage(exc: StoreError) -> bool:
+    """The database could not be reached (retry the task), as opposed to rejecting some row (skip that row)."""
+    return isinstance(exc.__cause__, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
+def _write_batch(engine: Engine, updates: list[tuple[int, str, Any]], errors: list[dict[str, Any]]) -> int:
+    """One transaction for the batch; if the database rejects it, the rows one by one, listing the bad ones."""
+    from regime_tasks.store.positions import set_features_bulk
+
+    try:
+        return set_features_bulk(engine, updates)
+    except StoreError as exc:
+        if _is_outage(exc):
+            raise  # nothing is wrong with the rows: Celery retries the task
+        log.warning("levers batch rejected, writing its rows one by one %s", kv(rows=len(updates), error=exc))
+    written = 0
+    for update in updates:
+        try:
+            written += set_features_bulk(engine, [update])
+        except StoreError as exc:
+            if _is_outage(exc):
+                raise
+            errors.append({"id": update[0], "error": str(exc)})
+    return written
+
+
 def run_levers_task(
     engine: Engine,
     cache: RegimeCache,
@@ -247,10 +367,12 @@ def run_levers_task(
     """Write ``features.levers`` for every active/watchlist position whose book reads ``book_id``'s drivers.
 
     One transaction per batch; only the ``levers`` key of each row changes. The bucket is the row's, else the one
-    its market cap implies. A row with neither, or with an execution timeframe outside the plan's table, gets an
-    error in the summary (and no levers); the others proceed.
+    its market cap implies. Every row is isolated (issue 17 #3): a row whose features are not a JSON object, with
+    neither bucket nor a valid market cap, an execution timeframe outside the plan's table or a bad intent metric
+    gets an error in the summary (and no levers); the others proceed. Rows are validated before the batched
+    write; a batch the database still rejects is written row by row and the rejected rows are listed.
     """
-    from regime_tasks.store.positions import iter_lever_positions, set_features_bulk
+    from regime_tasks.store.positions import iter_lever_positions
 
     check_book(book_id)
     clock = now or regime_now()  # the wall clock, or the replay clock (sources/clock.py)
@@ -260,39 +382,11 @@ def run_levers_task(
     for batch in iter_lever_positions(engine, book_ids=_books_reading(book_id), batch_rows=batch_rows):
         updates = []
         for row in batch:
-            bucket = row.bucket
-            if bucket is None and row.market_cap_usd is not None:
-                bucket = bucket_for_market_cap(row.market_cap_usd, settings)
-            if bucket is None:
-                # Levers without the bucket driver would silently drop its weight of 3: refuse instead.
-                errors.append({"id": row.id, "error": "no bucket and no market_cap_usd"})
-                continue
             try:
-                res = compute_levers_from_entries(entries, row.features, row.timeframe, bucket, now=clock)
-            except RegimeError as exc:  # unknown timeframe/bucket, malformed intent metrics
+                updates.append((row.id, "levers", _row_levers(row, entries, source, clock, settings)))
+            except RegimeError as exc:  # the row's own inputs; nothing to retry
                 errors.append({"id": row.id, "error": str(exc)})
-                continue
-            diag = res["diagnostics"]
-            updates.append(
-                (
-                    row.id,
-                    "levers",
-                    {
-                        "A_value": res["A_value"],
-                        "E_value": res["E_value"],
-                        "position_size_frac": res["position_size_frac"],
-                        "bucket": bucket,
-                        "execution_timeframe": row.timeframe,
-                        "degraded": diag["degraded"],
-                        "stale": diag["stale"],
-                        "missing": diag["missing"],
-                        "intent": {"delta_a": diag["intent"]["delta_a"], "delta_e": diag["intent"]["delta_e"]},
-                        "source": source,
-                        "computed_at": clock.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    },
-                )
-            )
-        written += set_features_bulk(engine, updates)
+        written += _write_batch(engine, updates, errors)
     if errors:
         log.error("levers task skipped rows %s", kv(book=book_id, rows=len(errors), first=errors[0]))
     return {"book_id": book_id, "written": written, "errors": errors, "source": source}

@@ -114,9 +114,10 @@ def levers_report(
 
     Entries whose bar closes after ``now`` count as missing and are listed in ``diagnostics.closes_after_now``.
     """
-    from regime_tasks.core.levers import check_inputs, compute_levers_from_entries, regime_book_id
+    from regime_tasks.core.levers import check_inputs, compute_levers_from_entries, intent_deltas, regime_book_id
 
     check_inputs(exec_tf, bucket)
+    intent_deltas({"intent_metrics": intent})  # a non-finite --intent fails before any I/O (issue 17 #1)
     known, source, later, now = _load_known_entries(book, now)
     res = compute_levers_from_entries(known, {"intent_metrics": intent}, exec_tf, bucket, now=now)
     res["diagnostics"].update(source=source, regime_book_id=regime_book_id(book), closes_after_now=later)

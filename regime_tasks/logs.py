@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -28,6 +29,13 @@ class _CurrentStderrHandler(logging.StreamHandler):
         pass
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Every line with a URL password masked: a driver's error text may carry a connection URL (issue 17 #5)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_url(super().format(record))
+
+
 # Third-party loggers that warn about nothing we can act on below DEBUG: kombu's in-memory broker (embedded mode)
 # "reverts to localhost" on every connection; Alembic's migration context names its dialect and each revision it
 # runs, which store.db.init_db reports itself (one line per change).
@@ -43,7 +51,7 @@ def configure_logging(level: str = "INFO") -> None:
         root.setLevel(level)
         return
     handler = _CurrentStderrHandler()
-    handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(_RedactingFormatter(_FORMAT, "%Y-%m-%dT%H:%M:%S"))
     handler._regime = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
@@ -52,3 +60,12 @@ def configure_logging(level: str = "INFO") -> None:
 def kv(**fields: object) -> str:
     """Render structured fields for a log line: ``driver=BTC timeframe=1h bar_ts=…``."""
     return " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+# scheme://user:password@host → scheme://user:***@host (also scheme://:password@host, Redis' usual form)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)@")
+
+
+def redact_url(text: object) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (logs and error messages, issue 17 #5)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", str(text))

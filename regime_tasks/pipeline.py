@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 from celery import chain, chord
 from celery.canvas import Signature
 from celery.schedules import crontab
@@ -62,6 +63,73 @@ def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
         tasks.composite.si(timeframe, until_iso, book_id),
         chord(header, body),
     )
+
+
+# --- ticks by bar time: launches, publishes, catch-up (issue 17 #7) -------------------------------------------
+def _launched_key(book_id: str, timeframe: str) -> str:
+    return f"tick:launched:{book_id}:{timeframe}"
+
+
+def _published_key(book_id: str, timeframe: str) -> str:
+    return f"tick:published:{book_id}:{timeframe}"
+
+
+def launch_tick(rt: Runtime, timeframe: str, until_iso: str, book_id: str) -> str:
+    """Send a timeframe's canvas for one bar and remember it (bar, id of its last task, when); returns that id."""
+    result = tick_canvas(timeframe, until_iso, book_id).apply_async()
+    meta.set_meta(
+        rt.engine, _launched_key(book_id, timeframe), {"until": until_iso, "id": result.id, "at": steps.iso(utcnow())}
+    )
+    return result.id
+
+
+def record_published(rt: Runtime, book_id: str, timeframe: str, until_iso: str) -> None:
+    """Remember the newest bar whose tick reached publish (a late, older re-run never moves it back)."""
+    previous = meta.get_meta(rt.engine, _published_key(book_id, timeframe)) or {}
+    if (previous.get("until") or "") < until_iso:
+        meta.set_meta(rt.engine, _published_key(book_id, timeframe), {"until": until_iso, "at": steps.iso(utcnow())})
+
+
+def tick_lease_secs(rt: Runtime) -> float:
+    """How long a launched tick may stay unfinished before it is presumed lost (its messages dropped by a Redis
+    restart): every task of the chain using its whole retry budget and time limit."""
+    s = rt.settings
+    return s.task_retry_budget_secs + 4 * s.task_time_limit_secs
+
+
+def _in_flight(rt: Runtime, launched: dict[str, Any]) -> bool:
+    from regime_tasks.celery_app import app
+
+    age_secs = (utcnow() - steps.parse_ts(launched["at"])).total_seconds()
+    if age_secs > tick_lease_secs(rt):
+        return False
+    # The chain's last task: Celery marks it FAILURE when any earlier task (or the chord) failed.
+    return app.AsyncResult(launched["id"]).state not in {"FAILURE", "REVOKED", "SUCCESS"}
+
+
+def due_catch_ups(
+    rt: Runtime, book_id: str, as_of: pd.Timestamp, *, skip: str | None = None
+) -> list[tuple[str, pd.Timestamp]]:
+    """Timeframes whose last bar closed by ``as_of`` was not published and has no tick in flight.
+
+    ``as_of`` is bar time (the close of the bar a tick is for), not the wall clock, so a catch-up is decided the
+    same way live and in tests. Only timeframes longer than ``skip`` (the one being ticked now) are considered: a
+    newer bar of the same timeframe supersedes a failed one, and the 1m beat, every minute, is what re-runs a failed
+    1h or 1d tick.
+    """
+    due = []
+    for tf in REGIME_TIMEFRAMES:
+        if skip is not None and TIMEFRAME_SECONDS[tf] <= TIMEFRAME_SECONDS[skip]:
+            continue
+        target = steps.last_closed_bar(tf, as_of)
+        published = meta.get_meta(rt.engine, _published_key(book_id, tf)) or {}
+        if (published.get("until") or "") >= steps.iso(target):
+            continue
+        launched = meta.get_meta(rt.engine, _launched_key(book_id, tf)) or {}
+        if (launched.get("until") or "") >= steps.iso(target) and _in_flight(rt, launched):
+            continue
+        due.append((tf, target))
+    return due
 
 
 def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -> dict[str, dict[str, Any]]:
@@ -202,9 +270,10 @@ def bootstrap(
 ) -> BootstrapReport:
     """Create driver rows, backfill, build series, replay history through TA/engine/mapper, fill the cache.
 
-    The backfill fetches every bar missing back to the configured depth, holes included, and the driver series
-    and the engine's history replay (D15) are rebuilt from all stored bars, so the present starts in the state
-    its history implies and a bootstrap after a failed or shorter one ends where a fresh one would (B1). The
+    The backfill fetches every bar missing back to the configured depth, holes included. After a failed (or no)
+    bootstrap, or when majors bars were missing inside or before the stored history, the driver series and the
+    engine's history replay (D15) are rebuilt from all stored bars, so the present starts in the state its history
+    implies and the bootstrap ends where a fresh one would (B1); otherwise it extends them like a tick. The
     completion marker is written even when optional drivers are missing; without BTC or ALT the report is not
     ``ok`` and the marker is not written. When the source's data ends before ``now`` the report says where
     (``source_ends``, ``hint``).
@@ -212,6 +281,9 @@ def bootstrap(
     t0 = time.perf_counter()
     clock = now or utcnow()
     positions.ensure_driver_rows(rt.engine, book_id)
+    # After a completed bootstrap whose history is whole, a new one only extends it (cheap); after a failed one,
+    # or when bars were missing inside or before the stored history, everything is rebuilt and replayed (B1).
+    completed_before = bootstrap_completed(rt, book_id)
     status: dict[str, dict[str, str]] = {d: {} for d in DRIVERS}
     nbars: dict[str, dict[str, int]] = {d: {} for d in DRIVERS}
     errors: list[str] = []
@@ -228,8 +300,9 @@ def bootstrap(
     closes: list[Any] = []
     for tf in timeframes:
         until = steps.last_closed_bar(tf, clock)
+        rebuild = not completed_before
         try:
-            steps.collect(rt, tf, until, repair=True)
+            rebuild = bool(steps.collect(rt, tf, until, repair=True)["repaired"]) or rebuild
         except Exception as exc:
             errors.append(f"collect {tf}: {exc}")
             log.exception("bootstrap collect failed %s", kv(timeframe=tf))
@@ -243,14 +316,14 @@ def bootstrap(
             source_ends[tf] = steps.iso(end)
             log.warning("source ends before now %s", kv(timeframe=tf, last_bar=steps.iso(end), until=steps.iso(until)))
         try:
-            steps.build_driver_series(rt, tf, until, rebuild=True)
+            steps.build_driver_series(rt, tf, until, rebuild=rebuild)
         except Exception as exc:
             errors.append(f"series {tf}: {exc}")
             log.exception("bootstrap series failed %s", kv(timeframe=tf))
         advance(f"series {tf}")
         results = []
         for driver in DRIVERS:
-            result = steps.update_driver_safely(rt, book_id, driver, tf, until, replay=True)
+            result = steps.update_driver_safely(rt, book_id, driver, tf, until, replay=rebuild)
             results.append(result)
             nbars[driver][tf] = int(result.get("bars", 0))
             if result["status"] == "error":
@@ -264,6 +337,7 @@ def bootstrap(
                 status[driver][tf] = "ready"
             advance(f"engine {driver}/{tf}")
         steps.publish(rt, book_id, tf, results)
+        record_published(rt, book_id, tf, steps.iso(until))
         advance(f"publish {tf}")
     steps.run_levers(rt, book_id)
     report = BootstrapReport(

@@ -92,9 +92,10 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
     """Send one tick through Celery (embedded: on an in-process worker) and optionally wait for it."""
     from regime_tasks.embedded import in_process_worker, run_tick
 
+    bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
+    steps.check_closed(timeframe, bar, pipeline.utcnow())
     rt = get_runtime()
     book = book_id or rt.book_id
-    bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
     before = steps.processed_bar(rt, book, timeframe)
     if rt.settings.embedded:
         with in_process_worker():

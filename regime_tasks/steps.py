@@ -27,6 +27,7 @@ from regime_tasks.core.constants import (
     TIMEFRAME_SECONDS,
 )
 from regime_tasks.core.payloads import EnginePayload
+from regime_tasks.errors import UnknownInputError
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
@@ -44,6 +45,15 @@ def last_closed_bar(timeframe: str, now: dt.datetime | pd.Timestamp) -> pd.Times
     now_ts = pd.Timestamp(now)
     now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
     return now_ts.floor(bar_delta(timeframe)) - bar_delta(timeframe)
+
+
+def check_closed(timeframe: str, bar: pd.Timestamp, now: dt.datetime | pd.Timestamp) -> None:
+    """UnknownInputError unless the bar opening at ``bar`` has closed by ``now`` (a tick for 9999-12-31 would
+    otherwise be accepted and computed on whatever data exists, issue 17 #14)."""
+    if bar + bar_delta(timeframe) > pd.Timestamp(now):
+        raise UnknownInputError(
+            f"bar {iso(bar)} ({timeframe}) has not closed at {iso(now)}: --until is the open time of a closed bar"
+        )
 
 
 @overload
@@ -113,7 +123,13 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
     bootstrap after a failed or shorter one stores what a fresh one would (issue 12, B1).
     """
     market = rt.market
-    summary: dict[str, Any] = {"timeframe": timeframe, "until": iso(until), "majors": {}, "lowcaps": 0}
+    summary: dict[str, Any] = {
+        "timeframe": timeframe,
+        "until": iso(until),
+        "majors": {},
+        "lowcaps": 0,
+        "repaired": set(),
+    }
     for symbol in MAJORS:
         key = {"token_contract": symbol}
         if repair:
@@ -124,16 +140,20 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
             last = store_bars.last_bar_ts(rt.engine, "majors", key, timeframe)
             start = history_start(rt, timeframe, until) if last is None else last + bar_delta(timeframe)
             ranges = [] if start > until else [(start, until)]
+            stored = pd.DatetimeIndex([])
         written = 0
 
-        def sink(frame: pd.DataFrame, _key: Mapping[str, str] = key) -> None:
+        def sink(frame: pd.DataFrame, _key: Mapping[str, str] = key, _stored: pd.DatetimeIndex = stored) -> None:
             nonlocal written
             frame = frame[frame.index <= until]
+            if not _stored.empty and (frame.index.difference(_stored) < _stored[-1]).any():
+                summary["repaired"].add(_key["token_contract"])  # new bars inside or before the stored history
             written += store_bars.upsert_bars(rt.engine, "majors", _key, timeframe, frame, source=market.name)
 
         for first, last_missing in ranges:
             market.majors(symbol, timeframe, first, last_missing, sink)
         summary["majors"][symbol] = written
+    summary["repaired"] = sorted(summary["repaired"])
     summary["lowcaps"] = market.collect_lowcaps(rt, timeframe, until)
     summary["dominance"] = market.collect_dominance(rt, timeframe, until)
     log.info("collected %s", kv(timeframe=timeframe, until=iso(until), majors=summary["majors"]))

@@ -1,38 +1,101 @@
 """Thin Celery tasks: arguments in, a step from ``steps.py`` called, a JSON-able summary out.
 
-Retries and routing live here only. I/O failures (venue down, database unreachable) are retried with
-exponential backoff; every step is idempotent per (book, timeframe, bar time), so a retry or a redelivered
-message after a worker crash rewrites the same rows.
+Retries and routing live here only (the policy is described at ``RETRYABLE_ERRORS``); every step is idempotent
+per (book, timeframe, bar time), so a retry, a re-run tick or a redelivered message after a worker crash rewrites
+the same rows.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
+from collections.abc import Callable
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 import sqlalchemy as sa
 from celery import Task
 
 from regime_tasks import pipeline, steps
 from regime_tasks.celery_app import app
-from regime_tasks.errors import SourceError, StoreError
-from regime_tasks.logs import kv
+from regime_tasks.config import Settings
+from regime_tasks.errors import StoreError
+from regime_tasks.logs import kv, redact_url
 from regime_tasks.runtime import get_runtime
+from regime_tasks.store.cache import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
-# Errors worth retrying: the outside world is briefly unavailable. Bad data is not retried.
-TRANSIENT_ERRORS = (SourceError, StoreError, sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError)
-RETRY_OPTS: dict[str, Any] = {
-    "autoretry_for": TRANSIENT_ERRORS,
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 8,
-}
+# One retry policy (issue 17 #7). Venue calls are retried by the HTTP layer alone, within its own budget
+# (sources/http.py); a SourceError reaching a task means that layer has given up, so the task fails and the tick is
+# re-run by bar time (pipeline.due_catch_ups). Tasks retry only database and broker/cache errors, with waits of
+# 2, 4, 8 … s (at most REGIME_TASK_RETRY_BACKOFF_MAX_SECS) while their sum stays within
+# REGIME_TASK_RETRY_BUDGET_SECS. Bad data is never retried.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    StoreError,
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    CacheUnavailable,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+    ConnectionError,
+)
 
 
-@app.task(name="regime.tick", bind=True, **RETRY_OPTS)
+def retry_waits_secs(settings: Settings) -> list[float]:
+    """The waits before each retry of a task: 2, 4, 8 … s capped at the maximum, while their sum fits the budget."""
+    waits: list[float] = []
+    wait = 2.0
+    while sum(waits) + min(wait, settings.task_retry_backoff_max_secs) <= settings.task_retry_budget_secs:
+        waits.append(min(wait, settings.task_retry_backoff_max_secs))
+        wait *= 2
+    return waits
+
+
+class RegimeTask(Task):
+    """Base of the pipeline's tasks: the retry budget decides how often a task retries, not a count."""
+
+    max_retries = None
+
+
+def within_retry_budget(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Retry a bound task on database and broker errors while the retry budget lasts; re-raise anything else.
+
+    Wraps the task's body (as Celery's own ``autoretry_for`` does), so ``self.request`` is the worker's request.
+    """
+
+    @functools.wraps(fn)
+    def run(self: Task, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except RETRYABLE_ERRORS as exc:
+            if self.request.called_directly:
+                raise
+            settings = get_runtime().settings
+            waits = retry_waits_secs(settings)
+            attempt = self.request.retries
+            if attempt >= len(waits):
+                log.error(
+                    "task gave up: retry budget spent %s",
+                    kv(task=self.name, retries=attempt, waited_secs=sum(waits), error=redact_url(exc)),
+                )
+                raise
+            # jitter only shortens a wait, so the sum never passes the budget
+            countdown = waits[attempt] * (1.0 - random.uniform(0.0, settings.retry_jitter_frac))
+            log.warning(
+                "task retrying %s",
+                kv(task=self.name, retry=attempt + 1, of=len(waits), countdown_secs=round(countdown, 1), error=exc),
+            )
+            raise self.retry(exc=exc, countdown=countdown) from exc
+
+    return run
+
+
+@app.task(name="regime.tick", bind=True, base=RegimeTask)
+@within_retry_budget
 def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | None = None) -> dict[str, Any]:
     """Entry point of beat: resolve the bar to compute (by bar time) and launch the timeframe's chain."""
     rt = get_runtime()
@@ -41,35 +104,59 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
         log.error("tick refused: bootstrap has not completed %s", kv(book=book, timeframe=timeframe))
         return {"status": "not_bootstrapped", "book_id": book, "timeframe": timeframe}
     bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
-    result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
-    return {"status": "launched", "book_id": book, "timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
+    steps.check_closed(timeframe, bar, pipeline.utcnow())  # a bar that has not closed is a caller's mistake
+    task_id = pipeline.launch_tick(rt, timeframe, steps.iso(bar), book)
+    # Bar-time catch-up (issue 17 #7): a tick of another timeframe that failed (its chord gave up during an outage)
+    # or never ran is launched again as soon as a tick arrives, i.e. within one 1m beat of the outage's end.
+    caught_up = [
+        {"timeframe": tf, "until": steps.iso(target), "id": pipeline.launch_tick(rt, tf, steps.iso(target), book)}
+        for tf, target in pipeline.due_catch_ups(rt, book, bar + steps.bar_delta(timeframe), skip=timeframe)
+    ]
+    if caught_up:
+        log.warning("ticks re-run by bar time %s", kv(book=book, ticks=caught_up))
+    return {
+        "status": "launched",
+        "book_id": book,
+        "timeframe": timeframe,
+        "until": steps.iso(bar),
+        "id": task_id,
+        "caught_up": caught_up,
+    }
 
 
-@app.task(name="regime.collect.tick", bind=True, **RETRY_OPTS)
+@app.task(name="regime.collect.tick", bind=True, base=RegimeTask)
+@within_retry_budget
 def collect(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """Fetch/import the input bars of one timeframe up to ``until`` (queue regime.io)."""
     return steps.collect(get_runtime(), timeframe, steps.parse_ts(until))
 
 
-@app.task(name="regime.composite.build", bind=True, **RETRY_OPTS)
+@app.task(name="regime.composite.build", bind=True, base=RegimeTask)
+@within_retry_budget
 def composite(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """Build the driver price series (BTC, ALT, buckets, dominance) of one timeframe up to ``until``."""
     return steps.build_driver_series(get_runtime(), timeframe, steps.parse_ts(until))
 
 
-@app.task(name="regime.driver.update", bind=True, **RETRY_OPTS)
+@app.task(name="regime.driver.update", bind=True, base=RegimeTask)
+@within_retry_budget
 def driver_update(self: Task, driver: str, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """TA + engine + mapper for one driver × timeframe; returns a status so one failure never blocks the rest."""
     return steps.update_driver_safely(get_runtime(), book_id, driver, timeframe, steps.parse_ts(until))
 
 
-@app.task(name="regime.tick.publish", bind=True, **RETRY_OPTS)
+@app.task(name="regime.tick.publish", bind=True, base=RegimeTask)
+@within_retry_budget
 def publish(self: Task, results: list[dict[str, Any]], timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """Chord body: publish the timeframe's driver payloads to the cache in one atomic write."""
-    return steps.publish(get_runtime(), book_id, timeframe, results)
+    rt = get_runtime()
+    summary = steps.publish(rt, book_id, timeframe, results)
+    pipeline.record_published(rt, book_id, timeframe, until)
+    return summary
 
 
-@app.task(name="regime.levers.run", bind=True, **RETRY_OPTS)
+@app.task(name="regime.levers.run", bind=True, base=RegimeTask)
+@within_retry_budget
 def levers(self: Task, until: str, book_id: str) -> dict[str, Any]:
     """Write ``features.levers`` for every active/watchlist position of the book."""
     return steps.run_levers(get_runtime(), book_id)

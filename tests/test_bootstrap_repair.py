@@ -103,11 +103,25 @@ def test_a_failed_bootstrap_then_a_correct_one_equals_a_fresh_one(tmp_path: Path
     assert not failed.ok and failed.status["BTC"]["1d"] == "warming_up"  # the issue's 308 bars
     assert failed.source_ends["1m"] == "2025-07-26T04:55:00Z" and failed.suggested_now == DATA_LAST_1M_CLOSE
     assert f"--now {DATA_LAST_1M_CLOSE}" in failed.hint
-    # holes inside the stored history: BTC and ETH 1d lose three weeks, so do BTC's regime copy and BTC.d
-    with rt.engine.begin() as conn:
-        from regime_tasks.store.schema import PRICE_TABLES
+    _punch_holes(rt, ("majors", "token_contract", ("BTC", "ETH")), ("regime", "driver", ("BTC", "BTC.d")))
+    repaired = bootstrap(rt, book_id=BOOK, now=NOW.to_pydatetime())
+    assert repaired.ok and repaired.status == report.status and repaired.bars == report.bars
+    _assert_same(_snapshot(rt), expected)
 
-        for table, col, names in (("majors", "token_contract", ("BTC", "ETH")), ("regime", "driver", ("BTC", "BTC.d"))):
+    # after a completed bootstrap: a hole in BTC's history (and its regime copy) is fetched and the 1d history
+    # replayed again
+    _punch_holes(rt, ("majors", "token_contract", ("BTC",)), ("regime", "driver", ("BTC",)))
+    again = bootstrap(rt, book_id=BOOK, now=NOW.to_pydatetime())
+    assert again.ok and again.status == report.status and again.bars["BTC"] == report.bars["BTC"]
+    _assert_same(_snapshot(rt), expected)
+
+
+def _punch_holes(rt: Runtime, *series: tuple[str, str, tuple[str, ...]]) -> None:
+    """Three weeks of 1d bars of these series are lost."""
+    from regime_tasks.store.schema import PRICE_TABLES
+
+    with rt.engine.begin() as conn:
+        for table, col, names in series:
             t = PRICE_TABLES[table]
             conn.execute(
                 t.delete().where(
@@ -117,9 +131,8 @@ def test_a_failed_bootstrap_then_a_correct_one_equals_a_fresh_one(tmp_path: Path
                 )
             )
 
-    repaired = bootstrap(rt, book_id=BOOK, now=NOW.to_pydatetime())
-    assert repaired.ok and repaired.status == report.status and repaired.bars == report.bars
-    got = _snapshot(rt)
+
+def _assert_same(got: dict, expected: dict) -> None:
     for key, frame in expected["bars"].items():
         pd.testing.assert_frame_equal(got["bars"][key], frame, obj=str(key))
     assert got["features"] == expected["features"]

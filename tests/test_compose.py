@@ -45,13 +45,32 @@ def test_worker_beat_flower_use_the_package_app_and_queues() -> None:
     assert set(queues) == {q.name for q in task_queues}
     assert "regime_tasks.beat:RegimeBeatScheduler" in _command("beat")
     assert SERVICES["beat"]["deploy"]["replicas"] == 1
-    assert "celery -A regime_tasks flower" in _command("flower")
 
 
-def test_flower_basic_auth_comes_from_the_environment_without_a_default() -> None:
-    assert "--basic-auth=$${REGIME_FLOWER_BASIC_AUTH}" in _command("flower")
+def test_flower_runs_through_the_entry_point_that_enforces_auth_on_loopback() -> None:
+    assert _command("flower") == "regime flower"
     value = _env("flower")["REGIME_FLOWER_BASIC_AUTH"]
     assert value.startswith("${REGIME_FLOWER_BASIC_AUTH:?"), "no default password may live in the file"
+    assert SERVICES["flower"]["ports"] == ["127.0.0.1:5555:5555"]  # the host's loopback only
+
+
+def test_no_password_has_a_default_and_redis_requires_one() -> None:
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    assert ":-regime" not in text
+    for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        assert f"${{{name}:?" in text and f"${{{name}:-" not in text
+    assert "--requirepass" in _command("redis") and "-a" in " ".join(SERVICES["redis"]["healthcheck"]["test"])
+    for var in ("REGIME_REDIS_URL", "REGIME_BROKER_URL", "REGIME_RESULT_BACKEND"):
+        assert _env("worker")[var].startswith("redis://:${REDIS_PASSWORD:?"), var
+    assert not any("ports" in SERVICES[svc] for svc in ("postgres", "redis"))
+
+
+def test_env_example_names_every_variable_compose_requires() -> None:
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    example = (REPO_ROOT / ".env.example").read_text()
+    defined = {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")}
+    assert required == {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "REGIME_FLOWER_BASIC_AUTH"} and required <= defined
 
 
 def test_every_regime_variable_in_compose_is_a_setting() -> None:

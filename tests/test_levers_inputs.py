@@ -119,3 +119,98 @@ def test_snapshot_map_keeps_at_most_64_books(monkeypatch, engine) -> None:
 
     assert len(levers._SNAPSHOTS) == levers.SNAPSHOT_MAX_BOOKS == 64
     assert next(reversed(levers._SNAPSHOTS))[0] == id(caches[-1])  # the newest is kept, the oldest dropped
+
+
+def test_in_process_cache_holding_one_tick_is_completed_from_the_database(engine) -> None:
+    """Embedded mode: a standalone `regime tick` starts with an empty in-process cache and publishes 8 fields."""
+    cache = MemoryRegimeCache()
+    cache.publish("onchain_crypto", {f"{d}|1m": payload("1m") for d in DRIVERS})
+
+    res = compute_levers({}, "1h", "small", cache=cache, engine=engine, now=NOW)
+
+    assert res["diagnostics"]["degraded"] is False and res["diagnostics"]["missing"] == []
+    assert res["A_value"] == pytest.approx(0.80) and len(cache.read("onchain_crypto")) == 24
+
+
+# --- issue 17 #3: the levers task isolates every row ---------------------------------------------------------------
+def _set_raw_features(eng, row_id: int, raw_json: str) -> None:
+    import sqlalchemy as sa
+
+    cast = "CAST(:v AS jsonb)" if eng.dialect.name == "postgresql" else ":v"
+    with eng.begin() as conn:
+        conn.execute(
+            sa.text(f"UPDATE lowcap_positions SET features = {cast} WHERE id = :id"), {"v": raw_json, "id": row_id}
+        )
+
+
+@pytest.fixture()
+def any_engine(db_url):
+    eng = make_engine(db_url, cached=False)
+    init_db(eng)
+    positions.ensure_driver_rows(eng, "onchain_crypto")
+    ids = positions.driver_row_ids(eng, "onchain_crypto")
+    positions.set_features_bulk(
+        eng, [(ids[(d, tf)], "regime_engine_v4", payload(tf)) for d in DRIVERS for tf in REGIME_TIMEFRAMES]
+    )
+    yield eng
+    eng.dispose()
+
+
+def _position(eng, contract: str, bucket: str | None = "small") -> int:
+    return positions.insert_position(
+        eng, token_contract=contract, token_chain="base", timeframe="1h", status="active", bucket=bucket
+    )
+
+
+def test_rows_whose_features_are_not_objects_are_listed_and_the_rest_written(any_engine) -> None:
+    from regime_tasks.levers import run_levers_task
+
+    eng = any_engine
+    good = [_position(eng, "0xg1")]
+    bad = {}
+    for contract, raw in (("0xs", '"just a string"'), ("0xa", "[1, 2]"), ("0xn", "42")):
+        bad[contract] = _position(eng, contract)
+        _set_raw_features(eng, bad[contract], raw)
+    good.append(_position(eng, "0xg2"))
+    caps = {"0xnan": float("nan"), "0xneg": -5e6}
+    for contract in caps:
+        bad[contract] = _position(eng, contract, bucket=None)
+    import sqlalchemy as sa
+
+    from regime_tasks.store.schema import tokens
+
+    with eng.begin() as conn:  # what the old importer let through (issue 17 #9), written around it
+        for contract, cap in caps.items():
+            conn.execute(sa.insert(tokens).values(token_contract=contract, token_chain="base", market_cap_usd=cap))
+
+    summary = run_levers_task(eng, MemoryRegimeCache(), book_id="onchain_crypto", now=NOW, batch_rows=2)
+
+    assert summary["written"] == 2
+    assert sorted(e["id"] for e in summary["errors"]) == sorted(bad.values())
+    messages = {e["id"]: e["error"] for e in summary["errors"]}
+    assert "not an object" in messages[bad["0xa"]] and "market_cap_usd" in messages[bad["0xnan"]]
+    for row_id in good:
+        assert positions.get_features(eng, row_id)["levers"]["A_value"] == pytest.approx(0.80)
+
+
+def test_a_batch_the_database_rejects_is_written_row_by_row(any_engine, monkeypatch) -> None:
+    from regime_tasks.levers import run_levers_task
+    from regime_tasks.store import positions as store_positions
+
+    eng = any_engine
+    rows = [_position(eng, f"0x{k}") for k in range(4)]
+    original = store_positions.iter_lever_positions
+
+    def delete_one_after_reading(*args, **kwargs):
+        for batch in original(*args, **kwargs):
+            with eng.begin() as conn:  # a host deletes a row between our read and our write
+                conn.exec_driver_sql(f"DELETE FROM lowcap_positions WHERE id = {rows[1]}")
+            yield batch
+
+    monkeypatch.setattr(store_positions, "iter_lever_positions", delete_one_after_reading)
+
+    summary = run_levers_task(eng, MemoryRegimeCache(), book_id="onchain_crypto", now=NOW)
+
+    assert summary["written"] == 3 and [e["id"] for e in summary["errors"]] == [rows[1]]
+    for row_id in (rows[0], rows[2], rows[3]):
+        assert "levers" in positions.get_features(eng, row_id)

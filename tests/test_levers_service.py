@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.errors import RegimeUnavailable
@@ -184,3 +186,73 @@ def test_levers_task_refuses_a_nan_intent_row_and_writes_the_others(engine) -> N
     assert "intent_metrics.hi_buy" in summary["errors"][0]["error"]
     assert "levers" not in positions.get_features(engine, nan_row)
     assert positions.get_features(engine, good)["levers"]["A_value"] == pytest.approx(0.80)
+
+
+# --- issue 17 #2: the cache is judged per field ------------------------------------------------------------------
+def one_minute_tick() -> dict:
+    """What a 1m tick publishes: the 8 drivers' 1m fields, nothing else."""
+    return {f"{d}|1m": payload("1m") for d in DRIVERS}
+
+
+def test_after_a_redis_restart_one_1m_tick_still_gives_full_levers(redis_url, engine) -> None:
+    cache = RedisRegimeCache(redis_url)
+    redis.Redis.from_url(redis_url).flushdb()  # what a restart without persistence leaves
+    cache.publish("onchain_crypto", one_minute_tick())
+
+    res = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+
+    assert res["diagnostics"]["missing"] == [] and res["diagnostics"]["degraded"] is False
+    assert res["diagnostics"]["source"] == "cache+database"
+    assert res["A_value"] == pytest.approx(0.80) and res["E_value"] == pytest.approx(0.425)
+    assert len(cache.read("onchain_crypto")) == 24  # the 16 others were written back
+    assert compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)["diagnostics"]["source"] == "cache"
+
+
+@pytest.mark.parametrize("bad", [b"{not json", b"[1, 2]", b'{"delta_a_raw": NaN, "bar_ts": "2025-07-26T04:00:00Z"}'])
+def test_a_corrupt_cache_value_falls_back_to_the_database_and_is_overwritten(redis_url, engine, bad: bytes) -> None:
+    cache = RedisRegimeCache(redis_url)
+    cache.publish("onchain_crypto", {f"{d}|{tf}": payload(tf) for d in DRIVERS for tf in REGIME_TIMEFRAMES})
+    raw = redis.Redis.from_url(redis_url)
+    raw.hset("regime:onchain_crypto:latest", "BTC|1h", bad)
+
+    res = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+
+    assert res["diagnostics"]["missing"] == [] and res["A_value"] == pytest.approx(0.80)
+    assert res["diagnostics"]["source"] == "cache+database"
+    assert json.loads(raw.hget("regime:onchain_crypto:latest", "BTC|1h")) == payload("1h")
+
+
+def test_a_driver_absent_everywhere_costs_one_database_read_per_snapshot_ttl(redis_url, engine, monkeypatch) -> None:
+    from regime_tasks.config import get_settings
+    from regime_tasks.levers import load_entries
+
+    monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "60")
+    get_settings.cache_clear()
+    cache = RedisRegimeCache(redis_url)
+    present = {f"{d}|{tf}": payload(tf) for d in DRIVERS for tf in REGIME_TIMEFRAMES if d != "nano"}
+    cache.publish("onchain_crypto", present)
+    ids = positions.driver_row_ids(engine, "onchain_crypto")
+    with engine.begin() as conn:  # nano never computed: absent from the database too
+        conn.execute(
+            sa.text("UPDATE lowcap_positions SET features = '{}' WHERE id = ANY(:ids)"),
+            {"ids": [ids[("nano", tf)] for tf in REGIME_TIMEFRAMES]},
+        )
+    queries: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: queries.append(a[2]))
+
+    for _ in range(5):
+        entries, source = load_entries("onchain_crypto", cache=cache, engine=engine)
+
+    assert len(entries) == 21 and source == "cache"
+    assert len(queries) == 1  # the database's "absent" is remembered for the TTL
+
+
+def test_refill_never_overwrites_a_value_a_tick_published_meanwhile(redis_url) -> None:
+    cache = RedisRegimeCache(redis_url)
+    newer = {**payload("1m"), "bar_ts": "2025-07-26T05:00:00Z"}
+    cache.publish("onchain_crypto", {"BTC|1m": newer})
+
+    cache.fill("onchain_crypto", {"BTC|1m": payload("1m"), "ALT|1m": payload("1m")}, {})
+
+    got = cache.read("onchain_crypto")
+    assert got["BTC|1m"] == newer and got["ALT|1m"] == payload("1m")

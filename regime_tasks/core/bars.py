@@ -88,8 +88,23 @@ def normalize_bars(df: pd.DataFrame, *, series: str, timeframe: str | None = Non
     out = out.sort_index(kind="mergesort")
     dup = out.index.duplicated(keep="last")
     if dup.any():
+        # Identical repeats are harmless; repeats with other values are a choice made for the user: say which.
+        repeated = out[out.index.duplicated(keep=False)]
+        differs = repeated.groupby(level=0).nunique(dropna=False).max(axis=1) > 1
+        conflicting: list[str] = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in differs.index[differs.to_numpy()]]
+        if conflicting:
+            log.warning(
+                "%d bar times of %s repeat with different values; the last row of each is kept: %s%s",
+                len(conflicting),
+                series,
+                ", ".join(str(pd.Timestamp(t)) for t in conflicting[:5]),
+                " …" if len(conflicting) > 5 else "",
+            )
         log.info("dropped %d duplicate bars of %s (last report kept)", int(dup.sum()), series)
         out = out[~dup]
+        # only when there were any: pandas copies attrs through every later operation on the frame
+        out.attrs["duplicates"] = int(dup.sum())
+        out.attrs["conflicting_duplicates"] = conflicting
     validate_bars(out, series=series, timeframe=timeframe)
     return out
 

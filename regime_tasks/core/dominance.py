@@ -94,7 +94,9 @@ def history_to_bars(history: pd.DataFrame, timeframe: str) -> dict[str, pd.DataF
     """Imported closes → flat bars (open = high = low = close, volume 0) on ``timeframe``'s grid."""
     step = timeframe_delta(timeframe)
     h = history.copy()
-    h["timestamp"] = pd.to_datetime(h["timestamp"], utc=True).dt.floor(step)
+    stamps = pd.to_datetime(h["timestamp"], utc=True)
+    h["timestamp"] = stamps.dt.floor(step)
+    off_grid = stamps != h["timestamp"]
     h = h.drop_duplicates("timestamp", keep="last").set_index("timestamp")
     out = {}
     for driver, col in DOMINANCE_COLUMNS.items():
@@ -102,7 +104,16 @@ def history_to_bars(history: pd.DataFrame, timeframe: str) -> dict[str, pd.DataF
         out[driver] = pd.DataFrame(
             {"open": v, "high": v, "low": v, "close": v, "volume": 0.0}, index=h.index.rename("timestamp")
         )
+        # Rows stamped off the grid (a 1d close at 07:00) are floored to their bar's open: said, not silent.
+        out[driver].attrs["floored"] = int(off_grid.sum())
+        if off_grid.any():
+            first = stamps[off_grid].iloc[0]
+            out[driver].attrs["floored_example"] = f"{_iso(first)} → {_iso(first.floor(step))}"
     return out
+
+
+def _iso(t: pd.Timestamp) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def derive_dominance(

@@ -81,6 +81,21 @@ def entry_problem(entry: Any) -> str | None:
     return None  # pragma: no cover - the fast path accepts everything the loop accepts
 
 
+def stored_entry_problem(entry: Any) -> str | None:
+    """:func:`entry_problem` plus the bar time (used once per load, where the cost does not matter)."""
+    problem = entry_problem(entry)
+    if problem is not None:
+        return problem
+    bar_ts = entry.get("bar_ts")
+    if bar_ts is None:
+        return None
+    try:
+        _parse_utc(bar_ts)
+    except (TypeError, ValueError, AttributeError):
+        return f"bar_ts = {bar_ts!r} is not an ISO-8601 time"
+    return None
+
+
 def _clamp(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else hi if x > hi else x
 

@@ -119,7 +119,9 @@ def check_options(timeframes: tuple[str, ...], series: tuple[str, ...], cost_bps
         raise UnknownInputError(f"--exec-tf {exec_tf!r}: expected one of {sorted(EXEC_TF_MULTIPLIERS)}")
 
 
-def trim_to_segment(driver: str, timeframe: str, bars: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
+def trim_to_segment(
+    driver: str, timeframe: str, bars: pd.DataFrame, start: pd.Timestamp, notes: list[str] | None = None
+) -> pd.DataFrame:
     """The part of a series after its last gap longer than ``MAX_GAP`` that begins before ``start``.
 
     A gap inside the window cannot be evaluated across: for BTC that is an error naming the gap, other series
@@ -142,6 +144,10 @@ def trim_to_segment(driver: str, timeframe: str, bars: pd.DataFrame, start: pd.T
         if driver == "BTC":
             raise DataValidationError(msg, series=f"{driver} {timeframe}")
         log.warning("%s; %s keeps the part after it", msg, driver)
+        if notes is not None:
+            notes.append(
+                f"{driver} {timeframe}: gap {idx[h]:%Y-%m-%d} → {idx[h + 1]:%Y-%m-%d}, only the part after it used"
+            )
         return bars[bars.index >= idx[inside[-1] + 1]]
     return bars[bars.index >= idx[before[-1] + 1]]
 
@@ -227,6 +233,7 @@ def run_evaluation(
     check_options(timeframes, series, cost_bps, exec_tf)
     simulated = history.simulated_series()
     excluded = set() if include_simulated else set(simulated)
+    gap_notes: list[str] = []
     per_series = replay_drivers(
         history,
         end=end,
@@ -235,7 +242,7 @@ def run_evaluation(
         bucket_thresholds=bucket_thresholds,
         progress=progress,
         keep=lambda d, tf: (d, tf) not in excluded,
-        trim=lambda d, tf, bars: trim_to_segment(d, tf, bars, start),
+        trim=lambda d, tf, bars: trim_to_segment(d, tf, bars, start, gap_notes),
     )
     if not any(("BTC", tf) in per_series for tf in timeframes):
         raise DataValidationError(
@@ -404,6 +411,7 @@ def run_evaluation(
             "min_block": M.MIN_BLOCK,
         },
         "windows": windows,
+        "gaps_inside_window": gap_notes,
         "state_names": STATE_NAMES,
     }
 

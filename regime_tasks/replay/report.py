@@ -207,6 +207,8 @@ def evaluation_summary(ev: Any) -> str:
         for row in ev.not_evaluable:
             buf.write(f"- {row['driver']} {row['timeframe']}: {row['reason']}\n")
         buf.write("\n")
+    for note in m.get("gaps_inside_window", []):
+        buf.write(f"- data gap inside the window, not crossed: {note}\n")
     for key, w in m["windows"].items():
         partial = (
             f"**partial** — A without {', '.join(w['levers_missing_drivers'])}"

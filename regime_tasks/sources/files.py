@@ -73,6 +73,12 @@ class FileSource:
         self.manifest: dict[str, Any] = json.loads(manifest.read_text()) if manifest.exists() else {"files": {}}
 
     def _path(self, kind: str, timeframe: str, symbol: str) -> Path | None:
+        # A symbol comes from a data file (tokens.csv): it must name a file in the folder, never a path out of
+        # REGIME_FILES_DIR (issue 17 #12: `../../../outside/secret`).
+        if not symbol or Path(symbol).name != symbol or symbol in {".", ".."} or "\\" in symbol or "\x00" in symbol:
+            raise DataValidationError(
+                f"symbol {symbol!r} is not a file name inside REGIME_FILES_DIR", series=f"file:{kind}", field="symbol"
+            )
         for suffix in (".csv", ".csv.gz", ".parquet"):
             p = self.root / kind / timeframe / f"{symbol}{suffix}"
             if p.exists():

@@ -7,6 +7,10 @@ Policy (plan §12.2, DECISIONS D13):
   ``retry_backoff_secs[k] × (1 ± retry_jitter_frac)`` between them (default 5 s, 15 s, 60 s).
 - Anything else that is not JSON (an HTML error page, truncated JSON) or another 4xx: no retry, an
   :class:`InvalidResponseError` naming the source and request.
+- One call never spends more than ``http_retry_budget_secs`` in requests and waits together (issue 17 #7): a wait
+  that would pass the budget is not taken, the call gives up at once. This is the only retry layer of venue calls,
+  the same from the CLI and from workers: the Celery tasks do not retry a :class:`SourceError` (that would multiply
+  the attempts: 3 here × 8 there was 24 requests and ~10 minutes for one venue outage).
 The sleep and the random source are injectable so tests assert the waits without waiting.
 """
 
@@ -92,22 +96,31 @@ class HttpClient:
         self.stats.waits_secs.append(secs)
         self.sleep(secs)
 
+    def _within_budget(self, spent_secs: float, wait_secs: float) -> bool:
+        return spent_secs + wait_secs <= self.settings.http_retry_budget_secs
+
     def request(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
         """Send a request and return the decoded JSON, applying the retry policy."""
         url = f"{self.base_url}{path}"
         attempt = 0  # attempts used on 5xx/timeouts
         rate_limit_waits = 0
+        spent = 0.0  # seconds of this call so far: requests (measured) + waits (as asked, so a fake sleep counts)
+        budget = self.settings.http_retry_budget_secs
         while True:
             self.stats.requests += 1
+            t0 = time.monotonic()
             try:
                 resp = self.session.request(method, url, timeout=self.settings.http_timeout_secs, **kwargs)
             except (requests.Timeout, requests.ConnectionError) as exc:
+                spent += time.monotonic() - t0
                 attempt += 1
-                if attempt >= self.settings.retry_attempts:
-                    raise SourceUnavailableError(
-                        f"{what}: {type(exc).__name__} after {attempt} attempts", source=self.source
-                    ) from exc
                 wait = self._backoff(attempt - 1)
+                if attempt >= self.settings.retry_attempts or not self._within_budget(spent, wait):
+                    raise SourceUnavailableError(
+                        f"{what}: {type(exc).__name__} after {attempt} attempts in {spent:.0f} s "
+                        f"(retry budget {budget:g} s)",
+                        source=self.source,
+                    ) from exc
                 log.warning(
                     "request failed, retrying %s",
                     kv(
@@ -120,7 +133,9 @@ class HttpClient:
                 )
                 self.stats.retries += 1
                 self._wait(wait)
+                spent += wait
                 continue
+            spent += time.monotonic() - t0
             self.last_headers = {k.lower(): v for k, v in resp.headers.items()}
             if resp.status_code in (429, 418):
                 self.stats.rate_limited += 1
@@ -131,9 +146,10 @@ class HttpClient:
                     if retry_after and retry_after.replace(".", "", 1).isdigit()
                     else (self._backoff(rate_limit_waits - 1))
                 )
-                if rate_limit_waits > self.settings.retry_attempts:
+                if rate_limit_waits > self.settings.retry_attempts or not self._within_budget(spent, wait):
                     raise RateLimitedError(
-                        f"{what}: HTTP {resp.status_code}, still limited after {rate_limit_waits - 1} waits",
+                        f"{what}: HTTP {resp.status_code}, still limited after {rate_limit_waits - 1} waits "
+                        f"(Retry-After {wait:g} s; retry budget {budget:g} s)",
                         source=self.source,
                         retry_after_secs=wait,
                     )
@@ -141,14 +157,17 @@ class HttpClient:
                     "rate limited %s", kv(source=self.source, what=what, status=resp.status_code, retry_after_secs=wait)
                 )
                 self._wait(wait)
+                spent += wait
                 continue
             if resp.status_code >= 500:
                 attempt += 1
-                if attempt >= self.settings.retry_attempts:
-                    raise SourceUnavailableError(
-                        f"{what}: HTTP {resp.status_code} after {attempt} attempts", source=self.source
-                    )
                 wait = self._backoff(attempt - 1)
+                if attempt >= self.settings.retry_attempts or not self._within_budget(spent, wait):
+                    raise SourceUnavailableError(
+                        f"{what}: HTTP {resp.status_code} after {attempt} attempts in {spent:.0f} s "
+                        f"(retry budget {budget:g} s)",
+                        source=self.source,
+                    )
                 log.warning(
                     "server error, retrying %s",
                     kv(
@@ -161,6 +180,7 @@ class HttpClient:
                 )
                 self.stats.retries += 1
                 self._wait(wait)
+                spent += wait
                 continue
             if resp.status_code >= 400:
                 raise InvalidResponseError(

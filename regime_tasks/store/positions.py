@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -25,9 +26,12 @@ from regime_tasks.core.constants import (
     REGIME_DRIVER_STATUS,
     REGIME_TIMEFRAMES,
 )
-from regime_tasks.errors import StoreError, UnknownInputError
+from regime_tasks.errors import DataValidationError, StoreError, UnknownInputError
+from regime_tasks.logs import kv
 from regime_tasks.store.db import dumps, upsert_rows
 from regime_tasks.store.schema import lowcap_positions, tokens
+
+log = logging.getLogger(__name__)
 
 DriverKey = tuple[str, str]  # (driver, timeframe)
 
@@ -45,14 +49,29 @@ class PositionRow:
     bucket: str | None
     market_cap_usd: float | None
     features: dict[str, Any]
+    problem: str | None = None  # why ``features`` could not be read (then it is empty); the row gets no levers
 
 
 def _features(value: Any) -> dict[str, Any]:
+    """A row's ``features`` as a dict; DataValidationError if it is not a JSON object (a host wrote a string, an
+    array or a number there: issue 17 #3)."""
     if value is None:
         return {}
     if isinstance(value, str):  # some drivers hand JSON back as text
-        return json.loads(value)
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise DataValidationError("features is not JSON", field="features") from None
+    if not isinstance(value, Mapping):
+        raise DataValidationError(f"features is a JSON {type(value).__name__}, not an object", field="features")
     return dict(value)
+
+
+def _row_features(value: Any) -> tuple[dict[str, Any], str | None]:
+    try:
+        return _features(value), None
+    except DataValidationError as exc:
+        return {}, str(exc)
 
 
 def ensure_driver_rows(engine: Engine, book_id: str) -> int:
@@ -109,7 +128,9 @@ def read_driver_features(
     try:
         with engine.connect() as conn:
             for r in conn.execute(q):
-                feats = _features(r.features)
+                feats, problem = _row_features(r.features)
+                if problem is not None:  # one unreadable driver row counts missing; it does not hide the others
+                    log.warning("driver row unreadable %s", kv(book=book_id, driver=r.token_contract, error=problem))
                 out[(r.token_contract, r.timeframe)] = (
                     feats if keys is None else {k: feats[k] for k in keys if k in feats}
                 )
@@ -286,9 +307,11 @@ def iter_lever_positions(
                 status=r.status,
                 bucket=r.bucket,
                 market_cap_usd=None if r.market_cap_usd is None else float(r.market_cap_usd),
-                features=_features(r.features),
+                features=feats,
+                problem=problem,
             )
             for r in rows
+            for feats, problem in (_row_features(r.features),)
         ]
         last_id = int(rows[-1].id)
 
@@ -297,14 +320,17 @@ def upsert_tokens(engine: Engine, rows: Iterable[Mapping[str, Any]]) -> int:
     """Insert or update tokens (contract, chain, symbol, market_cap_usd, market_cap_as_of, source, simulated)."""
     now = dt.datetime.now(dt.UTC)
     records = [{**r, "updated_at": now} for r in rows]
-    with engine.begin() as conn:
-        return upsert_rows(
-            conn,
-            tokens,
-            records,
-            conflict_cols=("token_contract", "token_chain"),
-            update_cols=("symbol", "market_cap_usd", "market_cap_as_of", "source", "simulated", "updated_at"),
-        )
+    try:
+        with engine.begin() as conn:
+            return upsert_rows(
+                conn,
+                tokens,
+                records,
+                conflict_cols=("token_contract", "token_chain"),
+                update_cols=("symbol", "market_cap_usd", "market_cap_as_of", "source", "simulated", "updated_at"),
+            )
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"tokens upsert of {len(records)} rows failed: {exc}") from exc
 
 
 def read_tokens(engine: Engine) -> list[dict[str, Any]]:

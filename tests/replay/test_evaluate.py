@@ -275,3 +275,7 @@ def test_a_gap_longer_than_a_week_is_never_filled_and_never_crossed(unit) -> Non
     with pytest.raises(DataValidationError, match="crosses a gap in the BTC 1d history"):
         trim_to_segment("BTC", "1d", gapped, pd.Timestamp("2019-06-01", tz="UTC"))
     assert trim_to_segment("BTC", "1d", bars, pd.Timestamp("2019-06-01", tz="UTC")).equals(bars)
+    notes: list[str] = []  # another driver keeps the part after the gap, and the report says so
+    alt = trim_to_segment("ALT", "1d", gapped, pd.Timestamp("2019-06-01", tz="UTC"), notes)
+    assert alt.index[0] == pd.Timestamp("2020-03-01", tz="UTC")
+    assert notes == ["ALT 1d: gap 2019-12-31 → 2020-03-01, only the part after it used"]

@@ -103,6 +103,26 @@ def test_timeout_then_success_and_three_failures_give_up(venues, sleeps) -> None
     assert 12.0 <= sleeps[-1] <= 18.0  # second wait: 15 s ± 20 %
 
 
+def test_a_call_gives_up_before_a_wait_that_would_pass_its_retry_budget(venues, sleeps) -> None:
+    venues.faults.extend(Fault(status=503, path="klines") for _ in range(3))
+    client = binance(venues, sleeps, http_retry_budget_secs=10.0)  # 5 s fits, 5 + 15 s does not
+
+    with pytest.raises(SourceUnavailableError, match=r"after 2 attempts .*retry budget 10 s"):
+        client.klines("BNBUSDT", "1h", pd.Timestamp("2025-07-01"), limit=3)
+
+    assert len(sleeps) == 1 and sum(sleeps) <= 10.0
+
+
+def test_a_retry_after_beyond_the_budget_is_not_waited_for(venues, sleeps) -> None:
+    venues.faults.append(Fault(status=418, retry_after="3600", path="klines"))  # a Binance IP ban
+    client = binance(venues, sleeps)
+
+    with pytest.raises(RateLimitedError, match="Retry-After 3600") as info:
+        client.klines("ETHUSDT", "1h", pd.Timestamp("2025-07-01"), limit=10)
+
+    assert sleeps == [] and info.value.retry_after_secs == 3600.0
+
+
 @pytest.mark.parametrize(
     ("fault", "message", "field"),
     [

@@ -168,3 +168,26 @@ def test_redis_down_raises_cache_unavailable_on_every_operation() -> None:
         with pytest.raises(CacheUnavailable) as info:
             op()
         assert isinstance(info.value, RegimeUnavailable)  # callers that only know D9's error still catch it
+
+
+@pytest.mark.service
+def test_redis_read_leaves_out_values_that_are_not_json_objects(redis_url) -> None:
+    cache = RedisRegimeCache(redis_url)
+    cache.publish("b", tick(1))
+    raw = redis.Redis.from_url(redis_url)
+    raw.hset(cache_key("b"), mapping={"BTC|1h": b"{trunc", "ALT|1d": b"3", "nano|1m": b"\xff\xfe"})
+
+    got, corrupt = cache.read_checked("b")
+
+    assert corrupt == {"BTC|1h", "ALT|1d", "nano|1m"} and len(got) == 21
+    assert set(cache.read("b")) == set(got)
+
+
+def test_memory_cache_fill_keeps_present_fields_and_overwrites_corrupt_ones() -> None:
+    cache = MemoryRegimeCache()
+    cache.publish("b", {"BTC|1m": tick(2)["BTC|1m"], "ALT|1m": tick(2)["ALT|1m"]})
+
+    cache.fill("b", {"BTC|1m": tick(1)["BTC|1m"], "nano|1m": tick(1)["nano|1m"]}, {"ALT|1m": tick(1)["ALT|1m"]})
+
+    got = cache.read("b")
+    assert (got["BTC|1m"]["n"], got["nano|1m"]["n"], got["ALT|1m"]["n"]) == (2, 1, 1)

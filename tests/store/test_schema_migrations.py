@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from regime_tasks.cli import main
 from regime_tasks.store import meta
-from regime_tasks.store.db import BASELINE_REVISION, alembic_config, init_db, make_engine
+from regime_tasks.store.db import BASELINE_REVISION, alembic_config, head_revision, init_db, make_engine
 from regime_tasks.store.schema import metadata
 from tests.conftest import REPO_ROOT
 
@@ -148,3 +148,22 @@ def test_plain_alembic_command_upgrades_the_configured_database(tmp_path: Path) 
 def test_docker_image_ships_the_migrations_beside_the_package() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert "COPY schema ./schema" in dockerfile and "COPY regime_tasks ./regime_tasks" in dockerfile
+
+
+def test_head_from_the_file_names_is_alembics_head() -> None:
+    # init_db's fast path trusts the file names (<revision>_<slug>.py, one line of history): keep them so
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD]
+    assert head_revision() == HEAD
+
+
+def test_a_process_on_an_up_to_date_database_does_not_import_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fast.db'}"
+    eng = make_engine(url, cached=False)
+    init_db(eng)
+    eng.dispose()
+    code = (
+        "import sys; from regime_tasks.store.db import init_db, make_engine; "
+        f"print(init_db(make_engine({url!r})), 'alembic' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert run.stdout.split() == ["[]", "False"]
