@@ -23,7 +23,14 @@ _s = get_settings()
 
 broker_url = _s.broker_url
 result_backend = _s.result_backend
-broker_transport_options = {"visibility_timeout": _s.visibility_timeout_secs}
+# kombu sweeps unacknowledged messages back onto the queue every ``unacked_restore_interval`` × ``throttle`` seconds
+# (10 × 10 = 100 s by default), whatever the visibility timeout: a task whose worker died waited up to 100 s past
+# its timeout. Sweep ten times per visibility timeout instead, so redelivery follows the timeout it is set by.
+broker_transport_options = {
+    "visibility_timeout": _s.visibility_timeout_secs,
+    "unacked_restore_interval": max(1, _s.visibility_timeout_secs // 10),
+    "unacked_restore_throttle": 1,
+}
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_secs}
 broker_connection_retry_on_startup = True
 
