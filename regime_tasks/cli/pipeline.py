@@ -5,7 +5,9 @@ Library code logs; this module is the user-facing edge and prints (rich tables o
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -15,7 +17,10 @@ from typing import Any
 import pandas as pd
 
 from regime_tasks import pipeline, steps
+from regime_tasks.cli.options import REGIME_TFS, add_book, add_json, count, utc_time
+from regime_tasks.cli.render import print_json
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
+from regime_tasks.errors import RegimeError
 from regime_tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -303,14 +308,14 @@ def print_demo(result: dict[str, Any]) -> None:
     """Readable demo output: driver table, market summary, levers grid."""
     from rich.table import Table
 
-    from regime_tasks.levers_cli import make_console
+    from regime_tasks.cli.render import make_console
 
     console = make_console()
     console.print(
         f"[bold]regime-engine demo[/] — book {result['book_id']}, now {result['now']} "
         f"(bootstrap + {len(result['ticks'])} ticks through the Celery graph, {result['seconds']} s)"
     )
-    from regime_tasks.levers_cli import STATE_LEGEND, signed, state_text
+    from regime_tasks.cli.render import STATE_LEGEND, signed, state_text
 
     t = Table(title="24 driver series (state, flags, ΔA/ΔE raw, last bar)")
     for col in (
@@ -373,3 +378,66 @@ def print_demo(result: dict[str, Any]) -> None:
     db = result.get("database")
     if db:
         console.print(f"The demo keeps its own database; to look at it again: REGIME_DATABASE_URL={db} regime status")
+
+
+# --- the commands ------------------------------------------------------------------------------------
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+
+    report = run_bootstrap(book_id=args.book, now=args.now)
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        print_bootstrap_report(report)
+    if not report.ok:  # the report is printed (the worker's bootstrap task reads it from stdout), then exit 2
+        hint = f" — {report.hint}" if report.hint else ""
+        raise RegimeError("required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint)
+    return 0
+
+
+def _cmd_tick(args: argparse.Namespace) -> int:
+
+    result = run_tick_command(args.timeframe, until=args.until, book_id=args.book, wait=not args.no_wait)
+    if args.json:
+        print_json(result)
+    else:
+        print(json.dumps(result, default=str, ensure_ascii=False))
+        if result.get("message"):  # a tick that stepped nothing says so on its own line (issue 12)
+            print(f"tick {args.timeframe}: {result['message']}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+
+    return run_demo(as_json=args.json, minutes=args.minutes)
+
+
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bootstrap", help="create driver rows, backfill, replay history, fill the cache (plan §12)")
+    add_book(p)
+    p.add_argument(
+        "--now", type=utc_time, default=None, help="pretend the time is this ISO-8601 UTC instant (file source)"
+    )
+    add_json(p, "machine-readable report")
+    p.set_defaults(handler=_cmd_bootstrap)
+
+    p = sub.add_parser("tick", help="run one timeframe tick through Celery (what beat triggers)")
+    p.add_argument("timeframe", choices=REGIME_TFS)
+    p.add_argument(
+        "--until", type=utc_time, default=None, help="open time of the last closed bar (default: by the clock)"
+    )
+    add_book(p)
+    p.add_argument("--no-wait", action="store_true", help="send and return without waiting for the result")
+    add_json(p)
+    p.set_defaults(handler=_cmd_tick)
+
+    p = sub.add_parser(
+        "demo", help="embedded end-to-end run on bundled data: bootstrap, live-like ticks, regime table, A/E"
+    )
+    p.add_argument("--minutes", type=count(0), default=5, help="1m ticks to run after the bootstrap (default 5)")
+    add_json(p)
+    p.set_defaults(handler=_cmd_demo)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``bootstrap``, ``tick`` and ``demo``."""
+    _add_pipeline(sub)
