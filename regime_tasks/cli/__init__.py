@@ -85,7 +85,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Each command family adds its sub-commands; imported here so ``import regime_tasks.cli`` stays light."""
-    from regime_tasks.cli import db, engine, imports, levers, pipeline, replay, status, stream
+    from regime_tasks.cli import db, engine, flower, imports, levers, pipeline, replay, status, stream
 
     return [
         db.register,
@@ -96,7 +96,7 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         status.register,
         replay.register,
         stream.register,
-        status.register_flower,
+        flower.register,
         # >>> more commands register here (one line each) <<<
     ]
 

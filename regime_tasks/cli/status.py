@@ -1,4 +1,4 @@
-"""``regime status`` (the 24 driver states, the market summary, the beat's heartbeat) and ``regime flower``."""
+"""``regime status``: the 24 driver states, the market summary, the beat's heartbeat."""
 
 from __future__ import annotations
 
@@ -137,27 +137,6 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_status)
 
 
-def _cmd_flower(args: argparse.Namespace) -> int:
-    from regime_tasks.config import get_settings
-    from regime_tasks.monitor import exec_flower
-
-    exec_flower(get_settings())
-    return 0  # pragma: no cover - exec_flower replaces the process
-
-
-def _add_flower(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "flower",
-        help="Flower (Celery monitor) with REGIME_FLOWER_BASIC_AUTH enforced, on REGIME_FLOWER_ADDRESS (loopback)",
-    )
-    p.set_defaults(handler=_cmd_flower)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``status``."""
     _add_status(sub)
-
-
-def register_flower(sub: argparse._SubParsersAction) -> None:
-    """Add ``flower``."""
-    _add_flower(sub)
