@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from regime_tasks import pipeline, steps
+from regime_tasks import pipeline, stages
 from regime_tasks.cli.options import REGIME_TFS, add_book, add_json, count, utc_time
 from regime_tasks.cli.render import print_json
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
@@ -60,7 +60,7 @@ def progress_reporter(title: str) -> Iterator[pipeline.Progress]:
 def run_bootstrap(*, book_id: str | None = None, now: str | dt.datetime | None = None) -> pipeline.BootstrapReport:
     """Run the bootstrap in this process with progress output."""
     rt = get_runtime()
-    clock = steps.parse_ts(now).to_pydatetime() if now is not None else None
+    clock = stages.parse_ts(now).to_pydatetime() if now is not None else None
     with progress_reporter("bootstrap") as progress:
         return pipeline.bootstrap(rt, book_id=book_id or rt.book_id, now=clock, progress=progress)
 
@@ -97,25 +97,29 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
     """Send one tick through Celery (embedded: on an in-process worker) and optionally wait for it."""
     from regime_tasks.embedded import in_process_worker, run_tick
 
-    bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
-    steps.check_closed(timeframe, bar, pipeline.utcnow())
+    bar = stages.parse_ts(until) if until else stages.last_closed_bar(timeframe, pipeline.utcnow())
+    stages.check_closed(timeframe, bar, pipeline.utcnow())
     rt = get_runtime()
     book = book_id or rt.book_id
-    before = steps.processed_bar(rt, book, timeframe)
+    before = stages.processed_bar(rt, book, timeframe)
     if rt.settings.embedded:
         with in_process_worker():
-            out = {"timeframe": timeframe, "until": steps.iso(bar), "result": run_tick(timeframe, steps.iso(bar), book)}
+            out = {
+                "timeframe": timeframe,
+                "until": stages.iso(bar),
+                "result": run_tick(timeframe, stages.iso(bar), book),
+            }
     else:
-        result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
+        result = pipeline.tick_canvas(timeframe, stages.iso(bar), book).apply_async()
         if not wait:
-            return {"timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
-        out = {"timeframe": timeframe, "until": steps.iso(bar), "result": result.get(timeout=600)}
+            return {"timeframe": timeframe, "until": stages.iso(bar), "id": result.id}
+        out = {"timeframe": timeframe, "until": stages.iso(bar), "result": result.get(timeout=600)}
     # a tick that stepped no new bar says so (issue 12): the source may have ended, or the bar is not closed yet
-    after = steps.processed_bar(rt, book, timeframe)
+    after = stages.processed_bar(rt, book, timeframe)
     out["new_bar"] = after is not None and (before is None or after > before)
-    out["last_bar"] = steps.iso(after)
+    out["last_bar"] = stages.iso(after)
     if not out["new_bar"]:
-        out["message"] = steps.no_new_bar_message(rt, timeframe, after)
+        out["message"] = stages.no_new_bar_message(rt, timeframe, after)
     return out
 
 
@@ -254,8 +258,8 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     latest = rt.market.latest("1m")  # open time of the newest bundled 1m bar
     if latest is None:
         raise ConfigError(f"no bundled 1m BTC bars under {rt.settings.files_dir}")
-    end = latest + steps.bar_delta("1m")  # the moment that bar closed: the demo's "now"
-    boot_now = end - minutes * steps.bar_delta("1m")
+    end = latest + stages.bar_delta("1m")  # the moment that bar closed: the demo's "now"
+    boot_now = end - minutes * stages.bar_delta("1m")
     report = run_bootstrap(book_id=book, now=boot_now.to_pydatetime())
     if not report.ok:
         print_bootstrap_report(report)
@@ -263,12 +267,12 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     ticks = []
     with in_process_worker():
         for k in range(1, minutes + 1):
-            clock = boot_now + k * steps.bar_delta("1m")
-            bar = steps.last_closed_bar("1m", clock)
-            ticks.append({"timeframe": "1m", "until": steps.iso(bar), "result": run_tick("1m", steps.iso(bar), book)})
+            clock = boot_now + k * stages.bar_delta("1m")
+            bar = stages.last_closed_bar("1m", clock)
+            ticks.append({"timeframe": "1m", "until": stages.iso(bar), "result": run_tick("1m", stages.iso(bar), book)})
         for tf in ("1h", "1d"):
-            bar = steps.last_closed_bar(tf, end)
-            ticks.append({"timeframe": tf, "until": steps.iso(bar), "result": run_tick(tf, steps.iso(bar), book)})
+            bar = stages.last_closed_bar(tf, end)
+            ticks.append({"timeframe": tf, "until": stages.iso(bar), "result": run_tick(tf, stages.iso(bar), book)})
     now = end.to_pydatetime()
     from regime_tasks.levers import invalidate_snapshots
 
@@ -283,7 +287,7 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     summary.pop("contributions", None)
     result = {
         "book_id": book,
-        "now": steps.iso(now),
+        "now": stages.iso(now),
         "data": "bundled real data (regime_tasks/data/MANIFEST.json); bucket caps derived as price × CoinGecko "
         "circulating supply of 2025-02-14 (Data provided by CoinGecko); BTC.d/USDT.d below 1d derived from "
         "prices × supplies, calibrated to the published daily close of the previous day (D16)",
