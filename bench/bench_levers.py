@@ -13,8 +13,8 @@ import uuid
 import sqlalchemy as sa
 from common import report
 
+from regime_tasks.api import compute_levers, run_levers_task
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
-from regime_tasks.levers import compute_levers, run_levers_task
 from regime_tasks.store import positions
 from regime_tasks.store.cache import RedisRegimeCache
 from regime_tasks.store.db import init_db, make_engine

@@ -596,6 +596,6 @@ def processed_bar(rt: Runtime, book_id: str, timeframe: str, driver: str = "BTC"
 
 def run_levers(rt: Runtime, book_id: str) -> dict[str, Any]:
     """Levers for every active/watchlist position of the book (D1)."""
-    from regime_tasks.levers import run_levers_task
+    from regime_tasks.api import run_levers_task
 
     return run_levers_task(rt.engine, rt.cache, book_id=book_id)

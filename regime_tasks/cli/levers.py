@@ -63,8 +63,8 @@ def _load_known_entries(
     """The book's entries as known at ``now`` (and that ``now``); refuses, naming the command to run, when the
     store has none. Without ``--now`` the clock is read after the entries: a bar published while this command
     started is known, not "after now" (on the replay clock at speed 20, a 2 s start is 40 s of data)."""
+    from regime_tasks.api import load_entries
     from regime_tasks.core.levers import regime_book_id
-    from regime_tasks.levers import load_entries
     from regime_tasks.sources.clock import now as clock_now
 
     try:

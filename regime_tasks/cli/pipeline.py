@@ -194,7 +194,7 @@ def bucket_last_bar(rt: Any, driver: str, tf: str, caps_source: str) -> dict[str
 
 def levers_grid(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
     """A, E and size for every bucket × execution timeframe, read through the public compute_levers()."""
-    from regime_tasks.levers import compute_levers
+    from regime_tasks.api import compute_levers
 
     out = []
     for bucket in DEMO_BUCKETS:
@@ -274,13 +274,13 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
             bar = stages.last_closed_bar(tf, end)
             ticks.append({"timeframe": tf, "until": stages.iso(bar), "result": run_tick(tf, stages.iso(bar), book)})
     now = end.to_pydatetime()
-    from regime_tasks.levers import invalidate_snapshots
+    from regime_tasks.api import invalidate_snapshots
 
     invalidate_snapshots()
     table = regime_table(book, now)
     grid = levers_grid(book, now)
+    from regime_tasks.api import load_entries
     from regime_tasks.core.levers import market_summary
-    from regime_tasks.levers import load_entries
 
     entries, _ = load_entries(book)
     summary = market_summary(entries, now=now)
