@@ -1,4 +1,4 @@
-"""compute_levers (issue 5): warm ≥ 20,000 calls/s in one process; cold (one Redis HGETALL on loopback) p99 ≤ 1 ms;
+"""compute_levers: warm ≥ 20,000 calls/s in one process; cold (one Redis HGETALL on loopback) p99 ≤ 1 ms;
 levers task over 10,000 positions ≤ 5 s (PostgreSQL).
 Run: ``.venv/bin/python bench/bench_levers.py`` (needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432)."""
 
@@ -29,7 +29,7 @@ PAYLOADS = {
 
 
 def main() -> None:
-    os.environ.setdefault("REGIME_BOOKS", "bench_book")  # compute_levers() accepts known books only (issue 17)
+    os.environ.setdefault("REGIME_BOOKS", "bench_book")  # compute_levers() accepts known books only
     redis_url = os.environ.get("REGIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     cache = RedisRegimeCache(redis_url)
     cache.publish("bench_book", PAYLOADS)

@@ -1,6 +1,6 @@
 """The task graph: which chain runs for which timeframe, the beat schedule, and the bootstrap order.
 
-Per timeframe tick (plan §7.2, issue 7)::
+Per timeframe tick (plan §7.2)::
 
     collect(tf) ─▶ composite(tf) ─▶ chord( driver_update(BTC, tf) … driver_update(USDT.d, tf) )
                                           └─▶ publish(tf) ─▶ levers
@@ -65,7 +65,7 @@ def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
     )
 
 
-# --- ticks by bar time: launches, publishes, catch-up (issue 17 #7) -------------------------------------------
+# --- ticks by bar time: launches, publishes, catch-up -------------------------------------------
 def _launched_key(book_id: str, timeframe: str) -> str:
     return f"tick:launched:{book_id}:{timeframe}"
 

@@ -49,7 +49,7 @@ def last_closed_bar(timeframe: str, now: dt.datetime | pd.Timestamp) -> pd.Times
 
 def check_closed(timeframe: str, bar: pd.Timestamp, now: dt.datetime | pd.Timestamp) -> None:
     """UnknownInputError unless the bar opening at ``bar`` has closed by ``now`` (a tick for 9999-12-31 would
-    otherwise be accepted and computed on whatever data exists, issue 17 #14)."""
+    otherwise be accepted and computed on whatever data exists)."""
     if bar + bar_delta(timeframe) > pd.Timestamp(now):
         raise UnknownInputError(
             f"bar {iso(bar)} ({timeframe}) has not closed at {iso(now)}: --until is the open time of a closed bar"
@@ -120,7 +120,7 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
 
     A tick continues after the last stored bar. ``repair`` (the bootstrap) fetches every missing majors bar back
     to the configured depth (``REGIME_HISTORY_*_DAYS``), holes inside the stored history included, so that a
-    bootstrap after a failed or shorter one stores what a fresh one would (issue 12, B1).
+    bootstrap after a failed or shorter one stores what a fresh one would.
     """
     market = rt.market
     summary: dict[str, Any] = {
@@ -580,7 +580,7 @@ def publish(rt: Runtime, book_id: str, timeframe: str, results: list[dict[str, A
 
 
 def no_new_bar_message(rt: Runtime, timeframe: str, last: pd.Timestamp | None) -> str:
-    """``no new closed bar after <last> — the source ends at <ts>`` for a tick that stepped nothing (issue 12)."""
+    """``no new closed bar after <last> — the source ends at <ts>`` for a tick that stepped nothing."""
     end = source_end(rt, timeframe)
     return f"no new closed bar after {iso(last) or 'none'} — the source ends at {iso(end) or 'no bar'}"
 

@@ -28,7 +28,7 @@ from regime_tasks.store.cache import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
-# One retry policy (issue 17 #7). Venue calls are retried by the HTTP layer alone, within its own budget
+# One retry policy. Venue calls are retried by the HTTP layer alone, within its own budget
 # (sources/http.py); a SourceError reaching a task means that layer has given up, so the task fails and the tick is
 # re-run by bar time (pipeline.due_catch_ups). Tasks retry only database and broker/cache errors, with waits of
 # 2, 4, 8 … s (at most REGIME_TASK_RETRY_BACKOFF_MAX_SECS) while their sum stays within
@@ -106,7 +106,7 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
     bar = stages.parse_ts(until) if until else stages.last_closed_bar(timeframe, pipeline.utcnow())
     stages.check_closed(timeframe, bar, pipeline.utcnow())  # a bar that has not closed is a caller's mistake
     task_id = pipeline.launch_tick(rt, timeframe, stages.iso(bar), book)
-    # Bar-time catch-up (issue 17 #7): a tick of another timeframe that failed (its chord gave up during an outage)
+    # Bar-time catch-up: a tick of another timeframe that failed (its chord gave up during an outage)
     # or never ran is launched again as soon as a tick arrives, i.e. within one 1m beat of the outage's end.
     caught_up = [
         {"timeframe": tf, "until": stages.iso(target), "id": pipeline.launch_tick(rt, tf, stages.iso(target), book)}
@@ -178,7 +178,7 @@ def bootstrap(self: Task, book_id: str | None = None, now: str | None = None) ->
 
 def _bootstrap_in_subprocess(book_id: str, now: str | None, *, timeout_secs: float) -> dict[str, Any]:
     """``regime bootstrap --json`` in a child process, so that the year of bars it replays is freed when it
-    exits instead of staying in this long-lived pool process (issue 7: worker memory after a bootstrap)."""
+    exits instead of staying in this long-lived pool process (worker memory after a bootstrap)."""
     import contextlib
     import json
     import subprocess

@@ -26,7 +26,7 @@ from regime_tasks.sources.files import read_candle_file as read_bars_file
 
 log = logging.getLogger(__name__)
 FLAG_KEYS = ("buy_signal", "buy_flag", "rebuy_flag", "trim_flag", "emergency_exit", "reclaimed_ema333", "exit_position")
-# Issue 12's rule: above this share of invented (flat-filled) bars the states describe the filling, not the market.
+# Above this share of invented (flat-filled) bars the states describe the filling, not the market.
 MAX_FILLED_SHARE = 0.05
 
 

@@ -114,7 +114,7 @@ def levers_report(
     from regime_tasks.core.levers import check_inputs, compute_levers_from_entries, intent_deltas, regime_book_id
 
     check_inputs(exec_tf, bucket)
-    intent_deltas({"intent_metrics": intent})  # a non-finite --intent fails before any I/O (issue 17 #1)
+    intent_deltas({"intent_metrics": intent})  # a non-finite --intent fails before any I/O
     known, source, later, now = _load_known_entries(book, now)
     res = compute_levers_from_entries(known, {"intent_metrics": intent}, exec_tf, bucket, now=now)
     res["diagnostics"].update(source=source, regime_book_id=regime_book_id(book), closes_after_now=later)

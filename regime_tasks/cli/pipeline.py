@@ -114,7 +114,7 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
         if not wait:
             return {"timeframe": timeframe, "until": stages.iso(bar), "id": result.id}
         out = {"timeframe": timeframe, "until": stages.iso(bar), "result": result.get(timeout=600)}
-    # a tick that stepped no new bar says so (issue 12): the source may have ended, or the bar is not closed yet
+    # a tick that stepped no new bar says so: the source may have ended, or the bar is not closed yet
     after = stages.processed_bar(rt, book, timeframe)
     out["new_bar"] = after is not None and (before is None or after > before)
     out["last_bar"] = stages.iso(after)
@@ -405,7 +405,7 @@ def _cmd_tick(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(json.dumps(result, default=str, ensure_ascii=False))
-        if result.get("message"):  # a tick that stepped nothing says so on its own line (issue 12)
+        if result.get("message"):  # a tick that stepped nothing says so on its own line
             print(f"tick {args.timeframe}: {result['message']}")
     return 0
 
