@@ -384,7 +384,7 @@ def update_driver(
     from regime_tasks.core.live import ta_payload_of_history, window_start
     from regime_tasks.core.mapper import map_engine_payload
     from regime_tasks.core.ta import compute_ta_frame
-    from regime_tasks.core.uptrend import EngineHistory, run_engine_frame
+    from regime_tasks.core.uptrend import EngineHistory, iter_engine_frame
     from regime_tasks.store.events import append_events, delete_events
     from regime_tasks.store.positions import set_features_bulk
 
@@ -416,7 +416,14 @@ def update_driver(
     engine_settings = s.engine_settings()
     if prev_bar is None:
         ta_frame = compute_ta_frame(filled.drop(columns="filled"))
-        payloads, state_events = run_engine_frame(ta_frame, engine_settings)
+        # only the last payload is stored: the bars before it are streamed, without diagnostics, and dropped
+        payloads: list[Any] = []
+        state_events: list[dict[str, Any]] = []
+        for payload, event in iter_engine_frame(ta_frame, engine_settings, diagnostics="last"):
+            payloads[:] = [payload]
+            if event is not None:
+                state_events.append(event)
+        stepped = len(ta_frame)  # every bar of the history
         window = ta_frame.iloc[-s.ta_window_bars :]
         window_filled = filled["filled"].to_numpy()[-len(window) :]
         history = EngineHistory(window, engine_settings, first_step=len(window) - 1, filled=window_filled)
@@ -424,6 +431,7 @@ def update_driver(
         assert prev is not None  # prev_bar was read from it
         cache_key = (str(rt.engine.url), book_id, driver, timeframe)
         payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
+        stepped = len(payloads)
     if not payloads:
         return {
             **base,
@@ -451,7 +459,7 @@ def update_driver(
         "status": "ok",
         "state": regime["state"],
         "bars": len(bars),
-        "stepped": len(payloads),
+        "stepped": stepped,
         "payload": regime,
     }
 

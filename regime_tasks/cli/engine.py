@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import json
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,7 +19,7 @@ from regime_tasks.core.bars import fill_gaps
 from regime_tasks.core.constants import TIMEFRAME_SECONDS
 from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.core.ta import compute_ta_frame
-from regime_tasks.core.uptrend import EngineSettings, run_engine_frame
+from regime_tasks.core.uptrend import Diagnostics, EngineSettings, iter_engine_frame
 from regime_tasks.errors import DataValidationError
 from regime_tasks.sources.files import read_candle_file as read_bars_file
 
@@ -70,22 +69,64 @@ def run_file(
     path: str | Path, timeframe: str, settings: EngineSettings, *, allow_filled: bool = False
 ) -> tuple[list[EnginePayload], int]:
     """Payloads of every bar of the file (replay from the first bar) and how many bars were filled flat."""
+    payloads, _, n_filled = stream_file(path, timeframe, settings, allow_filled=allow_filled)
+    return list(payloads), n_filled
+
+
+def stream_file(
+    path: str | Path,
+    timeframe: str,
+    settings: EngineSettings,
+    *,
+    allow_filled: bool = False,
+    diagnostics: Diagnostics = "all",
+) -> tuple[Iterator[EnginePayload], int, int]:
+    """The payloads of the file's bars one at a time (a long file is never held as payloads), the number of bars
+    and how many were filled flat. The file is read and checked before this returns."""
     bars, n_filled = read_candle_file(path, timeframe, settings.gaps)
     check_filled_share(n_filled, len(bars), path, allow_filled=allow_filled)
-    payloads, _ = run_engine_frame(compute_ta_frame(bars), settings)
-    return payloads, n_filled
+    frame = compute_ta_frame(bars)
+    del bars
+    payloads = (p for p, _ in iter_engine_frame(frame, settings, diagnostics=diagnostics))
+    return payloads, len(frame), n_filled
 
 
-def summarise(payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    states = [p["state"] for p in payloads]
-    transitions = collections.Counter(f"{a}→{b}" for a, b in itertools.pairwise(states) if a != b and a != "warming_up")
-    return {
-        "bars": len(payloads),
-        "bars_per_state": dict(collections.Counter(states)),
-        "transitions": dict(transitions),
-        "flags": {k: sum(1 for p in payloads if p[k]) for k in FLAG_KEYS},
-        "last": {"bar_ts": payloads[-1]["bar_ts"], "state": payloads[-1]["state"]} if payloads else None,
-    }
+class Summary:
+    """Counts of :func:`summarise`, gathered one payload at a time."""
+
+    def __init__(self) -> None:
+        self.bars = 0
+        self.states: collections.Counter[str] = collections.Counter()
+        self.transitions: collections.Counter[str] = collections.Counter()
+        self.flags = dict.fromkeys(FLAG_KEYS, 0)
+        self.last: dict[str, Any] | None = None
+
+    def add(self, p: Mapping[str, Any]) -> None:
+        state = p["state"]
+        if self.last is not None and self.last["state"] != state and self.last["state"] != "warming_up":
+            self.transitions[f"{self.last['state']}→{state}"] += 1
+        self.bars += 1
+        self.states[state] += 1
+        for k in FLAG_KEYS:
+            if p[k]:
+                self.flags[k] += 1
+        self.last = {"bar_ts": p["bar_ts"], "state": state}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bars": self.bars,
+            "bars_per_state": dict(self.states),
+            "transitions": dict(self.transitions),
+            "flags": dict(self.flags),
+            "last": self.last,
+        }
+
+
+def summarise(payloads: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    summary = Summary()
+    for p in payloads:
+        summary.add(p)
+    return summary.as_dict()
 
 
 def line(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,10 +139,14 @@ def line(p: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def print_jsonl(payloads: Sequence[Mapping[str, Any]], out: TextIO | None = None) -> None:
+_JSONL = json.JSONEncoder(separators=(",", ":"))  # json.dumps with these arguments builds one per call
+
+
+def print_jsonl(payloads: Iterable[Mapping[str, Any]], out: TextIO | None = None) -> None:
     out = out or sys.stdout  # the stdout of the call, not of the import (tests and callers replace it)
+    encode = _JSONL.encode
     for p in payloads:
-        out.write(json.dumps(line(p), separators=(",", ":")) + "\n")
+        out.write(encode(line(p)) + "\n")
 
 
 def print_table(
@@ -136,7 +181,6 @@ def print_table(
 
 # --- the command ------------------------------------------------------------------------------------
 def _cmd_engine(args: argparse.Namespace) -> int:
-
     settings = EngineSettings(
         bootstrap=args.bootstrap,
         sr_levels=args.sr_levels,
@@ -145,18 +189,31 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         edx=args.edx,
         gaps=args.gaps,
     )
-    payloads, n_filled = run_file(args.file, args.timeframe, settings, allow_filled=args.allow_filled)
-    summary = summarise(payloads)
-    summary["filled_bars"] = n_filled
+    # payloads stream from the engine: --jsonl prints each as it comes and the table keeps only its tail, so a
+    # file of millions of bars never sits in memory as payloads; only --json (every payload in full) keeps them
+    payloads, n_bars, n_filled = stream_file(
+        args.file, args.timeframe, settings, allow_filled=args.allow_filled, diagnostics="all" if args.json else "none"
+    )
     if args.allow_filled and n_filled:
-        share = n_filled / len(payloads)
-        print(f"regime: warning: {n_filled} of {len(payloads)} bars ({share:.1%}) filled flat", file=sys.stderr)
+        share = n_filled / n_bars
+        print(f"regime: warning: {n_filled} of {n_bars} bars ({share:.1%}) filled flat", file=sys.stderr)
+    summary = Summary()
+
+    def counted() -> Iterator[Any]:
+        for p in payloads:
+            summary.add(p)
+            yield p
+
     if args.jsonl:
-        print_jsonl(payloads)
+        print_jsonl(counted())
     elif args.json:
-        print_json({"summary": summary, "bars": [p for p in payloads]})
+        kept = list(counted())
+        print_json({"summary": {**summary.as_dict(), "filled_bars": n_filled}, "bars": kept})
     else:
-        print_table(payloads, summary, n_filled=n_filled, tail=None if args.all else args.tail)
+        tail = None if args.all else args.tail
+        keep = tail if tail is not None and tail > 0 else None  # print_table slices [-tail:] as before
+        shown = list(collections.deque(counted(), maxlen=keep))
+        print_table(shown, {**summary.as_dict(), "filled_bars": n_filled}, n_filled=n_filled, tail=tail)
     return 0
 
 

@@ -120,10 +120,14 @@ class LiveHistory(EngineHistory):
 
     # --- EngineHistory interface -------------------------------------------------------------------------
     @property
-    def index(self) -> pd.DatetimeIndex:  # type: ignore[override]
+    def index(self) -> pd.DatetimeIndex:
         if self._index is None or len(self._index) != self.n:
             self._index = pd.DatetimeIndex(self._ns[: self.n], tz="UTC")
         return self._index
+
+    @index.setter
+    def index(self, value: pd.DatetimeIndex) -> None:
+        raise AttributeError("a live history's times are those of the bars appended to it")
 
     @property
     def pivots(self) -> list[Pivot]:  # type: ignore[override]

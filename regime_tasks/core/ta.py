@@ -18,6 +18,7 @@ volatility" to the engine. Regression slopes are ours too (a 10-tap convolution)
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -600,19 +601,42 @@ def sr_levels(
     the ``max_levels`` levels nearest to ``price`` (spec §7)."""
     if not pivots or not np.isfinite(atr) or atr <= 0 or not np.isfinite(price):
         return []
-    prices = sorted(p.price for p in pivots)
+    return sr_levels_sorted(sorted([p.price for p in pivots]), price, atr, cluster_atr, max_levels)
+
+
+def sr_levels_sorted(
+    prices: list[float],
+    price: float,
+    atr: float,
+    cluster_atr: float = SR_CLUSTER_ATR,
+    max_levels: int = SR_MAX_LEVELS,
+) -> list[dict[str, float]]:
+    """:func:`sr_levels` of pivot prices already sorted ascending (not empty; finite ``price``, ``atr`` > 0)."""
     reach = cluster_atr * atr
-    clusters: list[list[float]] = []  # [sum, count] per cluster: a running mean, no numpy per element
-    for p in prices:
-        if clusters and p - clusters[-1][0] / clusters[-1][1] <= reach:
-            clusters[-1][0] += p
-            clusters[-1][1] += 1
+    # a running mean per cluster in locals (the engine calls this on most bars of a replay)
+    sums: list[float] = []
+    counts: list[int] = []
+    total, count = prices[0], 1
+    for p in prices[1:]:
+        if p - total / count <= reach:
+            total += p
+            count += 1
         else:
-            clusters.append([p, 1])
-    max_touches = max(c[1] for c in clusters)
-    levels = [{"price": c[0] / c[1], "strength": c[1] / max_touches} for c in clusters]
-    levels.sort(key=lambda lv: (abs(lv["price"] - price), lv["price"]))
-    return levels[:max_levels]
+            sums.append(total)
+            counts.append(count)
+            total, count = p, 1
+    sums.append(total)
+    counts.append(count)
+    max_touches = max(counts)
+    means = [t / c for t, c in zip(sums, counts, strict=True)]
+    # Means ascend, so the nearest levels are next to ``price``: rank only the max_levels + 1 on each side (and
+    # any further left ones whose rounded distance ties, which the (distance, price) order would put first).
+    mid = bisect.bisect_left(means, price)
+    lo, hi = max(0, mid - max_levels - 1), min(len(means), mid + max_levels + 1)
+    while lo > 0 and abs(means[lo - 1] - price) == abs(means[lo] - price):
+        lo -= 1
+    order = sorted(range(lo, hi), key=lambda k: (abs(means[k] - price), means[k]))[:max_levels]
+    return [{"price": means[k], "strength": counts[k] / max_touches} for k in order]
 
 
 # --- the payload -----------------------------------------------------------------------------------------

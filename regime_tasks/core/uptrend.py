@@ -18,11 +18,12 @@ Interpretations where the spec is terse (each documented in docs/ENGINE.md):
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -34,6 +35,7 @@ from regime_tasks.core.ta import NEVER, Pivot, sr_levels, swing_pivots
 
 EMA_KEYS = ("ema20", "ema30", "ema60", "ema144", "ema250", "ema333")
 BUY_THRESHOLD = 0.60
+ROW_CHUNK = 4096  # TA rows a replay converts to Python floats at a time
 TRIM_OX = 0.65
 
 
@@ -260,6 +262,10 @@ def combine_windows(values: list[float]) -> float:
 class EngineHistory:
     """The TA frame as arrays, plus prefix sums for O(1) window regressions and AVWAP, and pivot versions."""
 
+    _block: np.ndarray | None = None  # the frame's float block (a live history keeps growing buffers instead)
+    _rows: tuple[list[float], ...] = ()  # rows _rows_from.. of the block as Python floats (a replay reads in order)
+    _rows_from = -1
+
     def __init__(
         self,
         ta_frame: pd.DataFrame,
@@ -268,15 +274,16 @@ class EngineHistory:
         first_step: int = 0,
         filled: np.ndarray | None = None,
     ) -> None:
+        self._stamps: dict[int, str] = {}  # formatted lazily: a live step needs one, a replay all
         self.index = ta_frame.index
         # the grid's filled flags (bars carried forward over a gap), for the TA payload's ``filled_bars``
         self.filled = np.zeros(len(ta_frame), dtype=bool) if filled is None else np.asarray(filled, dtype=bool)
         self.first_step = first_step  # the first bar the runner will step: earlier bars are history only
-        self._stamps: dict[int, str] = {}  # formatted lazily: a live step needs one, a replay all
         self.n = len(ta_frame)
         numeric = ta_frame.drop(columns="filled") if "filled" in ta_frame.columns else ta_frame
         block = numeric.to_numpy(dtype=np.float64)  # a view when the frame is one float block (compute_ta_frame)
         self.cols = {str(c): block[:, j] for j, c in enumerate(numeric.columns)}
+        self._block = block  # its rows become Python floats on first use by values()
         self.price = self.cols["close"]
         self._prefix: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
         for name in ("ema250", "ema333", "rsi", "adx"):
@@ -291,6 +298,17 @@ class EngineHistory:
         from regime_tasks.core.ta import ls_slope
 
         self.compression_slope = (ls_slope(ratio144) + ls_slope(ratio250)) / 2.0
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        """Open times of the bars."""
+        return self._frame_index
+
+    @index.setter
+    def index(self, value: pd.DatetimeIndex) -> None:
+        self._frame_index = value
+        self._ns = value.as_unit("ns").asi8  # bar open times as int64 ns: bar counts without Timestamps
+        self._stamps = {}
 
     def host_vo_z(self, i: int) -> float:
         """The host TA's volume z-score of bar ``i`` (``inputs = as_run``): its EWMA (N = 64, mean seeded with the
@@ -328,7 +346,13 @@ class EngineHistory:
         pivots = swing_pivots(self.cols["high"], self.cols["low"], self.cols["atr"], keep_versions=not live)
         self._piv_conf = np.array([p.confirmed_at for p in pivots], dtype=np.int64)
         self._piv_sup = np.array([p.superseded_at for p in pivots], dtype=np.int64)
-        self._piv_idx = np.array([p.index for p in pivots], dtype=np.int64)
+        self._piv_idx = [p.index for p in pivots]
+        # the known set follows the bars: at bar t the versions confirmed at t join it, those superseded at t
+        # leave it (events by bar, built once, vectorised), so a replay pays O(changes) per bar, not O(versions)
+        self._joins = _events_by_bar(self._piv_conf, self.n)
+        self._leaves = _events_by_bar(self._piv_sup, self.n)
+        self._known: list[int] = []  # positions in ``pivots`` (sorted by index, confirmed_at) known at _known_t
+        self._known_t = -1
         return pivots
 
     @staticmethod
@@ -353,8 +377,13 @@ class EngineHistory:
         """ISO-8601 UTC open time of bar ``i``."""
         s = self._stamps.get(i)
         if s is None:
-            s = self.index[i].strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._stamps[i] = s
+            if self.n - self.first_step > 1:  # a replay: the next ROW_CHUNK bars in one call (bounded memory)
+                # only bars held (a live history's buffer runs past its newest bar)
+                self._stamps = dict(enumerate(format_stamps(self._ns[i : min(i + ROW_CHUNK, self.n)]), start=i))
+                s = self._stamps[i]
+            else:
+                s = format_stamps(self._ns[i : i + 1])[0]
+                self._stamps[i] = s
         return s
 
     def window_slope(self, name: str, start: int, end: int) -> float:
@@ -370,6 +399,15 @@ class EngineHistory:
         sxx = (n - 1) * n * (2 * n - 1) / 6.0
         return (n * sxy - sx * sy) / (n * sxx - sx * sx)
 
+    def avwaps(self, anchor: int, first: int, last: int) -> np.ndarray:
+        """``avwap(anchor, k)`` for k = first..last as one array (the same operations, vectorised)."""
+        base_v = self.cum_v[anchor - 1] if anchor > 0 else 0.0
+        base_cv = self.cum_cv[anchor - 1] if anchor > 0 else 0.0
+        v = self.cum_v[first : last + 1] - base_v
+        cv = self.cum_cv[first : last + 1] - base_cv
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(v > 0, cv / v, math.nan)
+
     def avwap(self, anchor: int, at: int) -> float:
         v = self.cum_v[at] - (self.cum_v[anchor - 1] if anchor > 0 else 0.0)
         cv = self.cum_cv[at] - (self.cum_cv[anchor - 1] if anchor > 0 else 0.0)
@@ -380,8 +418,23 @@ class EngineHistory:
         if t < self.first_step:
             raise ValueError(f"pivots at bar {t} requested from a history that steps from bar {self.first_step}")
         pivots = self.pivots
-        mask = (self._piv_conf <= t) & (self._piv_sup > t) & (self._piv_idx >= start)
-        return [pivots[j] for j in np.flatnonzero(mask)]
+        known = self._known_positions(t)
+        first = bisect.bisect_left(known, start, key=self._piv_idx.__getitem__) if start > 0 else 0
+        return [pivots[j] for j in known[first:]]
+
+    def _known_positions(self, t: int) -> list[int]:
+        """Positions (in ``pivots``) of the versions known at bar ``t``, ascending: moved forward from the
+        last bar asked for; asked for an earlier bar, it starts again from bar 0."""
+        if t < self._known_t:
+            self._known, self._known_t = [], -1
+        known = self._known
+        for b in range(self._known_t + 1, t + 1):
+            for j in self._joins.get(b, ()):
+                bisect.insort(known, j)
+            for j in self._leaves.get(b, ()):
+                del known[bisect.bisect_left(known, j)]
+        self._known_t = max(self._known_t, t)
+        return known
 
     def levels_at(self, i: int, price: float, atr: float, mode: str) -> list[dict[str, float]]:
         """S/R levels (spec §7) from the pivots known at bar ``i`` within the last 3,000 bars; none under ``none``."""
@@ -390,9 +443,39 @@ class EngineHistory:
         return sr_levels(self.pivots_at(i, start=max(0, i - 2999)), price, atr)
 
     def values(self, i: int) -> dict[str, float]:
-        v = {k: float(arr[i]) for k, arr in self.cols.items()}
+        """Every column of bar ``i`` as Python floats, plus ``price`` (= close)."""
+        if self._block is not None and self.n - self.first_step > 1:  # a replay reads every row in order
+            k = i - self._rows_from
+            if not 0 <= k < len(self._rows):  # convert the next chunk at once (bounded memory on long files)
+                self._names = list(self.cols)
+                self._rows_from, k = i, 0
+                self._rows = tuple(self._block[i : i + ROW_CHUNK].tolist())
+            v = dict(zip(self._names, self._rows[k], strict=True))
+        else:
+            v = {k: float(arr[i]) for k, arr in self.cols.items()}
         v["price"] = v["close"]
         return v
+
+
+def format_stamps(ns: np.ndarray) -> list[str]:
+    """ISO-8601 UTC strings (``…T…Z``, whole seconds) of int64 nanosecond times, vectorised."""
+    text = np.datetime_as_string(np.asarray(ns, dtype=np.int64).astype("datetime64[ns]"), unit="s").tolist()
+    return [t + "Z" for t in text]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ns(ts: str) -> int:
+    """Nanoseconds since the epoch of an ISO time (an episode start is parsed once, not once per bar)."""
+    return int(pd.Timestamp(ts).value)
+
+
+def _events_by_bar(bars: np.ndarray, n: int) -> dict[int, list[int]]:
+    """``{bar: [positions whose bar it is]}`` for the positions whose bar falls inside ``0..n−1``."""
+    inside = np.flatnonzero(bars < n)
+    out: dict[int, list[int]] = {}
+    for j, b in zip(inside.tolist(), bars[inside].tolist(), strict=True):
+        out.setdefault(b, []).append(j)
+    return out
 
 
 # --- EDX (spec §4) ---------------------------------------------------------------------------------------------
@@ -420,8 +503,7 @@ def _window_components(h: EngineHistory, t: int, length: int) -> dict[str, float
     ) / 3.0
     structure = _structure(h.pivots_at(t, start=s))
     if h.has_volume:
-        av = [h.avwap(s, k) for k in range(max(s, t - 9), t + 1)]
-        av_arr = np.array(av)
+        av_arr = h.avwaps(s, max(s, t - 9), t)
         if len(av_arr) >= 2 and np.all(np.isfinite(av_arr)) and av_arr[-1] > 0:
             x = np.arange(len(av_arr)) - (len(av_arr) - 1) / 2.0
             slope = float(np.sum(x * av_arr) / np.sum(x * x))
@@ -470,9 +552,13 @@ def edx_score(h: EngineHistory, t: int, bars_since_s3: int, since: int | None = 
 
 # --- the step --------------------------------------------------------------------------------------------
 def step(
-    h: EngineHistory, i: int, prev: Mapping[str, Any] | None, settings: EngineSettings
+    h: EngineHistory, i: int, prev: Mapping[str, Any] | None, settings: EngineSettings, *, diagnostics: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Advance the engine by bar ``i``. Returns (payload, state-change event or None)."""
+    """Advance the engine by bar ``i``. Returns (payload, state-change event or None).
+
+    ``diagnostics=False`` leaves ``payload["diagnostics"]`` None (for payloads nobody stores or prints: a
+    replay's bars before the last); every other field is the same.
+    """
     v = h.values(i)
     bar_ts = h.stamp(i)
     prev_state = prev.get("state") if prev else None
@@ -497,7 +583,7 @@ def step(
         "meta": {"s3_start_ts": None, "trimmed_in_episode": False, "bars_since_s3": None, "episode_start_ts": None},
     }
     if i + 1 < MIN_BARS_FOR_STATE or any(math.isnan(x) for x in ema.values()) or math.isnan(v["atr"]):
-        base["diagnostics"] = {"warming_up": {"bars": i + 1, "needed": MIN_BARS_FOR_STATE}}
+        base["diagnostics"] = {"warming_up": {"bars": i + 1, "needed": MIN_BARS_FOR_STATE}} if diagnostics else None
         return base, None
 
     prev_known = prev_state if prev_state in STATES else None
@@ -731,7 +817,7 @@ def step(
         "exit_position": flags["exit_position"],
         "exit_reason": exit_reason,
         "scores": {k: _json_num(x) if isinstance(x, float) else x for k, x in scores.items()},
-        "diagnostics": _clean(diag),
+        "diagnostics": _clean(diag) if diagnostics else None,
         "meta": meta,
     }
     event = None
@@ -750,7 +836,21 @@ def step(
     return payload, event
 
 
+_PLAIN = frozenset({bool, int, str, type(None)})
+
+
 def _clean(obj: Any) -> Any:
+    """JSON-ready copy: NaN/inf → None, numpy scalars → Python. Dispatches on the exact type first (the
+    diagnostics of a replayed bar hold a few hundred values); anything else takes the general path."""
+    t = type(obj)
+    if t is float:
+        return obj if math.isfinite(obj) else None
+    if t is dict:
+        return {k: _clean(x) for k, x in obj.items()}
+    if t in _PLAIN:
+        return obj
+    if t is list:
+        return [_clean(x) for x in obj]
     if isinstance(obj, dict):
         return {k: _clean(x) for k, x in obj.items()}
     if isinstance(obj, list):
@@ -792,43 +892,73 @@ def _host_edx_at(
 
 def _bars_between(h: EngineHistory, start_ts: str | None, i: int) -> int:
     """Bars from ``start_ts`` to bar ``i``: rows when the start is a row (bars kept with gaps count as the host
-    counted them), else — an episode older than the history — its length in bar periods."""
+    counted them), else — an episode older than the history — its length in bar periods. On int64 times: the
+    start is parsed once per episode, not once per bar."""
     if start_ts is None:
         return 0
-    start = pd.Timestamp(start_ts)
-    pos = int(h.index.searchsorted(start))
-    if pos <= i and h.index[pos] == start:
+    start = _parse_ns(start_ts)
+    ns = h._ns
+    pos = int(np.searchsorted(ns[: h.n], start))
+    if pos <= i and ns[pos] == start:
         return i - pos
     step_ns = h.bar_seconds * 1e9 or 1
-    return max(0, round((h.index[i] - start).value / step_ns))
+    return max(0, round(int(ns[i] - start) / step_ns))
 
 
 # --- runners --------------------------------------------------------------------------------------------------
+Diagnostics = Literal["all", "last", "none"]
+
+
+def iter_engine_frame(
+    ta_frame: pd.DataFrame,
+    settings: EngineSettings | None = None,
+    *,
+    prev_payload: Mapping[str, Any] | None = None,
+    start_at: pd.Timestamp | None = None,
+    diagnostics: Diagnostics = "all",
+) -> Iterator[tuple[EnginePayload, dict[str, Any] | None]]:
+    """(payload, state-change event or None) of each stepped bar of ``ta_frame``, one at a time, so a caller
+    that reduces them (a replay's rows, a printed line per bar) holds one payload, not the whole series.
+
+    ``diagnostics``: build ``payload["diagnostics"]`` for every bar (``all``), only the last bar of the frame
+    (``last``: what the bootstrap stores) or none (``none``: a replay's per-bar rows never read them); the
+    other fields do not depend on it. The rest as :func:`run_engine_frame`.
+    """
+    settings = settings or EngineSettings()
+    if ta_frame.empty:
+        return
+    first = 0 if start_at is None else int(ta_frame.index.searchsorted(pd.Timestamp(start_at)))
+    h = EngineHistory(ta_frame, settings, first_step=first)
+    prev = dict(prev_payload) if prev_payload else None
+    last = h.n - 1
+    for i in range(first, h.n):
+        diag = diagnostics == "all" or (diagnostics == "last" and i == last)
+        payload, event = step(h, i, prev, settings, diagnostics=diag)
+        yield cast("EnginePayload", payload), event
+        prev = payload
+
+
 def run_engine_frame(
     ta_frame: pd.DataFrame,
     settings: EngineSettings | None = None,
     *,
     prev_payload: Mapping[str, Any] | None = None,
     start_at: pd.Timestamp | None = None,
+    diagnostics: Diagnostics = "all",
 ) -> tuple[list[EnginePayload], list[dict[str, Any]]]:
     """Step the engine over ``ta_frame`` (from ``compute_ta_frame`` on grid-filled bars).
 
     ``start_at``: the first bar to step (earlier rows are history only); ``prev_payload``: the payload of the bar
-    before it. Returns the payloads of the stepped bars and the state-change events among them.
+    before it; ``diagnostics``: see :func:`iter_engine_frame`. Returns the payloads of the stepped bars and the
+    state-change events among them.
     """
-    settings = settings or EngineSettings()
-    if ta_frame.empty:
-        return [], []
-    first = 0 if start_at is None else int(ta_frame.index.searchsorted(pd.Timestamp(start_at)))
-    h = EngineHistory(ta_frame, settings, first_step=first)
-    prev = dict(prev_payload) if prev_payload else None
     payloads, events = [], []
-    for i in range(first, h.n):
-        payload, event = step(h, i, prev, settings)
+    for payload, event in iter_engine_frame(
+        ta_frame, settings, prev_payload=prev_payload, start_at=start_at, diagnostics=diagnostics
+    ):
         payloads.append(payload)
         if event is not None:
             events.append(event)
-        prev = payload
     # step() builds each payload as a plain dict; tests/core/test_payloads.py checks it has EnginePayload's shape
     return cast("list[EnginePayload]", payloads), events
 
@@ -840,6 +970,7 @@ __all__ = [
     "dx_score",
     "dx_threshold",
     "edx_score",
+    "iter_engine_frame",
     "ox_base",
     "run_engine_frame",
     "sr_boost",

@@ -177,7 +177,11 @@ def read_bars(
 ) -> pd.DataFrame:
     """Bars of one series in ascending time; ``limit`` keeps the *last* N (inclusive ``start``/``end``)."""
     tbl = _check_key(table, key, timeframe)
-    cols = [tbl.c.timestamp, *(tbl.c[c] for c in _DB_PRICE_COLUMNS)]
+    # SQLite keeps times as naive UTC text: read the text and parse the column at once (vectorised) instead of a
+    # datetime per row through SQLAlchemy's processors (most of a read's time on a long series)
+    raw_text = engine.dialect.name == "sqlite"
+    ts_col = sa.type_coerce(tbl.c.timestamp, sa.String()).label("timestamp") if raw_text else tbl.c.timestamp
+    cols = [ts_col, *(tbl.c[c] for c in _DB_PRICE_COLUMNS)]
     if table == "regime":
         cols.append(tbl.c.constituents)
     query = sa.select(*cols).where(tbl.c.timeframe == timeframe)
@@ -197,8 +201,13 @@ def read_bars(
         raise StoreError(f"read of {series_label(table, key, timeframe)} failed: {exc}") from exc
     rows.reverse()
     names = ["timestamp", *BAR_COLUMNS] + (["constituents"] if table == "regime" else [])
-    frame = pd.DataFrame.from_records(rows, columns=names)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    # columns from plain tuples: from_records probes every SQLAlchemy Row for attributes (a raised KeyError each)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    frame = pd.DataFrame({name: list(col) for name, col in zip(names, columns, strict=True)}, columns=names)
+    if raw_text and rows:  # microseconds, as from the datetimes SQLAlchemy would have made
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601").dt.as_unit("us")
+    else:
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     frame = frame.set_index("timestamp")
     for c in BAR_COLUMNS:
         frame[c] = frame[c].astype("float64")

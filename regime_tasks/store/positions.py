@@ -167,12 +167,55 @@ def set_features_bulk(engine: Engine, updates: Iterable[tuple[int, str, Any]]) -
         return 0
     try:
         with engine.begin() as conn:
-            result = conn.execute(_set_feature_stmt(conn.dialect.name), params)
-            if result.rowcount is not None and 0 <= result.rowcount < len(params):
-                raise StoreError(f"features update matched {result.rowcount} of {len(params)} rows; rolled back")
+            if conn.dialect.name == "postgresql":
+                _set_features_pg(conn, params)
+            else:
+                result = conn.execute(_set_feature_stmt(conn.dialect.name), params)
+                if result.rowcount is not None and 0 <= result.rowcount < len(params):
+                    raise StoreError(f"features update matched {result.rowcount} of {len(params)} rows; rolled back")
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"features update of {len(params)} rows failed: {exc}") from exc
     return len(params)
+
+
+PG_PAGE_ROWS = 1_000  # rows per UPDATE … FROM (VALUES …) statement
+
+
+def _set_features_pg(conn: sa.Connection, params: list[dict[str, Any]]) -> None:
+    """One ``UPDATE … FROM (VALUES …)`` per 1,000 rows instead of a round trip per row (executemany).
+
+    The keys of one row are merged into one object first (later values win, as successive updates would) and
+    applied with ``||``, which sets top-level keys exactly as ``jsonb_set(…, ARRAY[key], value, true)`` does;
+    an UPDATE … FROM changes each row once, so a row must appear once per statement.
+    """
+    from psycopg2.extras import execute_values
+
+    patches: dict[int, dict[str, str]] = {}
+    for p in params:
+        patches.setdefault(p["id"], {})[p["key"]] = p["value"]
+    rows = [
+        (row_id, "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in kv.items()) + "}") for row_id, kv in patches.items()
+    ]
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    matched = 0
+    cur = dbapi.cursor()
+    try:
+        for start in range(0, len(rows), PG_PAGE_ROWS):
+            page = rows[start : start + PG_PAGE_ROWS]
+            execute_values(
+                cur,
+                "UPDATE lowcap_positions AS p SET features = COALESCE(p.features, '{}'::jsonb) || v.patch::jsonb, "
+                "updated_at = now() FROM (VALUES %s) AS v(id, patch) WHERE p.id = v.id",
+                page,
+                template="(%s::bigint, %s)",
+                page_size=len(page),
+            )
+            matched += cur.rowcount
+    finally:
+        cur.close()
+    if matched < len(rows):
+        raise StoreError(f"features update matched {matched} of {len(rows)} rows; rolled back")
 
 
 def set_feature(engine: Engine, row_id: int, key: str, value: Any) -> None:

@@ -93,3 +93,15 @@ def test_a_live_history_only_answers_for_its_newest_bar(btc_1h: pd.DataFrame) ->
     assert live.pivots_at(499, start=0) == live.pivots
     with pytest.raises(ValueError, match="newest bar"):
         live.pivots_at(400)
+
+
+def test_bars_appended_without_stepping_keep_their_own_times(btc_1h: pd.DataFrame) -> None:
+    # a worker brings a cached history up to date (bars another process stepped) before stepping the new bar
+    live = LiveHistory(btc_1h.iloc[:500], EngineSettings(), capacity=600, window_start=btc_1h.index[0])
+    for k in range(500, 504):
+        live.append(btc_1h.index[k], btc_1h.iloc[k])
+    prev = None
+    for k in range(504, 507):
+        live.append(btc_1h.index[k], btc_1h.iloc[k])
+        prev, _ = live.step_last(prev)
+        assert prev["bar_ts"] == btc_1h.index[k].strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -166,6 +166,32 @@ def test_bulk_feature_update_with_unknown_row_rolls_back(engine) -> None:
     assert "levers" not in positions.get_features(engine, row_id)
 
 
+def test_bulk_feature_update_sets_several_keys_of_one_row_and_keeps_the_others(engine) -> None:
+    positions.ensure_driver_rows(engine, "onchain_crypto")
+    ids = positions.driver_row_ids(engine, "onchain_crypto")
+    row_id, other_id = ids[("BTC", "1h")], ids[("ALT", "1h")]
+    positions.set_feature(engine, row_id, "kept", {"x": 1})
+
+    # one row three times in one batch (as a driver update writes ta, engine and regime), the same key twice
+    written = positions.set_features_bulk(
+        engine,
+        [
+            (row_id, "ta", {"latest_price": 1.0}),
+            (other_id, "ta", {"latest_price": 2.0}),
+            (row_id, "uptrend_engine_v4", {"state": "S3"}),
+            (row_id, "ta", {"latest_price": 3.0}),
+        ],
+    )
+
+    assert written == 4
+    assert positions.get_features(engine, row_id) == {
+        "kept": {"x": 1},
+        "ta": {"latest_price": 3.0},  # the later value, as successive updates leave it
+        "uptrend_engine_v4": {"state": "S3"},
+    }
+    assert positions.get_features(engine, other_id) == {"ta": {"latest_price": 2.0}}
+
+
 def test_lever_positions_exclude_regime_drivers_and_join_market_caps(engine) -> None:
     positions.ensure_driver_rows(engine, "onchain_crypto")
     active = positions.insert_position(
