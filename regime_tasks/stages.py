@@ -593,15 +593,6 @@ def no_new_bar_message(rt: Runtime, timeframe: str, last: pd.Timestamp | None) -
     return f"no new closed bar after {iso(last) or 'none'} — the source ends at {iso(end) or 'no bar'}"
 
 
-def processed_bar(rt: Runtime, book_id: str, timeframe: str, driver: str = "BTC") -> pd.Timestamp | None:
-    """Open time of the last bar the engine stepped for ``driver`` × ``timeframe`` (None before any)."""
-    from regime_tasks.store.positions import read_driver_features
-
-    features = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4",)).get((driver, timeframe), {})
-    bar_ts = (features.get("uptrend_engine_v4") or {}).get("bar_ts")
-    return parse_ts(bar_ts) if bar_ts else None
-
-
 def run_levers(rt: Runtime, book_id: str) -> dict[str, Any]:
     """Levers for every active/watchlist position of the book (D1)."""
     from regime_tasks.api import run_levers_task

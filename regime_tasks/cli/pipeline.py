@@ -93,6 +93,15 @@ def print_bootstrap_report(report: pipeline.BootstrapReport) -> None:
         console.print("[green]bootstrap complete[/]: required drivers BTC and ALT are present")
 
 
+def processed_bar(rt: Any, book_id: str, timeframe: str, driver: str = "BTC") -> pd.Timestamp | None:
+    """Open time of the last bar the engine stepped for ``driver`` × ``timeframe`` (None before any)."""
+    from regime_tasks.store.positions import read_driver_features
+
+    features = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4",)).get((driver, timeframe), {})
+    bar_ts = (features.get("uptrend_engine_v4") or {}).get("bar_ts")
+    return stages.parse_ts(bar_ts) if bar_ts else None
+
+
 def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, wait: bool) -> dict[str, Any]:
     """Send one tick through Celery (embedded: on an in-process worker) and optionally wait for it."""
     from regime_tasks.embedded import in_process_worker, run_tick
@@ -101,7 +110,7 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
     stages.check_closed(timeframe, bar, pipeline.utcnow())
     rt = get_runtime()
     book = book_id or rt.book_id
-    before = stages.processed_bar(rt, book, timeframe)
+    before = processed_bar(rt, book, timeframe)
     if rt.settings.embedded:
         with in_process_worker():
             out = {
@@ -115,7 +124,7 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
             return {"timeframe": timeframe, "until": stages.iso(bar), "id": result.id}
         out = {"timeframe": timeframe, "until": stages.iso(bar), "result": result.get(timeout=600)}
     # a tick that stepped no new bar says so: the source may have ended, or the bar is not closed yet
-    after = stages.processed_bar(rt, book, timeframe)
+    after = processed_bar(rt, book, timeframe)
     out["new_bar"] = after is not None and (before is None or after > before)
     out["last_bar"] = stages.iso(after)
     if not out["new_bar"]:
