@@ -43,7 +43,7 @@ enable_utc = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-# A pool process whose RSS stays above this after a task (and after regime_tasks.memory gave back what it could)
+# A pool process whose RSS stays above this after a task (and after regime_tasks.worker_memory gave back what it could)
 # is replaced: a backstop against a leak, not the normal path (KiB; None = never).
 worker_max_memory_per_child = _s.worker_max_memory_mb * 1024 if _s.worker_max_memory_mb else None
 task_soft_time_limit = _s.task_soft_time_limit_secs

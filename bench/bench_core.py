@@ -1,4 +1,4 @@
-"""Core math (issue 3, issue 15): TA on 3,000 bars (≤ 20 ms) and on 525,600 1m bars (≤ 2 s); composite of 186
+"""Core math: TA on 3,000 bars (≤ 20 ms) and on 525,600 1m bars (≤ 2 s); composite of 186
 members × 8,760 1h bars with daily membership (≤ 0.5 s).  Run: ``.venv/bin/python bench/bench_core.py``
 
 Inputs come from the repository: Binance BTC 1h (2017–22, tests/data/real) for TA; for 525,600 1m bars the real

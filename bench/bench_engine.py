@@ -1,4 +1,4 @@
-"""Uptrend Engine v4 (issue 4): one live step (one series, one new bar, TA included) ≤ 5 ms; a replay of 8,760
+"""Uptrend Engine v4: one live step (one series, one new bar, TA included) ≤ 5 ms; a replay of 8,760
 1h bars ≤ 2 s.  Run: ``.venv/bin/python bench/bench_engine.py`` (real Binance BTC 1h, 2017–22).
 
 Each case is measured on two bars of the real series: the last one (state S0: no S/R levels, no EDX) and the

@@ -1,4 +1,4 @@
-"""regime evaluate (issue 16): one year of 1h bars for BTC, ALT and the four buckets; target ≤ 20 s.
+"""regime evaluate: one year of 1h bars for BTC, ALT and the four buckets; target ≤ 20 s.
 
 Run: ``.venv/bin/python bench/bench_evaluate.py`` (bundled data). The bundle's buckets are built from simulated
 market caps, which the command reports as not evaluable; the benchmark evaluates them anyway

@@ -1,5 +1,5 @@
-"""compute_levers (issue 5): warm ≥ 20,000 calls/s in one process; cold (one Redis HGETALL on loopback) p99 ≤ 1 ms;
-levers task over 10,000 positions ≤ 5 s (PostgreSQL); issue 18: 100,000 positions ≤ 10 s.
+"""compute_levers: warm ≥ 20,000 calls/s in one process; cold (one Redis HGETALL on loopback) p99 ≤ 1 ms;
+levers task over 10,000 positions ≤ 5 s (PostgreSQL); 100,000 positions ≤ 10 s.
 Run: ``.venv/bin/python bench/bench_levers.py [--positions 100000] [--task-only]`` (needs Redis at 127.0.0.1:6379
 and PostgreSQL at 127.0.0.1:5432)."""
 
@@ -15,8 +15,8 @@ import uuid
 import sqlalchemy as sa
 from common import report
 
+from regime_tasks.api import compute_levers, run_levers_task
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
-from regime_tasks.levers import compute_levers, run_levers_task
 from regime_tasks.store import positions
 from regime_tasks.store.cache import RedisRegimeCache
 from regime_tasks.store.db import init_db, make_engine
@@ -41,7 +41,7 @@ def main() -> None:
 
 
 def compute_levers_cases() -> None:
-    os.environ.setdefault("REGIME_BOOKS", "bench_book")  # compute_levers() accepts known books only (issue 17)
+    os.environ.setdefault("REGIME_BOOKS", "bench_book")  # compute_levers() accepts known books only
     redis_url = os.environ.get("REGIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     cache = RedisRegimeCache(redis_url)
     cache.publish("bench_book", PAYLOADS)
@@ -70,7 +70,7 @@ def compute_levers_cases() -> None:
         f"{'compute_levers cold (one HGETALL each call)':55s} p50={statistics.median(lat) * 1e3:.3f} ms  "
         f"p99={p99 * 1e3:.3f} ms  target p99=1 ms  ratio={0.001 / p99:.2f}x"
     )
-    # issue 18: the cold call against a bare redis-py HGETALL of the same hash, interleaved in the same run
+    # the cold call against a bare redis-py HGETALL of the same hash, interleaved in the same run
     import redis
 
     bare_client = redis.Redis.from_url(redis_url)

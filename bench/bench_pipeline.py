@@ -1,4 +1,4 @@
-"""A 1m tick's compute (issue 7): 8 drivers × (TA + engine step + mapper + TA payload), no network, one
+"""A 1m tick's compute: 8 drivers × (TA + engine step + mapper + TA payload), no network, one
 process; target ≤ 150 ms.  Run: ``.venv/bin/python bench/bench_pipeline.py``
 
 Series: the eight 1m driver series built from the bundled data (real Hyperliquid majors, simulated lowcap 1m

@@ -1,4 +1,4 @@
-"""Replay (issue 8): one year of 1h bars (plus the 1d series) for all drivers and buckets; target ≤ 30 s.
+"""Replay: one year of 1h bars (plus the 1d series) for all drivers and buckets; target ≤ 30 s.
 Run: ``.venv/bin/python bench/bench_replay.py`` (bundled data)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Parse + validate Binance klines (issue 6 target: ≥ 200,000 candles/s for 1,000,000 klines).
+"""Parse + validate Binance klines (target: ≥ 200,000 candles/s for 1,000,000 klines).
 
 Run: ``.venv/bin/python bench/bench_sources.py [--klines 1000000] [--repeat 3]``
 The klines are real Binance 1h BTC candles (tests/data/real, 2017–22) in the API's 12-field row format, repeated

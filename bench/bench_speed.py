@@ -1,4 +1,4 @@
-"""Replay speed (issue 18): the engine, `regime engine`, `regime replay` and their memory, against a baseline.
+"""Replay speed: the engine, `regime engine`, `regime replay` and their memory, against a baseline.
 
 Run: ``.venv/bin/python bench/bench_speed.py [--baseline DIR] [--repeat 5] [--big]``
 

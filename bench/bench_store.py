@@ -1,4 +1,4 @@
-"""Bulk upsert of 1m bars into PostgreSQL (issue 2 target: ≥ 50,000 rows/s for 500,000 bars).
+"""Bulk upsert of 1m bars into PostgreSQL (target: ≥ 50,000 rows/s for 500,000 bars).
 
 Run: ``.venv/bin/python bench/bench_store.py [--rows 500000] [--repeat 3] [--url postgresql+psycopg2://…]``
 Uses a fresh schema in the database at ``REGIME_TEST_DATABASE_URL`` (default: the local ``test`` db) and

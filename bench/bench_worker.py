@@ -1,4 +1,4 @@
-"""The Celery graph through a real worker (issue 7): send ``regime.tick`` (what beat sends) → cache updated, p50 over
+"""The Celery graph through a real worker: send ``regime.tick`` (what beat sends) → cache updated, p50 over
 20 1m ticks (target ≤ 1.5 s); worker RSS after the bootstrap ran inside the worker (target ≤ 400 MB).
 
 Run: ``.venv/bin/python bench/bench_worker.py`` from the repository root (PostgreSQL at 127.0.0.1:5432 needed; it

@@ -19,7 +19,7 @@ __all__ = ["RegimeError", "RegimeUnavailable", "__version__", "app", "compute_le
 
 def __getattr__(name: str) -> Any:
     if name == "compute_levers":
-        from regime_tasks.levers import compute_levers
+        from regime_tasks.api import compute_levers
 
         return compute_levers
     if name in {"app", "celery"}:  # `celery -A regime_tasks …` finds the app here

@@ -25,8 +25,8 @@ _schedule()
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_: object) -> None:
     # A prefork child must not reuse the parent's database sockets.
-    from regime_tasks.memory import reset_baseline
     from regime_tasks.store.db import dispose_engines
+    from regime_tasks.worker_memory import reset_baseline
 
     dispose_engines()
     reset_baseline()
@@ -36,7 +36,7 @@ def _fresh_connections_after_fork(**_: object) -> None:
 def _give_memory_back(task: object = None, **_: object) -> None:
     # after a task that grew this process (a bootstrap, a window rebuild of many series): collect and trim
     from regime_tasks.config import get_settings
-    from regime_tasks.memory import trim_if_grown
+    from regime_tasks.worker_memory import trim_if_grown
 
     threshold = get_settings().worker_trim_threshold_mb
     if threshold > 0:

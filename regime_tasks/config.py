@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
-        allow_inf_nan=False,  # `inf` as a timeout or TTL overflows later, far from the variable (issue 17 #10)
+        allow_inf_nan=False,  # `inf` as a timeout or TTL overflows later, far from the variable
     )
 
     # --- storage -------------------------------------------------------------
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     coingecko_api_key_header: str = Field("x-cg-demo-api-key", description="Header that carries the key.")
     http_timeout_secs: float = Field(10.0, gt=0, description="Timeout of one HTTP request.")
     retry_attempts: int = Field(3, ge=1, description="Attempts per request on 5xx/timeouts (plan §12.2).")
-    # NoDecode: `5,15,60` as the README writes it, not JSON (issue 17 #4); `[5,15,60]` is accepted too.
+    # NoDecode: `5,15,60` as the README writes it, not JSON; `[5,15,60]` is accepted too.
     retry_backoff_secs: Annotated[tuple[float, ...], NoDecode] = Field(
         (5.0, 15.0, 60.0), description="Backoff between attempts."
     )

@@ -135,7 +135,7 @@ _FALSE = {"false", "0", "no", ""}
 
 
 def _token_row(rec: dict[str, str], line: int, source: str, has_chain: bool) -> dict[str, Any]:
-    """One tokens.csv record validated like a candle: a bad value names its line and field (issue 17 #9)."""
+    """One tokens.csv record validated like a candle: a bad value names its line and field."""
 
     def bad(field: str, why: str) -> DataValidationError:
         return DataValidationError(f"line {line}: {field} {why}", series=source, field=field)

@@ -30,7 +30,7 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 
 class _RedactingFormatter(logging.Formatter):
-    """Every line with a URL password masked: a driver's error text may carry a connection URL (issue 17 #5)."""
+    """Every line with a URL password masked: a driver's error text may carry a connection URL."""
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_url(super().format(record))
@@ -67,5 +67,5 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<p
 
 
 def redact_url(text: object) -> str:
-    """``text`` with the password of every URL in it replaced by ``***`` (logs and error messages, issue 17 #5)."""
+    """``text`` with the password of every URL in it replaced by ``***`` (logs and error messages)."""
     return _URL_PASSWORD.sub(r"\g<head>***@", str(text))

@@ -1,6 +1,6 @@
 """The task graph: which chain runs for which timeframe, the beat schedule, and the bootstrap order.
 
-Per timeframe tick (plan §7.2, issue 7)::
+Per timeframe tick (plan §7.2)::
 
     collect(tf) ─▶ composite(tf) ─▶ chord( driver_update(BTC, tf) … driver_update(USDT.d, tf) )
                                           └─▶ publish(tf) ─▶ levers
@@ -24,7 +24,7 @@ from celery import chain, chord
 from celery.canvas import Signature
 from celery.schedules import crontab
 
-from regime_tasks import steps
+from regime_tasks import stages
 from regime_tasks.core.constants import (
     DRIVERS,
     MIN_BARS_FOR_STATE,
@@ -65,7 +65,7 @@ def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
     )
 
 
-# --- ticks by bar time: launches, publishes, catch-up (issue 17 #7) -------------------------------------------
+# --- ticks by bar time: launches, publishes, catch-up -------------------------------------------
 def _launched_key(book_id: str, timeframe: str) -> str:
     return f"tick:launched:{book_id}:{timeframe}"
 
@@ -78,7 +78,7 @@ def launch_tick(rt: Runtime, timeframe: str, until_iso: str, book_id: str) -> st
     """Send a timeframe's canvas for one bar and remember it (bar, id of its last task, when); returns that id."""
     result = tick_canvas(timeframe, until_iso, book_id).apply_async()
     meta.set_meta(
-        rt.engine, _launched_key(book_id, timeframe), {"until": until_iso, "id": result.id, "at": steps.iso(utcnow())}
+        rt.engine, _launched_key(book_id, timeframe), {"until": until_iso, "id": result.id, "at": stages.iso(utcnow())}
     )
     return result.id
 
@@ -87,7 +87,7 @@ def record_published(rt: Runtime, book_id: str, timeframe: str, until_iso: str) 
     """Remember the newest bar whose tick reached publish (a late, older re-run never moves it back)."""
     previous = meta.get_meta(rt.engine, _published_key(book_id, timeframe)) or {}
     if (previous.get("until") or "") < until_iso:
-        meta.set_meta(rt.engine, _published_key(book_id, timeframe), {"until": until_iso, "at": steps.iso(utcnow())})
+        meta.set_meta(rt.engine, _published_key(book_id, timeframe), {"until": until_iso, "at": stages.iso(utcnow())})
 
 
 def tick_lease_secs(rt: Runtime) -> float:
@@ -100,7 +100,7 @@ def tick_lease_secs(rt: Runtime) -> float:
 def _in_flight(rt: Runtime, launched: dict[str, Any]) -> bool:
     from regime_tasks.celery_app import app
 
-    age_secs = (utcnow() - steps.parse_ts(launched["at"])).total_seconds()
+    age_secs = (utcnow() - stages.parse_ts(launched["at"])).total_seconds()
     if age_secs > tick_lease_secs(rt):
         return False
     # The chain's last task: Celery marks it FAILURE when any earlier task (or the chord) failed.
@@ -121,12 +121,12 @@ def due_catch_ups(
     for tf in REGIME_TIMEFRAMES:
         if skip is not None and TIMEFRAME_SECONDS[tf] <= TIMEFRAME_SECONDS[skip]:
             continue
-        target = steps.last_closed_bar(tf, as_of)
+        target = stages.last_closed_bar(tf, as_of)
         published = meta.get_meta(rt.engine, _published_key(book_id, tf)) or {}
-        if (published.get("until") or "") >= steps.iso(target):
+        if (published.get("until") or "") >= stages.iso(target):
             continue
         launched = meta.get_meta(rt.engine, _launched_key(book_id, tf)) or {}
-        if (launched.get("until") or "") >= steps.iso(target) and _in_flight(rt, launched):
+        if (launched.get("until") or "") >= stages.iso(target) and _in_flight(rt, launched):
             continue
         due.append((tf, target))
     return due
@@ -186,7 +186,7 @@ def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -
 def record_heartbeat(rt: Runtime, task_id: str | None) -> dict[str, Any]:
     """Store the beat heartbeat: last time, and a count of heartbeats received (for monitoring and tests)."""
     previous = meta.get_meta(rt.engine, "beat:heartbeat") or {}
-    value = {"at": steps.iso(utcnow()), "count": int(previous.get("count", 0)) + 1, "task_id": task_id}
+    value = {"at": stages.iso(utcnow()), "count": int(previous.get("count", 0)) + 1, "task_id": task_id}
     meta.set_meta(rt.engine, "beat:heartbeat", value)
     return value
 
@@ -299,31 +299,33 @@ def bootstrap(
     source_ends: dict[str, str | None] = {}
     closes: list[Any] = []
     for tf in timeframes:
-        until = steps.last_closed_bar(tf, clock)
+        until = stages.last_closed_bar(tf, clock)
         rebuild = not completed_before
         try:
-            rebuild = bool(steps.collect(rt, tf, until, repair=True)["repaired"]) or rebuild
+            rebuild = bool(stages.collect(rt, tf, until, repair=True)["repaired"]) or rebuild
         except Exception as exc:
             errors.append(f"collect {tf}: {exc}")
             log.exception("bootstrap collect failed %s", kv(timeframe=tf))
         advance(f"collect {tf}")
         # only a source that knows where its data ends (the file source) can end before now; a venue's newest
         # bar may just be late
-        end = steps.source_end(rt, tf) if callable(getattr(rt.market, "latest", None)) else until
+        end = stages.source_end(rt, tf) if callable(getattr(rt.market, "latest", None)) else until
         if end is not None:
-            closes.append(end + steps.bar_delta(tf))
+            closes.append(end + stages.bar_delta(tf))
         if end is None or end < until:
-            source_ends[tf] = steps.iso(end)
-            log.warning("source ends before now %s", kv(timeframe=tf, last_bar=steps.iso(end), until=steps.iso(until)))
+            source_ends[tf] = stages.iso(end)
+            log.warning(
+                "source ends before now %s", kv(timeframe=tf, last_bar=stages.iso(end), until=stages.iso(until))
+            )
         try:
-            steps.build_driver_series(rt, tf, until, rebuild=rebuild)
+            stages.build_driver_series(rt, tf, until, rebuild=rebuild)
         except Exception as exc:
             errors.append(f"series {tf}: {exc}")
             log.exception("bootstrap series failed %s", kv(timeframe=tf))
         advance(f"series {tf}")
         results = []
         for driver in DRIVERS:
-            result = steps.update_driver_safely(rt, book_id, driver, tf, until, replay=rebuild)
+            result = stages.update_driver_safely(rt, book_id, driver, tf, until, replay=rebuild)
             results.append(result)
             nbars[driver][tf] = int(result.get("bars", 0))
             if result["status"] == "error":
@@ -336,20 +338,20 @@ def bootstrap(
             else:
                 status[driver][tf] = "ready"
             advance(f"engine {driver}/{tf}")
-        steps.publish(rt, book_id, tf, results)
-        record_published(rt, book_id, tf, steps.iso(until))
+        stages.publish(rt, book_id, tf, results)
+        record_published(rt, book_id, tf, stages.iso(until))
         advance(f"publish {tf}")
-    steps.run_levers(rt, book_id)
+    stages.run_levers(rt, book_id)
     report = BootstrapReport(
         book_id,
         status,
         nbars,
         errors,
         time.perf_counter() - t0,
-        now=steps.iso(clock),
+        now=stages.iso(clock),
         source_ends=source_ends,
-        suggested_now=steps.iso(max(closes)) if source_ends and closes else None,
+        suggested_now=stages.iso(max(closes)) if source_ends and closes else None,
     )
     if report.ok:
-        meta.set_meta(rt.engine, _bootstrap_key(book_id), {"completed_at": steps.iso(clock), **report.as_dict()})
+        meta.set_meta(rt.engine, _bootstrap_key(book_id), {"completed_at": stages.iso(clock), **report.as_dict()})
     return report

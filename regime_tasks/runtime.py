@@ -29,7 +29,7 @@ class Runtime:
 
     @property
     def cache(self):
-        from regime_tasks.levers import get_default_cache
+        from regime_tasks.api import get_default_cache
 
         return get_default_cache()
 
@@ -72,7 +72,7 @@ def reset_runtime() -> None:
         except ImportError:
             pass
         try:
-            from regime_tasks.levers import reset_default_cache
+            from regime_tasks.api import reset_default_cache
 
             reset_default_cache()
         except ImportError:

@@ -1,4 +1,4 @@
-"""Thin Celery tasks: arguments in, a step from ``steps.py`` called, a JSON-able summary out.
+"""Thin Celery tasks: arguments in, a step from ``stages.py`` called, a JSON-able summary out.
 
 Retries and routing live here only (the policy is described at ``RETRYABLE_ERRORS``); every step is idempotent
 per (book, timeframe, bar time), so a retry, a re-run tick or a redelivered message after a worker crash rewrites
@@ -18,7 +18,7 @@ import redis.exceptions
 import sqlalchemy as sa
 from celery import Task
 
-from regime_tasks import pipeline, steps
+from regime_tasks import pipeline, stages
 from regime_tasks.celery_app import app
 from regime_tasks.config import Settings
 from regime_tasks.errors import StoreError
@@ -28,7 +28,7 @@ from regime_tasks.store.cache import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
-# One retry policy (issue 17 #7). Venue calls are retried by the HTTP layer alone, within its own budget
+# One retry policy. Venue calls are retried by the HTTP layer alone, within its own budget
 # (sources/http.py); a SourceError reaching a task means that layer has given up, so the task fails and the tick is
 # re-run by bar time (pipeline.due_catch_ups). Tasks retry only database and broker/cache errors, with waits of
 # 2, 4, 8 … s (at most REGIME_TASK_RETRY_BACKOFF_MAX_SECS) while their sum stays within
@@ -103,14 +103,14 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
     if not pipeline.bootstrap_completed(rt, book):
         log.error("tick refused: bootstrap has not completed %s", kv(book=book, timeframe=timeframe))
         return {"status": "not_bootstrapped", "book_id": book, "timeframe": timeframe}
-    bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
-    steps.check_closed(timeframe, bar, pipeline.utcnow())  # a bar that has not closed is a caller's mistake
-    task_id = pipeline.launch_tick(rt, timeframe, steps.iso(bar), book)
-    # Bar-time catch-up (issue 17 #7): a tick of another timeframe that failed (its chord gave up during an outage)
+    bar = stages.parse_ts(until) if until else stages.last_closed_bar(timeframe, pipeline.utcnow())
+    stages.check_closed(timeframe, bar, pipeline.utcnow())  # a bar that has not closed is a caller's mistake
+    task_id = pipeline.launch_tick(rt, timeframe, stages.iso(bar), book)
+    # Bar-time catch-up: a tick of another timeframe that failed (its chord gave up during an outage)
     # or never ran is launched again as soon as a tick arrives, i.e. within one 1m beat of the outage's end.
     caught_up = [
-        {"timeframe": tf, "until": steps.iso(target), "id": pipeline.launch_tick(rt, tf, steps.iso(target), book)}
-        for tf, target in pipeline.due_catch_ups(rt, book, bar + steps.bar_delta(timeframe), skip=timeframe)
+        {"timeframe": tf, "until": stages.iso(target), "id": pipeline.launch_tick(rt, tf, stages.iso(target), book)}
+        for tf, target in pipeline.due_catch_ups(rt, book, bar + stages.bar_delta(timeframe), skip=timeframe)
     ]
     if caught_up:
         log.warning("ticks re-run by bar time %s", kv(book=book, ticks=caught_up))
@@ -118,7 +118,7 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
         "status": "launched",
         "book_id": book,
         "timeframe": timeframe,
-        "until": steps.iso(bar),
+        "until": stages.iso(bar),
         "id": task_id,
         "caught_up": caught_up,
     }
@@ -128,21 +128,21 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
 @within_retry_budget
 def collect(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """Fetch/import the input bars of one timeframe up to ``until`` (queue regime.io)."""
-    return steps.collect(get_runtime(), timeframe, steps.parse_ts(until))
+    return stages.collect(get_runtime(), timeframe, stages.parse_ts(until))
 
 
 @app.task(name="regime.composite.build", bind=True, base=RegimeTask)
 @within_retry_budget
 def composite(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """Build the driver price series (BTC, ALT, buckets, dominance) of one timeframe up to ``until``."""
-    return steps.build_driver_series(get_runtime(), timeframe, steps.parse_ts(until))
+    return stages.build_driver_series(get_runtime(), timeframe, stages.parse_ts(until))
 
 
 @app.task(name="regime.driver.update", bind=True, base=RegimeTask)
 @within_retry_budget
 def driver_update(self: Task, driver: str, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """TA + engine + mapper for one driver × timeframe; returns a status so one failure never blocks the rest."""
-    return steps.update_driver_safely(get_runtime(), book_id, driver, timeframe, steps.parse_ts(until))
+    return stages.update_driver_safely(get_runtime(), book_id, driver, timeframe, stages.parse_ts(until))
 
 
 @app.task(name="regime.tick.publish", bind=True, base=RegimeTask)
@@ -150,7 +150,7 @@ def driver_update(self: Task, driver: str, timeframe: str, until: str, book_id: 
 def publish(self: Task, results: list[dict[str, Any]], timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """Chord body: publish the timeframe's driver payloads to the cache in one atomic write."""
     rt = get_runtime()
-    summary = steps.publish(rt, book_id, timeframe, results)
+    summary = stages.publish(rt, book_id, timeframe, results)
     pipeline.record_published(rt, book_id, timeframe, until)
     return summary
 
@@ -159,7 +159,7 @@ def publish(self: Task, results: list[dict[str, Any]], timeframe: str, until: st
 @within_retry_budget
 def levers(self: Task, until: str, book_id: str) -> dict[str, Any]:
     """Write ``features.levers`` for every active/watchlist position of the book."""
-    return steps.run_levers(get_runtime(), book_id)
+    return stages.run_levers(get_runtime(), book_id)
 
 
 @app.task(name="regime.bootstrap.run", bind=True)
@@ -172,13 +172,13 @@ def bootstrap(self: Task, book_id: str | None = None, now: str | None = None) ->
     book = book_id or rt.book_id
     if rt.settings.bootstrap_in_subprocess and not rt.settings.embedded:
         return _bootstrap_in_subprocess(book, now, timeout_secs=rt.settings.task_soft_time_limit_secs)
-    clock = steps.parse_ts(now).to_pydatetime() if now else None
+    clock = stages.parse_ts(now).to_pydatetime() if now else None
     return pipeline.bootstrap(rt, book_id=book, now=clock).as_dict()
 
 
 def _bootstrap_in_subprocess(book_id: str, now: str | None, *, timeout_secs: float) -> dict[str, Any]:
     """``regime bootstrap --json`` in a child process, so that the year of bars it replays is freed when it
-    exits instead of staying in this long-lived pool process (issue 7: worker memory after a bootstrap)."""
+    exits instead of staying in this long-lived pool process (worker memory after a bootstrap)."""
     import contextlib
     import json
     import subprocess

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from regime_tasks import steps
+from regime_tasks import stages
 from regime_tasks.config import BUNDLED_DATA_DIR, Settings
 from regime_tasks.core.constants import DRIVERS, MAJORS, REGIME_TIMEFRAMES
 from regime_tasks.pipeline import bootstrap
@@ -60,7 +60,7 @@ def _snapshot(rt: Runtime) -> dict:
     """Everything a bootstrap decides, up to now: bars, driver payloads (without their wall-clock ts), events."""
     out: dict = {"bars": {}, "features": {}}
     for tf in REGIME_TIMEFRAMES:
-        until = steps.last_closed_bar(tf, NOW)
+        until = stages.last_closed_bar(tf, NOW)
         for symbol in MAJORS:
             frame = store_bars.read_bars(rt.engine, "majors", {"token_contract": symbol}, tf, end=until)
             out["bars"][("majors", symbol, tf)] = frame
@@ -81,15 +81,15 @@ def test_missing_ranges_cover_the_start_the_holes_and_the_end() -> None:
     stored = pd.date_range("2025-01-01T03:00Z", "2025-01-01T20:00Z", freq="1h").drop(
         [pd.Timestamp("2025-01-01T09:00Z"), pd.Timestamp("2025-01-01T10:00Z")]
     )
-    ranges = steps.missing_ranges(stored, start, until, "1h", merge_bars=2)
+    ranges = stages.missing_ranges(stored, start, until, "1h", merge_bars=2)
     assert ranges == [
         (pd.Timestamp("2025-01-01T00:00Z"), pd.Timestamp("2025-01-01T02:00Z")),
         (pd.Timestamp("2025-01-01T09:00Z"), pd.Timestamp("2025-01-01T10:00Z")),
         (pd.Timestamp("2025-01-01T21:00Z"), pd.Timestamp("2025-01-01T23:00Z")),
     ]
     # close holes are fetched as one range (one request); nothing missing, nothing to fetch
-    assert steps.missing_ranges(stored, start, until, "1h")[0] == (start, until)
-    assert steps.missing_ranges(pd.date_range(start, until, freq="1h"), start, until, "1h") == []
+    assert stages.missing_ranges(stored, start, until, "1h")[0] == (start, until)
+    assert stages.missing_ranges(pd.date_range(start, until, freq="1h"), start, until, "1h") == []
 
 
 def test_a_failed_bootstrap_then_a_correct_one_equals_a_fresh_one(tmp_path: Path, files_dir: Path) -> None:

@@ -41,8 +41,8 @@ def test_redis_password_is_redacted_in_errors_and_warning_logs(caplog) -> None:
 
     import pytest
 
+    from regime_tasks.api import compute_levers
     from regime_tasks.errors import RegimeUnavailable
-    from regime_tasks.levers import compute_levers
     from regime_tasks.store.cache import RedisRegimeCache
     from regime_tasks.store.db import make_engine
 

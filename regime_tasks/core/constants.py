@@ -1,7 +1,7 @@
 """Every constant of the plan and of DECISIONS.md, each table once.
 
-Section references are to ``shared/spec/regime_engine_plan.md`` (plan §x) and
-``shared/spec/DECISIONS.md`` (Dx). Nothing here is configurable at run time:
+Section references are to ``docs/spec/regime_engine_plan.md`` (plan §x) and
+``docs/DECISIONS.md`` (Dx). Nothing here is configurable at run time:
 a different table is a different product version.
 """
 
@@ -80,7 +80,7 @@ TRANSITION_DELTAS: Final = {
 }
 
 # No mapper output exceeds ±0.8 (S3→S0: -0.30 baseline - 0.50 pulse); a cached or stored delta beyond ±1 was not
-# written by the mapper and is treated as corrupt (issue 17), never summed.
+# written by the mapper and is treated as corrupt, never summed.
 MAX_DRIVER_DELTA_ABS: Final = 1.0
 
 # --- weighting (plan §4, D2) ------------------------------------------------------

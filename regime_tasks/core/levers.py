@@ -7,7 +7,7 @@ Drivers for a position in bucket B: BTC, ALT, B, BTC.d, USDT.d. A driver × time
 more than 3 of its bars before ``now`` is stale and counts 0, 0 (D8); missing ones too. Without BTC or ALT the
 result is ``degraded``. Pure: the caller passes the entries (from the cache or the database) and the time.
 
-Every number that leaves is finite (issue 17): an intent metric that is not a finite number raises
+Every number that leaves is finite: an intent metric that is not a finite number raises
 ``UnknownInputError`` naming it; a driver entry whose deltas or bar time are not usable (NaN, inf, text, a value no
 mapper table can produce) counts as *missing* for that driver and is listed in ``diagnostics.corrupt``.
 """
@@ -52,7 +52,7 @@ def regime_book_id(book_id: str) -> str:
 
 def check_book_id(book_id: Any, known: frozenset[str] = CRYPTO_BOOK_IDS) -> str:
     """A book id must be a known book (D12's plus configured ones): a misspelt one would otherwise read an empty
-    book and answer a silent neutral A = E = 0.5 (issue 17 #6)."""
+    book and answer a silent neutral A = E = 0.5."""
     if not isinstance(book_id, str) or not book_id or not book_id.isprintable():
         raise UnknownInputError(f"book_id must be a non-empty printable string, got {book_id!r}")
     if book_id not in known:
@@ -61,7 +61,7 @@ def check_book_id(book_id: Any, known: frozenset[str] = CRYPTO_BOOK_IDS) -> str:
 
 
 def entry_problem(entry: Any) -> str | None:
-    """Why a cached/stored driver entry's deltas cannot be used, or None when they can (issue 17: never NaN).
+    """Why a cached/stored driver entry's deltas cannot be used, or None when they can (never NaN).
 
     Cheap on the warm path (15 entries per call): two chained comparisons per entry, which NaN, ±inf, text,
     ``None`` and out-of-range numbers all fail. The bar time is judged where it is parsed (``is_stale``).

@@ -1,4 +1,4 @@
-"""The live path of one series: a TA + engine history that grows one bar at a time (issue 4, DECISIONS D6).
+"""The live path of one series: a TA + engine history that grows one bar at a time (DECISIONS D6).
 
 A live step must cost milliseconds, so it cannot recompute 3,000 bars of TA, zig-zag pivots and prefix sums for
 every new bar. :class:`LiveHistory` builds them once from a window of bars (the same vectorised code the replay

@@ -9,7 +9,7 @@ Library use: EMA and RSI are the ``ta`` package's definitions (``EMAIndicator`` 
 min_periods=n, adjust=False)``, seeded with the first close, NaN for the first n−1 bars; ``RSIIndicator`` = Wilder
 smoothing with α = 1/14, where ``ta`` counts the first bar as a zero change — the spec notes RSI only moves TS
 slightly). We make the same pandas calls ``ta`` makes, on bare numpy-backed series: ``ta``'s wrappers re-index
-and copy every result, which cost ~1 ms of the 5 ms live-step budget (issue 4). tests/core/test_ta.py checks that
+and copy every result, which cost ~1 ms of the 5 ms live-step budget. tests/core/test_ta.py checks that
 the columns equal ``ta``'s indicators bit for bit, and against plain-Python references.
 ATR and ADX are our own vectorised Wilder implementations: ``ta``'s ``AverageTrueRange`` and ``ADXIndicator``
 loop over rows in Python (seconds per year of 1m bars) and return 0 during warm-up, which would read as "no

@@ -1,4 +1,4 @@
-"""``regime evaluate``: does sizing by the regime help? (D17, issue 16)
+"""``regime evaluate``: does sizing by the regime help? (D17)
 
 Built on the replay: every driver × timeframe of the input is replayed bar by bar over its whole history up to
 ``end`` (:func:`regime_tasks.replay.replay_drivers`), and A/E at each decision time come from the states known

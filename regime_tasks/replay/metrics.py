@@ -1,7 +1,7 @@
 """Pure evaluation arithmetic: forward returns, block bootstrap, backtest returns, performance metrics, flips,
 dwell times and swing latency. No I/O; every function takes arrays or frames and returns numbers.
 
-Conventions (issue 16): annualisation over 365 days / 8,760 hours, risk-free rate 0, Sortino target 0; turnover is
+Conventions: annualisation over 365 days / 8,760 hours, risk-free rate 0, Sortino target 0; turnover is
 Σ|Δw| of target weights (the first position counts from cash); cost = bps × turnover; returns are open to open of
 the bar after the decision.
 """

@@ -1,6 +1,6 @@
 """Binance spot klines (``GET /api/v3/klines``): validated closed bars and resumable, paced backfills.
 
-Facts respected (shared/data/api_samples): at most 1,000 klines per request, weight 2 per request, the used
+Facts respected (tests/data/api_samples): at most 1,000 klines per request, weight 2 per request, the used
 weight of the current minute in ``X-MBX-USED-WEIGHT-1M``, 429 then 418 with ``Retry-After``; rows are
 ``[open_ms, "o", "h", "l", "c", "v", close_ms, …]`` with string prices, and a request reaching "now" returns
 the still-open kline last (dropped here).

@@ -74,7 +74,7 @@ class FileSource:
 
     def _path(self, kind: str, timeframe: str, symbol: str) -> Path | None:
         # A symbol comes from a data file (tokens.csv): it must name a file in the folder, never a path out of
-        # REGIME_FILES_DIR (issue 17 #12: `../../../outside/secret`).
+        # REGIME_FILES_DIR (e.g. `../../../outside/secret`).
         if not symbol or Path(symbol).name != symbol or symbol in {".", ".."} or "\\" in symbol or "\x00" in symbol:
             raise DataValidationError(
                 f"symbol {symbol!r} is not a file name inside REGIME_FILES_DIR", series=f"file:{kind}", field="symbol"

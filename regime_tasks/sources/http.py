@@ -7,7 +7,7 @@ Policy (plan §12.2, DECISIONS D13):
   ``retry_backoff_secs[k] × (1 ± retry_jitter_frac)`` between them (default 5 s, 15 s, 60 s).
 - Anything else that is not JSON (an HTML error page, truncated JSON) or another 4xx: no retry, an
   :class:`InvalidResponseError` naming the source and request.
-- One call never spends more than ``http_retry_budget_secs`` in requests and waits together (issue 17 #7): a wait
+- One call never spends more than ``http_retry_budget_secs`` in requests and waits together: a wait
   that would pass the budget is not taken, the call gives up at once. This is the only retry layer of venue calls,
   the same from the CLI and from workers: the Celery tasks do not retry a :class:`SourceError` (that would multiply
   the attempts: 3 here × 8 there was 24 requests and ~10 minutes for one venue outage).

@@ -1,6 +1,6 @@
 """Hyperliquid: REST ``POST /info`` ``candleSnapshot`` and the websocket ``candle`` subscription.
 
-Facts respected (shared/data/api_samples): candles are ``{t, T, s, i, o, c, h, l, v, n}`` with string prices;
+Facts respected (tests/data/api_samples): candles are ``{t, T, s, i, o, c, h, l, v, n}`` with string prices;
 only the latest 5,000 candles per coin and interval exist (older requests are logged, not silently empty); the
 websocket closes after 60 s without traffic (we ping every ``REGIME_HYPERLIQUID_PING_INTERVAL_SECS``); a candle
 has no closed flag — it is closed once a later candle of the same coin arrives or its end time ``T`` has passed

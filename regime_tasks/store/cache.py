@@ -5,7 +5,7 @@ Layout: hash ``regime:{book_id}:latest``, field ``"{driver}|{tf}"``, value = JSO
 one HGETALL round trip. Redis must run with ``maxmemory-policy noeviction``.
 
 A value that is not a JSON object (tampered, truncated) is left out of a read and logged, so the reader falls back
-to the database for that field as for a missing one (issue 17 #2); :meth:`fill` then writes the database's value.
+to the database for that field as for a missing one; :meth:`fill` then writes the database's value.
 """
 
 from __future__ import annotations

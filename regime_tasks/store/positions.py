@@ -54,7 +54,7 @@ class PositionRow:
 
 def _features(value: Any) -> dict[str, Any]:
     """A row's ``features`` as a dict; DataValidationError if it is not a JSON object (a host wrote a string, an
-    array or a number there: issue 17 #3)."""
+    array or a number there)."""
     if value is None:
         return {}
     if isinstance(value, str):  # some drivers hand JSON back as text

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from regime_tasks.cli import main
+from regime_tasks.cli.engine import run_file
 from regime_tasks.core.uptrend import EngineSettings
-from regime_tasks.engine_cli import run_file
 from tests import engine_by_hand
 from tests.conftest import REPO_ROOT, real_file
 

@@ -582,7 +582,7 @@ def test_edx_windows_never_reach_into_the_warm_up() -> None:
 @pytest.mark.slow
 def test_no_s1_buy_on_s2_to_s1_bars_of_btc_hourly_2017_2022() -> None:
     # issue 13: before the fix 19 of the 261 S1 buy signals of this file fell on S2→S1 bars
-    from regime_tasks.engine_cli import run_file
+    from regime_tasks.cli.engine import run_file
     from tests.conftest import real_file
 
     path = real_file("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz")

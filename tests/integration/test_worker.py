@@ -220,7 +220,7 @@ def _features(stack: Stack) -> dict:
 
 
 def test_bootstrap_then_1m_and_1h_ticks_end_to_end(stack: Stack) -> None:
-    from regime_tasks.levers import compute_levers
+    from regime_tasks.api import compute_levers
     from regime_tasks.store.cache import RedisRegimeCache
 
     assert stack.report.status["BTC"]["1h"] == "ready" and stack.report.status["ALT"]["1m"] == "ready"
@@ -292,7 +292,7 @@ def test_postgres_cut_during_a_tick_retries_and_completes(stack: Stack) -> None:
 
 
 def test_redis_restart_between_ticks_repopulates_the_cache(stack: Stack) -> None:
-    from regime_tasks.levers import compute_levers
+    from regime_tasks.api import compute_levers
     from regime_tasks.store.cache import RedisRegimeCache
 
     worker = stack.workers[-1]

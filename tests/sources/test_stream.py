@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from regime_tasks.cli.stream import hyperliquid_coins, run_stream
 from regime_tasks.runtime import Runtime
 from regime_tasks.sources.hyperliquid import HyperliquidCandleStream
 from regime_tasks.store import bars as store_bars
 from regime_tasks.store.db import init_db, make_engine
-from regime_tasks.stream import hyperliquid_coins, run_stream
 from tests.sources.servers import HyperliquidWsServer
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import logging
@@ -12,6 +13,8 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from regime_tasks.cli.options import TIMEFRAMES, add_json, count, input_file
+from regime_tasks.cli.render import print_json
 from regime_tasks.core.bars import fill_gaps
 from regime_tasks.core.constants import TIMEFRAME_SECONDS
 from regime_tasks.core.payloads import EnginePayload
@@ -22,7 +25,7 @@ from regime_tasks.sources.files import read_candle_file as read_bars_file
 
 log = logging.getLogger(__name__)
 FLAG_KEYS = ("buy_signal", "buy_flag", "rebuy_flag", "trim_flag", "emergency_exit", "reclaimed_ema333", "exit_position")
-# Issue 12's rule: above this share of invented (flat-filled) bars the states describe the filling, not the market.
+# Above this share of invented (flat-filled) bars the states describe the filling, not the market.
 MAX_FILLED_SHARE = 0.05
 
 
@@ -174,3 +177,92 @@ def print_table(
     )
     console.print(f"transitions: {summary['transitions']}")
     console.print(f"flags: {summary['flags']}")
+
+
+# --- the command ------------------------------------------------------------------------------------
+def _cmd_engine(args: argparse.Namespace) -> int:
+    settings = EngineSettings(
+        bootstrap=args.bootstrap,
+        sr_levels=args.sr_levels,
+        inputs=args.inputs,
+        edx_1d_count=args.edx_1d_count,
+        edx=args.edx,
+        gaps=args.gaps,
+    )
+    # payloads stream from the engine: --jsonl prints each as it comes and the table keeps only its tail, so a
+    # file of millions of bars never sits in memory as payloads; only --json (every payload in full) keeps them
+    payloads, n_bars, n_filled = stream_file(
+        args.file, args.timeframe, settings, allow_filled=args.allow_filled, diagnostics="all" if args.json else "none"
+    )
+    if args.allow_filled and n_filled:
+        share = n_filled / n_bars
+        print(f"regime: warning: {n_filled} of {n_bars} bars ({share:.1%}) filled flat", file=sys.stderr)
+    summary = Summary()
+
+    def counted() -> Iterator[Any]:
+        for p in payloads:
+            summary.add(p)
+            yield p
+
+    if args.jsonl:
+        print_jsonl(counted())
+    elif args.json:
+        kept = list(counted())
+        print_json({"summary": {**summary.as_dict(), "filled_bars": n_filled}, "bars": kept})
+    else:
+        tail = None if args.all else args.tail
+        keep = tail if tail is not None and tail > 0 else None  # print_table slices [-tail:] as before
+        shown = list(collections.deque(counted(), maxlen=keep))
+        print_table(shown, {**summary.as_dict(), "filled_bars": n_filled}, n_filled=n_filled, tail=tail)
+    return 0
+
+
+def _add_engine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("engine", help="run the Uptrend Engine v4 over a candle file (CSV or Parquet)")
+    p.add_argument(
+        "file",
+        type=input_file,
+        help="candles: timestamp,open,high,low,close,volume (timestamp ISO-8601 UTC or epoch ms)",
+    )
+    p.add_argument("--timeframe", required=True, choices=TIMEFRAMES)
+    p.add_argument("--bootstrap", choices=["spec", "as_run"], default="spec", help="first-state rule (D14)")
+    p.add_argument("--sr-levels", choices=["swing", "none"], default="swing", help="S/R levels (D14)")
+    p.add_argument(
+        "--inputs",
+        choices=["correct", "as_run"],
+        default="correct",
+        help="as_run: the host's misread TA keys read as 0 (TS stays 0.5, no buy flag) (D14, spec §9)",
+    )
+    p.add_argument(
+        "--edx-1d-count",
+        choices=["bars", "as_run"],
+        default="bars",
+        help="as_run: count 1d bars since the S3 start in hours for EDX, as the host did (D14)",
+    )
+    p.add_argument(
+        "--edx",
+        choices=["spec", "as_run"],
+        default="spec",
+        help="as_run: EDX as the host computed it, from the first 500 bars after the S3 start with per-window TA "
+        "(docs/ENGINE.md)",
+    )
+    p.add_argument(
+        "--gaps",
+        choices=["fill", "keep"],
+        default="fill",
+        help="fill: absent bars flat at the previous close (D5); keep: the rows as given, bars counted as rows, "
+        "as the host's engine ran (docs/ENGINE.md)",
+    )
+    p.add_argument(
+        "--allow-filled", action="store_true", help="run even when more than 5 %% of the bars are gaps filled flat"
+    )
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per bar")
+    add_json(p, "one JSON document: summary and full payloads")
+    p.add_argument("--tail", type=count(1), default=40, help="table rows to show (default the last 40)")
+    p.add_argument("--all", action="store_true", help="show every bar in the table")
+    p.set_defaults(handler=_cmd_engine)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``engine``."""
+    _add_engine(sub)

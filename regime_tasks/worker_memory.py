@@ -1,9 +1,9 @@
 """Give memory back to the operating system after a task that grew the process (worker pool children).
 
 CPython frees objects into glibc's malloc, which keeps the freed pages of its arenas for later reuse: after a
-bootstrap replays a year of bars, a pool process would stay at its peak for the rest of its life (issue 7:
-worker RSS). After any task that left the process more than ``threshold_mb`` above its level after the
-previous trim, :func:`trim_if_grown` runs a full collection and ``malloc_trim(0)``, which returns the free
+bootstrap replays a year of bars, a pool process would stay at its peak for the rest of its life. After any task
+that left the process more than ``threshold_mb`` above its level after the previous trim, :func:`trim_if_grown`
+runs a full collection and ``malloc_trim(0)``, which returns the free
 pages at the top and inside glibc's heaps. Without glibc (musl, macOS) it does the collection only.
 """
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from regime_tasks.cli.pipeline import DEMO_BUCKETS, DEMO_EXEC_TIMEFRAMES, print_demo
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
-from regime_tasks.runner import DEMO_BUCKETS, DEMO_EXEC_TIMEFRAMES, print_demo
 
 
 def row(driver: str, tf: str) -> dict:

@@ -5,7 +5,9 @@ Library code logs; this module is the user-facing edge and prints (rich tables o
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -14,8 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from regime_tasks import pipeline, steps
+from regime_tasks import pipeline, stages
+from regime_tasks.cli.options import REGIME_TFS, add_book, add_json, count, utc_time
+from regime_tasks.cli.render import print_json
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
+from regime_tasks.errors import RegimeError
 from regime_tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -55,7 +60,7 @@ def progress_reporter(title: str) -> Iterator[pipeline.Progress]:
 def run_bootstrap(*, book_id: str | None = None, now: str | dt.datetime | None = None) -> pipeline.BootstrapReport:
     """Run the bootstrap in this process with progress output."""
     rt = get_runtime()
-    clock = steps.parse_ts(now).to_pydatetime() if now is not None else None
+    clock = stages.parse_ts(now).to_pydatetime() if now is not None else None
     with progress_reporter("bootstrap") as progress:
         return pipeline.bootstrap(rt, book_id=book_id or rt.book_id, now=clock, progress=progress)
 
@@ -88,29 +93,42 @@ def print_bootstrap_report(report: pipeline.BootstrapReport) -> None:
         console.print("[green]bootstrap complete[/]: required drivers BTC and ALT are present")
 
 
+def processed_bar(rt: Any, book_id: str, timeframe: str, driver: str = "BTC") -> pd.Timestamp | None:
+    """Open time of the last bar the engine stepped for ``driver`` × ``timeframe`` (None before any)."""
+    from regime_tasks.store.positions import read_driver_features
+
+    features = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4",)).get((driver, timeframe), {})
+    bar_ts = (features.get("uptrend_engine_v4") or {}).get("bar_ts")
+    return stages.parse_ts(bar_ts) if bar_ts else None
+
+
 def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, wait: bool) -> dict[str, Any]:
     """Send one tick through Celery (embedded: on an in-process worker) and optionally wait for it."""
     from regime_tasks.embedded import in_process_worker, run_tick
 
-    bar = steps.parse_ts(until) if until else steps.last_closed_bar(timeframe, pipeline.utcnow())
-    steps.check_closed(timeframe, bar, pipeline.utcnow())
+    bar = stages.parse_ts(until) if until else stages.last_closed_bar(timeframe, pipeline.utcnow())
+    stages.check_closed(timeframe, bar, pipeline.utcnow())
     rt = get_runtime()
     book = book_id or rt.book_id
-    before = steps.processed_bar(rt, book, timeframe)
+    before = processed_bar(rt, book, timeframe)
     if rt.settings.embedded:
         with in_process_worker():
-            out = {"timeframe": timeframe, "until": steps.iso(bar), "result": run_tick(timeframe, steps.iso(bar), book)}
+            out = {
+                "timeframe": timeframe,
+                "until": stages.iso(bar),
+                "result": run_tick(timeframe, stages.iso(bar), book),
+            }
     else:
-        result = pipeline.tick_canvas(timeframe, steps.iso(bar), book).apply_async()
+        result = pipeline.tick_canvas(timeframe, stages.iso(bar), book).apply_async()
         if not wait:
-            return {"timeframe": timeframe, "until": steps.iso(bar), "id": result.id}
-        out = {"timeframe": timeframe, "until": steps.iso(bar), "result": result.get(timeout=600)}
-    # a tick that stepped no new bar says so (issue 12): the source may have ended, or the bar is not closed yet
-    after = steps.processed_bar(rt, book, timeframe)
+            return {"timeframe": timeframe, "until": stages.iso(bar), "id": result.id}
+        out = {"timeframe": timeframe, "until": stages.iso(bar), "result": result.get(timeout=600)}
+    # a tick that stepped no new bar says so: the source may have ended, or the bar is not closed yet
+    after = processed_bar(rt, book, timeframe)
     out["new_bar"] = after is not None and (before is None or after > before)
-    out["last_bar"] = steps.iso(after)
+    out["last_bar"] = stages.iso(after)
     if not out["new_bar"]:
-        out["message"] = steps.no_new_bar_message(rt, timeframe, after)
+        out["message"] = stages.no_new_bar_message(rt, timeframe, after)
     return out
 
 
@@ -185,7 +203,7 @@ def bucket_last_bar(rt: Any, driver: str, tf: str, caps_source: str) -> dict[str
 
 def levers_grid(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
     """A, E and size for every bucket × execution timeframe, read through the public compute_levers()."""
-    from regime_tasks.levers import compute_levers
+    from regime_tasks.api import compute_levers
 
     out = []
     for bucket in DEMO_BUCKETS:
@@ -249,8 +267,8 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     latest = rt.market.latest("1m")  # open time of the newest bundled 1m bar
     if latest is None:
         raise ConfigError(f"no bundled 1m BTC bars under {rt.settings.files_dir}")
-    end = latest + steps.bar_delta("1m")  # the moment that bar closed: the demo's "now"
-    boot_now = end - minutes * steps.bar_delta("1m")
+    end = latest + stages.bar_delta("1m")  # the moment that bar closed: the demo's "now"
+    boot_now = end - minutes * stages.bar_delta("1m")
     report = run_bootstrap(book_id=book, now=boot_now.to_pydatetime())
     if not report.ok:
         print_bootstrap_report(report)
@@ -258,27 +276,27 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     ticks = []
     with in_process_worker():
         for k in range(1, minutes + 1):
-            clock = boot_now + k * steps.bar_delta("1m")
-            bar = steps.last_closed_bar("1m", clock)
-            ticks.append({"timeframe": "1m", "until": steps.iso(bar), "result": run_tick("1m", steps.iso(bar), book)})
+            clock = boot_now + k * stages.bar_delta("1m")
+            bar = stages.last_closed_bar("1m", clock)
+            ticks.append({"timeframe": "1m", "until": stages.iso(bar), "result": run_tick("1m", stages.iso(bar), book)})
         for tf in ("1h", "1d"):
-            bar = steps.last_closed_bar(tf, end)
-            ticks.append({"timeframe": tf, "until": steps.iso(bar), "result": run_tick(tf, steps.iso(bar), book)})
+            bar = stages.last_closed_bar(tf, end)
+            ticks.append({"timeframe": tf, "until": stages.iso(bar), "result": run_tick(tf, stages.iso(bar), book)})
     now = end.to_pydatetime()
-    from regime_tasks.levers import invalidate_snapshots
+    from regime_tasks.api import invalidate_snapshots
 
     invalidate_snapshots()
     table = regime_table(book, now)
     grid = levers_grid(book, now)
+    from regime_tasks.api import load_entries
     from regime_tasks.core.levers import market_summary
-    from regime_tasks.levers import load_entries
 
     entries, _ = load_entries(book)
     summary = market_summary(entries, now=now)
     summary.pop("contributions", None)
     result = {
         "book_id": book,
-        "now": steps.iso(now),
+        "now": stages.iso(now),
         "data": "bundled real data (regime_tasks/data/MANIFEST.json); bucket caps derived as price × CoinGecko "
         "circulating supply of 2025-02-14 (Data provided by CoinGecko); BTC.d/USDT.d below 1d derived from "
         "prices × supplies, calibrated to the published daily close of the previous day (D16)",
@@ -303,14 +321,14 @@ def print_demo(result: dict[str, Any]) -> None:
     """Readable demo output: driver table, market summary, levers grid."""
     from rich.table import Table
 
-    from regime_tasks.levers_cli import make_console
+    from regime_tasks.cli.render import make_console
 
     console = make_console()
     console.print(
         f"[bold]regime-engine demo[/] — book {result['book_id']}, now {result['now']} "
         f"(bootstrap + {len(result['ticks'])} ticks through the Celery graph, {result['seconds']} s)"
     )
-    from regime_tasks.levers_cli import STATE_LEGEND, signed, state_text
+    from regime_tasks.cli.render import STATE_LEGEND, signed, state_text
 
     t = Table(title="24 driver series (state, flags, ΔA/ΔE raw, last bar)")
     for col in (
@@ -373,3 +391,66 @@ def print_demo(result: dict[str, Any]) -> None:
     db = result.get("database")
     if db:
         console.print(f"The demo keeps its own database; to look at it again: REGIME_DATABASE_URL={db} regime status")
+
+
+# --- the commands ------------------------------------------------------------------------------------
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+
+    report = run_bootstrap(book_id=args.book, now=args.now)
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        print_bootstrap_report(report)
+    if not report.ok:  # the report is printed (the worker's bootstrap task reads it from stdout), then exit 2
+        hint = f" — {report.hint}" if report.hint else ""
+        raise RegimeError("required drivers missing after bootstrap: " + ", ".join(report.missing_required) + hint)
+    return 0
+
+
+def _cmd_tick(args: argparse.Namespace) -> int:
+
+    result = run_tick_command(args.timeframe, until=args.until, book_id=args.book, wait=not args.no_wait)
+    if args.json:
+        print_json(result)
+    else:
+        print(json.dumps(result, default=str, ensure_ascii=False))
+        if result.get("message"):  # a tick that stepped nothing says so on its own line
+            print(f"tick {args.timeframe}: {result['message']}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+
+    return run_demo(as_json=args.json, minutes=args.minutes)
+
+
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bootstrap", help="create driver rows, backfill, replay history, fill the cache (plan §12)")
+    add_book(p)
+    p.add_argument(
+        "--now", type=utc_time, default=None, help="pretend the time is this ISO-8601 UTC instant (file source)"
+    )
+    add_json(p, "machine-readable report")
+    p.set_defaults(handler=_cmd_bootstrap)
+
+    p = sub.add_parser("tick", help="run one timeframe tick through Celery (what beat triggers)")
+    p.add_argument("timeframe", choices=REGIME_TFS)
+    p.add_argument(
+        "--until", type=utc_time, default=None, help="open time of the last closed bar (default: by the clock)"
+    )
+    add_book(p)
+    p.add_argument("--no-wait", action="store_true", help="send and return without waiting for the result")
+    add_json(p)
+    p.set_defaults(handler=_cmd_tick)
+
+    p = sub.add_parser(
+        "demo", help="embedded end-to-end run on bundled data: bootstrap, live-like ticks, regime table, A/E"
+    )
+    p.add_argument("--minutes", type=count(0), default=5, help="1m ticks to run after the bootstrap (default 5)")
+    add_json(p)
+    p.set_defaults(handler=_cmd_demo)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``bootstrap``, ``tick`` and ``demo``."""
+    _add_pipeline(sub)

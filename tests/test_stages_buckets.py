@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from regime_tasks import steps
+from regime_tasks import stages
 from regime_tasks.config import BUNDLED_DATA_DIR, load_settings
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
@@ -27,9 +27,9 @@ def _runtime(tmp_path, name: str) -> Runtime:
 
 def _advance(rt: Runtime, until_1h: pd.Timestamp) -> None:
     day = until_1h.floor("1D") - pd.Timedelta(days=1)
-    steps.collect(rt, "1d", day)
-    steps.collect(rt, "1h", until_1h)
-    steps.build_driver_series(rt, "1h", until_1h)
+    stages.collect(rt, "1d", day)
+    stages.collect(rt, "1h", until_1h)
+    stages.build_driver_series(rt, "1h", until_1h)
 
 
 @pytest.mark.slow
@@ -51,13 +51,13 @@ def test_bucket_index_extended_tick_by_tick_equals_a_rebuild_bit_for_bit(tmp_pat
 
 def test_bucket_members_come_from_derived_caps_of_the_previous_close(tmp_path) -> None:
     rt = _runtime(tmp_path, "caps.db")
-    steps.collect(rt, "1d", pd.Timestamp("2025-07-24T00:00:00Z"))
+    stages.collect(rt, "1d", pd.Timestamp("2025-07-24T00:00:00Z"))
     from regime_tasks.store.tokens import cap_sources, read_caps
 
     caps = read_caps(rt.engine)
     assert caps.index[-1] == pd.Timestamp("2025-07-24T00:00:00Z")
     assert set(cap_sources(rt.engine).values()) == {"derived: price × supply of 2025-02-14"}
-    members = steps.bucket_members(rt, pd.Timestamp("2025-07-25T12:00:00Z"))
+    members = stages.bucket_members(rt, pd.Timestamp("2025-07-25T12:00:00Z"))
     s = rt.settings
     row = caps.loc[pd.Timestamp("2025-07-24T00:00:00Z")]  # the close of 07-24 decides 07-25
     for bucket, keys in members.items():

@@ -193,7 +193,7 @@ def test_cli_logs_are_quiet_by_default_and_minus_v_shows_info(all_s3, capsys, mo
 
     reset_runtime()  # an empty in-process cache again, so the database is read and the cache repopulated
     assert main(["-v", "status", "--now", NOW]) == 0
-    assert "INFO regime_tasks.levers cache repopulated from the database" in capsys.readouterr().err
+    assert "INFO regime_tasks.api cache repopulated from the database" in capsys.readouterr().err
 
 
 def test_the_readme_compute_levers_snippet_runs_as_written(all_s3, tmp_path) -> None:

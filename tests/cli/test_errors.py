@@ -236,12 +236,12 @@ def test_a_database_that_does_not_answer_is_exit_1_in_one_line(isolated, monkeyp
 
 
 def test_an_unexpected_crash_is_one_line_and_minus_v_adds_the_traceback(isolated, monkeypatch, capsys) -> None:
-    import regime_tasks.levers_cli as levers_cli
+    import regime_tasks.cli.status as cli_status
 
     def boom(*_args, **_kwargs):
         raise RuntimeError("something broke\nsecond line")
 
-    monkeypatch.setattr(levers_cli, "status_report", boom)
+    monkeypatch.setattr(cli_status, "status_report", boom)
     line = assert_one_error_line(*_run(capsys, ["status"]), 1, ["unexpected RuntimeError: something broke"])
     assert "second line" not in line
 

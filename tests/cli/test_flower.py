@@ -10,9 +10,9 @@ import time
 import pytest
 import requests
 
+from regime_tasks.cli.flower import flower_command
 from regime_tasks.config import load_settings
 from regime_tasks.errors import ConfigError
-from regime_tasks.monitor import flower_command
 from tests.conftest import REPO_ROOT
 from tests.integration.harness import free_port, wait_port
 

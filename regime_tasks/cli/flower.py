@@ -1,4 +1,4 @@
-"""``regime flower``: Flower, the Celery monitor, only ever with its authentication on (issue 17 #13).
+"""``regime flower``: Flower, the Celery monitor, only ever with its authentication on.
 
 Started as ``celery -A regime_tasks flower`` without ``--basic-auth``, Flower serves its pages to anyone who reaches
 the port (only ``/api/*`` answers 401). This entry point refuses to start outside embedded mode unless
@@ -8,6 +8,7 @@ go to Flower through its environment (``FLOWER_BASIC_AUTH``), not its command li
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -34,3 +35,24 @@ def exec_flower(settings: Settings) -> None:
     """Replace this process with Flower (never returns)."""
     argv, env = flower_command(settings, dict(os.environ))
     os.execve(argv[0], argv, env)
+
+
+# --- the command ------------------------------------------------------------------------------------
+def _cmd_flower(args: argparse.Namespace) -> int:
+    from regime_tasks.config import get_settings
+
+    exec_flower(get_settings())
+    return 0  # pragma: no cover - exec_flower replaces the process
+
+
+def _add_flower(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flower",
+        help="Flower (Celery monitor) with REGIME_FLOWER_BASIC_AUTH enforced, on REGIME_FLOWER_ADDRESS (loopback)",
+    )
+    p.set_defaults(handler=_cmd_flower)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``flower``."""
+    _add_flower(sub)

@@ -12,6 +12,7 @@ bar written by both is written once.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import threading
 import time
@@ -19,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from regime_tasks.cli.options import seconds
+from regime_tasks.cli.render import print_json
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
@@ -78,3 +81,31 @@ def run_stream(
 
 
 __all__ = ["hyperliquid_coins", "run_stream"]
+
+
+# --- the command ------------------------------------------------------------------------------------
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from regime_tasks.config import get_settings
+    from regime_tasks.runtime import get_runtime
+
+    if get_settings().source != "live":
+        from regime_tasks.errors import ConfigError
+
+        raise ConfigError("stream needs REGIME_SOURCE=live (it reads Hyperliquid's websocket)")
+    rt = get_runtime()
+    coins = tuple(c.strip().upper() for c in args.coins.split(",")) if args.coins else None
+    result = run_stream(rt, coins=coins, seconds=args.seconds)
+    print_json(result)
+    return 0
+
+
+def _add_stream(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stream", help="write Hyperliquid's closed 1m candles (HYPE) to the store as they close")
+    p.add_argument("--coins", default=None, help="comma-separated coins (default: the majors sourced from Hyperliquid)")
+    p.add_argument("--seconds", type=seconds, default=None, help="stop after this long (default: until Ctrl-C)")
+    p.set_defaults(handler=_cmd_stream)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``stream``."""
+    _add_stream(sub)

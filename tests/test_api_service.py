@@ -10,9 +10,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from regime_tasks.api import compute_levers, reset_default_cache, run_levers_task
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.errors import RegimeUnavailable
-from regime_tasks.levers import compute_levers, reset_default_cache, run_levers_task
 from regime_tasks.store import positions
 from regime_tasks.store.cache import MemoryRegimeCache, RedisRegimeCache
 from regime_tasks.store.db import init_db, make_engine
@@ -223,8 +223,8 @@ def test_a_corrupt_cache_value_falls_back_to_the_database_and_is_overwritten(red
 
 
 def test_a_driver_absent_everywhere_costs_one_database_read_per_snapshot_ttl(redis_url, engine, monkeypatch) -> None:
+    from regime_tasks.api import load_entries
     from regime_tasks.config import get_settings
-    from regime_tasks.levers import load_entries
 
     monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "60")
     get_settings.cache_clear()

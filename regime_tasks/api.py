@@ -67,7 +67,7 @@ _SNAPSHOTS: OrderedDict[tuple[int, str], tuple[float, int | None, dict[EntryKey,
 _SNAPSHOTS_LOCK = threading.Lock()  # guards _SNAPSHOTS and _DB_ANSWERS
 # (id(engine), book) -> (monotonic time, the database's entries): the database's answer for fields the cache lacks
 # is kept as long as a snapshot, so a driver that is legitimately absent (never computed) costs no database read
-# per call (issue 17 #2).
+# per call.
 _DB_ANSWERS: OrderedDict[tuple[int, str], tuple[float, dict[EntryKey, dict[str, Any]]]] = OrderedDict()
 
 
@@ -179,7 +179,7 @@ def load_entries(
 ) -> tuple[dict[EntryKey, dict[str, Any]], str]:
     """Driver payloads of a book and where they came from: ``cache``, ``database`` or ``cache+database``.
 
-    The cache is judged per field (issue 17 #2): a field it lacks, or holds corrupt, is taken from the database and
+    The cache is judged per field: a field it lacks, or holds corrupt, is taken from the database and
     written back (only where still absent, so a tick's newer value wins), so a hash a Redis restart left half
     filled is never trusted as complete. With the cache down, everything comes from the database; with the
     database down, what the cache has is used; with neither, :class:`RegimeUnavailable`.
@@ -263,7 +263,7 @@ def compute_levers(
     ``diagnostics.unavailable = True``).
     """
     # Every argument is checked before any I/O, so a bad one is an UnknownInputError, never a RegimeUnavailable
-    # or a TypeError from deep inside (issue 17 #11).
+    # or a TypeError from deep inside.
     clock = regime_now() if now is None else check_now(now)  # default: the wall clock, or the replay clock
     check_book(book_id)
     check_inputs(execution_timeframe, position_bucket)
@@ -367,7 +367,7 @@ def run_levers_task(
     """Write ``features.levers`` for every active/watchlist position whose book reads ``book_id``'s drivers.
 
     One transaction per batch; only the ``levers`` key of each row changes. The bucket is the row's, else the one
-    its market cap implies. Every row is isolated (issue 17 #3): a row whose features are not a JSON object, with
+    its market cap implies. Every row is isolated: a row whose features are not a JSON object, with
     neither bucket nor a valid market cap, an execution timeframe outside the plan's table or a bad intent metric
     gets an error in the summary (and no levers); the others proceed. Rows are validated before the batched
     write; a batch the database still rejects is written row by row and the rejected rows are listed.

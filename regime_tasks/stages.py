@@ -49,7 +49,7 @@ def last_closed_bar(timeframe: str, now: dt.datetime | pd.Timestamp) -> pd.Times
 
 def check_closed(timeframe: str, bar: pd.Timestamp, now: dt.datetime | pd.Timestamp) -> None:
     """UnknownInputError unless the bar opening at ``bar`` has closed by ``now`` (a tick for 9999-12-31 would
-    otherwise be accepted and computed on whatever data exists, issue 17 #14)."""
+    otherwise be accepted and computed on whatever data exists)."""
     if bar + bar_delta(timeframe) > pd.Timestamp(now):
         raise UnknownInputError(
             f"bar {iso(bar)} ({timeframe}) has not closed at {iso(now)}: --until is the open time of a closed bar"
@@ -120,7 +120,7 @@ def collect(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = 
 
     A tick continues after the last stored bar. ``repair`` (the bootstrap) fetches every missing majors bar back
     to the configured depth (``REGIME_HISTORY_*_DAYS``), holes inside the stored history included, so that a
-    bootstrap after a failed or shorter one stores what a fresh one would (issue 12, B1).
+    bootstrap after a failed or shorter one stores what a fresh one would.
     """
     market = rt.market
     summary: dict[str, Any] = {
@@ -588,22 +588,13 @@ def publish(rt: Runtime, book_id: str, timeframe: str, results: list[dict[str, A
 
 
 def no_new_bar_message(rt: Runtime, timeframe: str, last: pd.Timestamp | None) -> str:
-    """``no new closed bar after <last> — the source ends at <ts>`` for a tick that stepped nothing (issue 12)."""
+    """``no new closed bar after <last> — the source ends at <ts>`` for a tick that stepped nothing."""
     end = source_end(rt, timeframe)
     return f"no new closed bar after {iso(last) or 'none'} — the source ends at {iso(end) or 'no bar'}"
 
 
-def processed_bar(rt: Runtime, book_id: str, timeframe: str, driver: str = "BTC") -> pd.Timestamp | None:
-    """Open time of the last bar the engine stepped for ``driver`` × ``timeframe`` (None before any)."""
-    from regime_tasks.store.positions import read_driver_features
-
-    features = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4",)).get((driver, timeframe), {})
-    bar_ts = (features.get("uptrend_engine_v4") or {}).get("bar_ts")
-    return parse_ts(bar_ts) if bar_ts else None
-
-
 def run_levers(rt: Runtime, book_id: str) -> dict[str, Any]:
     """Levers for every active/watchlist position of the book (D1)."""
-    from regime_tasks.levers import run_levers_task
+    from regime_tasks.api import run_levers_task
 
     return run_levers_task(rt.engine, rt.cache, book_id=book_id)

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
+from regime_tasks.api import compute_levers, reset_default_cache
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.errors import RegimeUnavailable, UnknownInputError
-from regime_tasks.levers import compute_levers, reset_default_cache
 from regime_tasks.store import positions
 from regime_tasks.store.cache import MemoryRegimeCache
 from regime_tasks.store.db import init_db, make_engine
@@ -83,7 +83,7 @@ def test_good_arguments_still_give_the_d2_example(engine) -> None:
 # --- issue 17 #6: known books only, bounded snapshot map -------------------------------------------------------
 @pytest.mark.parametrize("book", ["onchain_crytpo", "stocks", "ONCHAIN_CRYPTO", ""])
 def test_unknown_book_is_an_error_not_a_silent_neutral(engine, book: str) -> None:
-    from regime_tasks import levers
+    from regime_tasks import api as levers
 
     with pytest.raises(UnknownInputError, match="book"):
         compute_levers({}, "1h", "small", book_id=book, cache=MemoryRegimeCache(), engine=engine, now=NOW)
@@ -107,7 +107,7 @@ def test_configured_books_are_known(monkeypatch, engine) -> None:
 
 
 def test_snapshot_map_keeps_at_most_64_books(monkeypatch, engine) -> None:
-    from regime_tasks import levers
+    from regime_tasks import api as levers
     from regime_tasks.config import get_settings
 
     monkeypatch.setenv("REGIME_LEVERS_SNAPSHOT_TTL_SECS", "60")
@@ -163,7 +163,7 @@ def _position(eng, contract: str, bucket: str | None = "small") -> int:
 
 
 def test_rows_whose_features_are_not_objects_are_listed_and_the_rest_written(any_engine) -> None:
-    from regime_tasks.levers import run_levers_task
+    from regime_tasks.api import run_levers_task
 
     eng = any_engine
     good = [_position(eng, "0xg1")]
@@ -194,7 +194,7 @@ def test_rows_whose_features_are_not_objects_are_listed_and_the_rest_written(any
 
 
 def test_a_batch_the_database_rejects_is_written_row_by_row(any_engine, monkeypatch) -> None:
-    from regime_tasks.levers import run_levers_task
+    from regime_tasks.api import run_levers_task
     from regime_tasks.store import positions as store_positions
 
     eng = any_engine

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 from typing import Any
 
+from regime_tasks.cli.options import BUCKET_CHOICES, add_book, add_json, add_now, book_or_default
+from regime_tasks.cli.render import STATE_LEGEND, make_console, print_json, signed
 from regime_tasks.errors import RegimeUnavailable, UnknownInputError
-
-# What S0–S4 mean, for a trader reading the tables (the Uptrend Engine v4 state machine).
-STATE_LEGEND = (
-    "S0 bearish order (downtrend), S1 early recovery (price back above EMA60), S2 above EMA333 (defensive), "
-    "S3 bullish trend (bullish EMA order), S4 uncertain (no clear order, watch only)"
-)
 
 
 def parse_intent(items: list[str]) -> dict[str, float]:
@@ -35,7 +32,7 @@ def parse_now(value: str | None) -> dt.datetime | None:
     clock), read when the entries have been read (see ``_load_known_entries``)."""
     if value is None:
         return None
-    from regime_tasks.steps import parse_ts
+    from regime_tasks.stages import parse_ts
 
     return parse_ts(value).to_pydatetime()
 
@@ -66,8 +63,8 @@ def _load_known_entries(
     """The book's entries as known at ``now`` (and that ``now``); refuses, naming the command to run, when the
     store has none. Without ``--now`` the clock is read after the entries: a bar published while this command
     started is known, not "after now" (on the replay clock at speed 20, a 2 s start is 40 s of data)."""
+    from regime_tasks.api import load_entries
     from regime_tasks.core.levers import regime_book_id
-    from regime_tasks.levers import load_entries
     from regime_tasks.sources.clock import now as clock_now
 
     try:
@@ -117,20 +114,11 @@ def levers_report(
     from regime_tasks.core.levers import check_inputs, compute_levers_from_entries, intent_deltas, regime_book_id
 
     check_inputs(exec_tf, bucket)
-    intent_deltas({"intent_metrics": intent})  # a non-finite --intent fails before any I/O (issue 17 #1)
+    intent_deltas({"intent_metrics": intent})  # a non-finite --intent fails before any I/O
     known, source, later, now = _load_known_entries(book, now)
     res = compute_levers_from_entries(known, {"intent_metrics": intent}, exec_tf, bucket, now=now)
     res["diagnostics"].update(source=source, regime_book_id=regime_book_id(book), closes_after_now=later)
     return res
-
-
-def make_console() -> Any:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:  # piped or captured: rich would assume 80 columns and elide the numbers
-        console = Console(width=160)
-    return console
 
 
 def _short_bar(bar_ts: str | None) -> str:
@@ -182,20 +170,6 @@ def print_levers(res: dict[str, Any]) -> None:
     )
 
 
-def signed(x: float, digits: int) -> str:
-    """``+0.0000`` for zero and for values that round to zero (never ``-0.0000``)."""
-    text = f"{x:+.{digits}f}"
-    return "+" + text[1:] if float(text) == 0 else text
-
-
-def state_text(row: dict[str, Any]) -> str:
-    """The state, and for a driver still warming up the bars it has against the bars a state needs."""
-    warm = row.get("warming_up") if row.get("state") == "warming_up" else None
-    if warm and warm.get("bars") is not None and warm.get("needed") is not None:
-        return f"warming_up ({warm['bars']}/{warm['needed']} bars)"
-    return str(row.get("state"))
-
-
 def _clamp_mark(before: float) -> str:
     """`` (clamped from 1.23)`` when the value before the [0, 1] clamp was outside it."""
     return f" [yellow](clamped from {before:.4f})[/]" if before < 0 or before > 1 else ""
@@ -208,112 +182,25 @@ def _print_after_now(console: Any, later: list[str]) -> None:
         )
 
 
-def beat_heartbeat(now: dt.datetime) -> dict[str, Any]:
-    """The beat's last heartbeat (``regime.beat.heartbeat`` writes it every ``REGIME_BEAT_HEARTBEAT_SECS``)."""
-    from regime_tasks.runtime import get_runtime
-    from regime_tasks.store import meta
-
-    beat = meta.get_meta(get_runtime().engine, "beat:heartbeat")
-    if not beat or not beat.get("at"):
-        return {"at": None, "age_secs": None, "count": 0}
-    at = dt.datetime.fromisoformat(str(beat["at"]).replace("Z", "+00:00"))
-    return {"at": beat["at"], "age_secs": round((now - at).total_seconds(), 1), "count": beat.get("count", 0)}
+# --- the command ------------------------------------------------------------------------------------
+def _cmd_levers(args: argparse.Namespace) -> int:
+    book = book_or_default(args.book)
+    res = levers_report(args.bucket, args.exec_tf, book, parse_intent(args.intent), parse_now(args.now))
+    print_json(res) if args.json else print_levers(res)
+    return 0
 
 
-def status_report(book: str, now: dt.datetime | None) -> dict[str, Any]:
-    """The 24 driver rows and the market summary (D2), as ``compute_levers()`` sees them at ``now``."""
-    from regime_tasks.core.levers import entry_age_bars, is_stale, market_summary, regime_book_id
-    from regime_tasks.runner import regime_table
-
-    entries, source, later, now = _load_known_entries(book, now)
-    summary = market_summary(entries, now=now)
-    summary.pop("contributions", None)
-    rows = regime_table(regime_book_id(book), now)
-    # State, deltas, age and staleness come from the entries the levers read, judged by the levers' own rule
-    # (bars since the bar closed, stale beyond 3), so `status` and `levers` cannot disagree about a driver.
-    for row in rows:
-        entry = entries.get((row["driver"], row["timeframe"]))
-        if entry is None:  # none stored, or its bar closes after `now`: nothing known at `now`
-            row.update(
-                state="missing",
-                warming_up=None,
-                prev_state=None,
-                flags=[],
-                transition=None,
-                delta_a_raw=None,
-                delta_e_raw=None,
-                bar_ts=None,
-                age_bars=None,
-                stale=True,
-            )
-            continue
-        age = entry_age_bars(entry, row["timeframe"], now)
-        if entry.get("state") and entry.get("state") != "warming_up":
-            row["warming_up"] = None
-        row.update(
-            state=entry.get("state") or row["state"],
-            delta_a_raw=entry.get("delta_a_raw"),
-            delta_e_raw=entry.get("delta_e_raw"),
-            bar_ts=entry.get("bar_ts"),
-            age_bars=None if age is None else round(age, 2),
-            stale=is_stale(entry, row["timeframe"], now),
-        )
-    return {
-        "book_id": book,
-        "regime_book_id": regime_book_id(book),
-        "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": source,
-        "drivers": rows,
-        "closes_after_now": later,
-        "market_summary": summary,
-        "beat_heartbeat": beat_heartbeat(now),
-    }
+def _add_levers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("levers", help="A, E and size for one bucket and execution timeframe, with contributions")
+    p.add_argument("--bucket", choices=BUCKET_CHOICES, default=None)
+    p.add_argument("--exec-tf", required=True, help="execution timeframe: 1m 5m 15m 1h 4h 1d")
+    add_book(p)
+    p.add_argument("--intent", action="append", default=[], help="intent metric, e.g. hi_buy=1 (repeatable)")
+    add_now(p)
+    add_json(p)
+    p.set_defaults(handler=_cmd_levers)
 
 
-def print_status(rep: dict[str, Any]) -> None:
-    """The driver table and the market summary line, for humans."""
-    from rich import box
-    from rich.table import Table
-
-    console = make_console()
-    t = Table(
-        title=f"book {rep['book_id']} (drivers of {rep['regime_book_id']}) at {rep['now']} (from {rep['source']})",
-        box=box.SIMPLE_HEAD,
-    )
-    for col in ("driver", "tf", "state", "flags", "ΔA", "ΔE", "bar (open, UTC)", "age (bars since close)", "stale"):
-        t.add_column(col, no_wrap=True)
-    for r in rep["drivers"]:
-        t.add_row(
-            r["driver"],
-            r["timeframe"],
-            state_text(r),
-            ",".join(r["flags"]),
-            "" if r["delta_a_raw"] is None else signed(r["delta_a_raw"], 2),
-            "" if r["delta_e_raw"] is None else signed(r["delta_e_raw"], 2),
-            _short_bar(r["bar_ts"]),
-            "" if r["age_bars"] is None else f"{r['age_bars']:.2f}",
-            "yes" if r["stale"] else "",
-        )
-    console.print(t)
-    s = rep["market_summary"]
-    console.print(
-        f"market summary: A={s['A_value']:.3f} E={s['E_value']:.3f} size={s['position_size_frac']:.3f}"
-        + (" DEGRADED" if s["degraded"] else "")
-        + f"; stale/missing: {', '.join(s['stale'] + s['missing']) or 'none'}"
-    )
-    _print_after_now(console, rep.get("closes_after_now") or [])
-    b = rep["beat_heartbeat"]
-    console.print(
-        "beat heartbeat: none recorded (no beat has run against this database)"
-        if b["at"] is None
-        else f"beat heartbeat: {_age_text(b['age_secs'])} (at {b['at']}, {b['count']} heartbeats)"
-    )
-    console.print(f"states: {STATE_LEGEND}", soft_wrap=True)
-
-
-def _age_text(secs: float) -> str:
-    if secs < 0:
-        return f"{-secs:.0f} s after --now"
-    if secs < 120:
-        return f"{secs:.0f} s ago"
-    return f"{secs / 60:.0f} min ago" if secs < 7200 else f"{secs / 3600:.1f} h ago"
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``levers``."""
+    _add_levers(sub)
