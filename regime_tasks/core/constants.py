@@ -44,6 +44,14 @@ LEVER_POSITION_STATUSES: Final = ("active", "watchlist")  # D1
 
 # --- engine states (uptrend_engine_v4.md §3) -----------------------------------
 STATES: Final = ("S0", "S1", "S2", "S3", "S4")
+# The states' short names, as charts, reports and legends show them to a trader (engine spec §3).
+STATE_NAMES: Final[dict[str, str]] = {
+    "S0": "S0 bearish order",
+    "S1": "S1 early recovery",
+    "S2": "S2 above EMA333",
+    "S3": "S3 bullish trend",
+    "S4": "S4 uncertain",
+}
 WARMING_UP: Final = "warming_up"
 MIN_BARS_FOR_STATE: Final = 333  # uptrend_engine_v4.md §1, D6
 

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from regime_tasks.core.constants import STATE_NAMES as ENGINE_STATE_NAMES
+
 STATE_COLOURS = {
     "S0": "#d62728",
     "S1": "#17becf",
@@ -23,14 +25,7 @@ STATE_COLOURS = {
     "S4": "#7f7f7f",
     "warming_up": "#dddddd",
 }
-STATE_NAMES = {
-    "S0": "S0 bearish order",
-    "S1": "S1 early recovery",
-    "S2": "S2 above EMA333",
-    "S3": "S3 bullish trend",
-    "S4": "S4 uncertain",
-    "warming_up": "warming up (< 333 bars)",
-}
+STATE_NAMES = {**ENGINE_STATE_NAMES, "warming_up": "warming up (< 333 bars)"}
 STRATEGY_COLOURS = {
     "regime size": "#1f77b4",
     "regime A": "#9467bd",

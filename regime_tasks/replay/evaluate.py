@@ -24,7 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from regime_tasks.core.constants import BUCKETS, DRIVERS, EXEC_TF_MULTIPLIERS, REGIME_TIMEFRAMES, TIMEFRAME_SECONDS
+from regime_tasks.core.constants import (
+    BUCKETS,
+    DRIVERS,
+    EXEC_TF_MULTIPLIERS,
+    REGIME_TIMEFRAMES,
+    STATE_NAMES,
+    TIMEFRAME_SECONDS,
+)
 from regime_tasks.core.uptrend import EngineSettings
 from regime_tasks.errors import DataValidationError, UnknownInputError
 from regime_tasks.replay import metrics as M
@@ -40,13 +47,6 @@ TRADABLE = ("BTC", "ALT", *BUCKETS)
 HORIZONS = {"1h": (1, 6, 24), "1d": (1, 6, 24, 30)}
 SMA_DAYS = 200
 MAX_GAP = pd.Timedelta(days=7)  # a longer hole in a series is a gap in the data: never filled, never crossed
-STATE_NAMES = {
-    "S0": "S0 bearish order",
-    "S1": "S1 early recovery",
-    "S2": "S2 above EMA333",
-    "S3": "S3 bullish trend",
-    "S4": "S4 uncertain",
-}
 STRATEGIES = ("regime size", "regime A", "buy & hold", "200-day SMA", "constant (expanding mean)")
 
 
