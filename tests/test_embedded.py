@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 SCRIPT = """
@@ -24,6 +26,7 @@ print(json.dumps({"result": out, "wait": t1 - t0, "stop": t2 - t1}))
 """
 
 
+@pytest.mark.slow
 def test_in_process_worker_runs_a_task_and_stops_without_waiting_out_the_broker_poll(tmp_path: Path) -> None:
     env = {
         **os.environ,

@@ -70,6 +70,7 @@ def _run(rt: Runtime, bars: pd.DataFrame, bootstrap_bars: int, steps_at: list[in
     return out
 
 
+@pytest.mark.slow
 def test_warm_and_cold_workers_store_identical_payloads_and_events(tmp_path: Path, btc_1h: pd.DataFrame) -> None:
     # one bar at a time, then catch-ups of 7 and 40 bars; 1,000 bars cross several window boundaries
     steps_at = [*range(1_001, 1_300), 1_307, 1_347, *range(1_348, 1_500)]

@@ -25,6 +25,7 @@ def test_jsonl_has_one_line_per_bar_with_iso_times_states_flags_scores(capsys) -
     assert set(lines[-1]["scores"]) == {"ts", "ts_with_boost", "sr_boost", "ox", "dx", "edx"}
 
 
+@pytest.mark.slow
 def test_parquet_input_and_engine_settings(tmp_path, capsys) -> None:
     raw = pd.read_csv(real_file("alts_2018_5m", "ETH_BTC-5m.csv"))
     path = tmp_path / "eth.parquet"
@@ -101,6 +102,7 @@ def test_sparse_bars_are_refused_by_their_spacing(tmp_path, capsys) -> None:
     assert "apart (median), not 5m" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_more_than_5_percent_filled_bars_is_refused_unless_allowed(tmp_path, capsys) -> None:
     raw = pd.read_csv(real_file("alts_2018_5m", "ETH_BTC-5m.csv"))
     path = tmp_path / "holes.csv"

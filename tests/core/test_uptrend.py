@@ -429,6 +429,7 @@ REAL_SERIES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("rel", "tf", "roll"), REAL_SERIES)
 def test_engine_runs_over_full_real_files(rel: str, tf: str, roll: str | None) -> None:
     from tests.conftest import real_file
@@ -447,6 +448,7 @@ def test_engine_runs_over_full_real_files(rel: str, tf: str, roll: str | None) -
     json.dumps(payloads[-1], allow_nan=False)  # JSON-serialisable, no NaN
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("rel", "tf", "roll"), [REAL_SERIES[0], REAL_SERIES[3]])
 def test_one_replay_equals_bar_by_bar_with_carried_payload(rel: str, tf: str, roll: str | None) -> None:
     from regime_tasks.core.ta import compute_ta_frame

@@ -24,6 +24,8 @@ from regime_tasks.replay.history import FileHistory
 from regime_tasks.sources.files import FileSource
 from tests.conftest import real_file
 
+pytestmark = pytest.mark.slow  # each module replays real history: part of the full run, not the fast loop
+
 START, END = "2019-01-01T00:00:00Z", "2022-10-10T00:00:00Z"
 COST = 10.0
 

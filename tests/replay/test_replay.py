@@ -17,6 +17,8 @@ from regime_tasks.core.ta import compute_ta_frame
 from regime_tasks.core.uptrend import run_engine_frame
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # each module replays real history: part of the full run, not the fast loop
+
 BUNDLE = REPO_ROOT / "regime_tasks" / "data"
 
 
