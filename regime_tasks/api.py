@@ -43,11 +43,13 @@ from regime_tasks.core.constants import (
 )
 from regime_tasks.core.levers import (
     EntryKey,
+    PreparedEntries,
     check_book_id,
     check_inputs,
     check_now,
     compute_levers_from_entries,
     intent_deltas,
+    prepare_entries,
     regime_book_id,
     stored_entry_problem,
 )
@@ -63,7 +65,7 @@ _DEFAULT_CACHE: RegimeCache | None = None
 # (id(cache), book) -> (monotonic time, cache version or None, entries, source); least recently used first.
 # Bounded: a process that sees many caches (tests, a host creating one per request) must not grow without end.
 SNAPSHOT_MAX_BOOKS = 64
-_SNAPSHOTS: OrderedDict[tuple[int, str], tuple[float, int | None, dict[EntryKey, dict[str, Any]], str]] = OrderedDict()
+_SNAPSHOTS: OrderedDict[tuple[int, str], tuple[float, int | None, PreparedEntries, str]] = OrderedDict()
 _SNAPSHOTS_LOCK = threading.Lock()  # guards _SNAPSHOTS and _DB_ANSWERS
 # (id(engine), book) -> (monotonic time, the database's entries): the database's answer for fields the cache lacks
 # is kept as long as a snapshot, so a driver that is legitimately absent (never computed) costs no database read
@@ -222,7 +224,7 @@ def load_entries(
     return {**entries, **found}, "cache+database" if entries else "database"
 
 
-def _snapshot(book_id: str, cache: RegimeCache, engine: Engine | None) -> tuple[dict[EntryKey, dict[str, Any]], str]:
+def _snapshot(book_id: str, cache: RegimeCache, engine: Engine | None) -> tuple[PreparedEntries, str]:
     ttl = get_settings().levers_snapshot_ttl_secs
     key = (id(cache), regime_book_id(book_id))
     # An in-process cache counts its publishes: a local tick then invalidates the snapshot at once. Redis has no
@@ -234,7 +236,8 @@ def _snapshot(book_id: str, cache: RegimeCache, engine: Engine | None) -> tuple[
         if hit is not None and now - hit[0] < ttl and hit[1] == version:
             _SNAPSHOTS.move_to_end(key)
             return hit[2], hit[3]
-    entries, source = load_entries(book_id, cache=cache, engine=engine)
+    loaded, source = load_entries(book_id, cache=cache, engine=engine)
+    entries = prepare_entries(loaded)
     if ttl > 0:
         with _SNAPSHOTS_LOCK:
             _SNAPSHOTS[key] = (now, version, entries, source)
@@ -267,7 +270,7 @@ def compute_levers(
     clock = regime_now() if now is None else check_now(now)  # default: the wall clock, or the replay clock
     check_book(book_id)
     check_inputs(execution_timeframe, position_bucket)
-    intent_deltas({} if features is None else features)
+    intent = intent_deltas({} if features is None else features)
     try:
         entries, source = _snapshot(book_id, cache or get_default_cache(), engine)
     except RegimeUnavailable as exc:
@@ -283,7 +286,9 @@ def compute_levers(
         result["diagnostics"]["unavailable"] = True
         result["diagnostics"]["error"] = str(exc)
         return result
-    result = compute_levers_from_entries(entries, features, execution_timeframe, position_bucket, now=clock)
+    result = compute_levers_from_entries(
+        entries, features, execution_timeframe, position_bucket, now=clock, intent=intent
+    )
     corrupt = result["diagnostics"]["corrupt"]
     if corrupt:
         log.warning("corrupt driver entries ignored %s", kv(book=book_id, source=source, corrupt=corrupt))
@@ -298,9 +303,7 @@ def _books_reading(book_id: str) -> list[str]:
     return sorted(CRYPTO_BOOK_IDS) if regime_book_id(book_id) == DEFAULT_BOOK_ID else [book_id]
 
 
-def _row_levers(
-    row: Any, entries: Mapping[EntryKey, Mapping[str, Any]], source: str, clock: dt.datetime, settings: Any
-) -> dict[str, Any]:
+def _row_levers(row: Any, entries: PreparedEntries, source: str, clock: dt.datetime, settings: Any) -> dict[str, Any]:
     """``features.levers`` of one position row, or a RegimeError saying why it has none."""
     if row.problem is not None:  # features not a JSON object: written by a host, unreadable for us
         raise DataValidationError(row.problem, field="features")
@@ -376,7 +379,8 @@ def run_levers_task(
 
     check_book(book_id)
     clock = now or regime_now()  # the wall clock, or the replay clock (sources/clock.py)
-    entries, source = load_entries(book_id, cache=cache, engine=engine)
+    loaded, source = load_entries(book_id, cache=cache, engine=engine)
+    entries = prepare_entries(loaded)  # parsed once for every row
     settings = get_settings()
     written, errors = 0, []
     for batch in iter_lever_positions(engine, book_ids=_books_reading(book_id), batch_rows=batch_rows):

@@ -14,11 +14,12 @@ mapper table can produce) counts as *missing* for that driver and is listed in `
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from regime_tasks.core.constants import (
     BUCKETS,
@@ -122,6 +123,9 @@ def is_stale(entry: Mapping[str, Any], timeframe: str, now: dt.datetime) -> bool
     return age is None or age > STALE_AFTER_BARS
 
 
+_INTENT_WEIGHTS: Final = tuple((name, INTENT_WEIGHTS_A[name], INTENT_WEIGHTS_E[name]) for name in INTENT_WEIGHTS_A)
+
+
 def intent_deltas(features: Mapping[str, Any]) -> dict[str, Any]:
     """Intent ΔA/ΔE from ``features.intent_metrics`` (each metric 0–1), before and after the ±0.4 cap (D11).
 
@@ -133,7 +137,8 @@ def intent_deltas(features: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(metrics, Mapping):
         raise UnknownInputError(f"features.intent_metrics must be an object, got {type(metrics).__name__}")
     used: dict[str, float] = {}
-    for name in INTENT_WEIGHTS_A:
+    da = de = 0.0
+    for name, weight_a, weight_e in _INTENT_WEIGHTS:
         value = metrics.get(name, 0.0)
         try:
             v = float(value or 0.0)
@@ -141,9 +146,9 @@ def intent_deltas(features: Mapping[str, Any]) -> dict[str, Any]:
             raise UnknownInputError(f"features.intent_metrics.{name} must be a number, got {value!r}") from None
         if not math.isfinite(v):  # _clamp would let NaN through and make A, E and size NaN
             raise UnknownInputError(f"features.intent_metrics.{name} must be a finite number, got {value!r}")
-        used[name] = _clamp(v, 0.0, 1.0)
-    da = sum(INTENT_WEIGHTS_A[k] * used[k] for k in used)
-    de = sum(INTENT_WEIGHTS_E[k] * used[k] for k in used)
+        used[name] = v = 0.0 if v < 0.0 else 1.0 if v > 1.0 else v
+        da += weight_a * v
+        de += weight_e * v
     return {
         "metrics": used,
         "delta_a_raw": da,
@@ -153,44 +158,112 @@ def intent_deltas(features: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _regime_sum(
-    entries: Mapping[EntryKey, Mapping[str, Any]],
-    drivers: list[str],
-    tf_weights: Mapping[str, float],
-    now: dt.datetime,
-    driver_scale: Mapping[str, float] | None = None,
-) -> tuple[float, float, list[dict[str, Any]], list[str], list[str], dict[str, str]]:
-    da = de = 0.0
-    contributions: list[dict[str, Any]] = []
-    stale: list[str] = []
-    missing: list[str] = []
-    corrupt: dict[str, str] = {}
-    for driver in drivers:
-        weight = DRIVER_WEIGHTS[driver] * (driver_scale or {}).get(driver, 1.0)
-        for tf in REGIME_TIMEFRAMES:
-            mult = tf_weights[tf]
-            entry = entries.get((driver, tf))
-            status = "ok"
-            raw_a = raw_e = 0.0
-            stale_now = False
-            problem = None if entry is None else entry_problem(entry)
-            if problem is None and entry is not None:
+class _Slot:
+    """One driver × timeframe of a prepared snapshot: what does not depend on ``now`` or the position."""
+
+    __slots__ = ("bar_ts", "key", "problem", "raw_a", "raw_e", "stale_after", "state", "usable")
+
+    def __init__(self, key: str, tf: str, entry: Any) -> None:
+        self.key = key
+        self.problem = None if entry is None else entry_problem(entry)
+        self.stale_after: dt.datetime | None = None  # stale once ``now`` is past this; None: always stale
+        if self.problem is None and entry is not None:
+            bar_ts = entry.get("bar_ts")
+            if bar_ts:
                 try:
-                    stale_now = is_stale(entry, tf, now)
-                except (TypeError, ValueError):  # a bar time that is not an ISO-8601 string
-                    problem = f"bar_ts = {entry.get('bar_ts')!r} is not an ISO-8601 time"
-            if problem is not None:
-                corrupt[f"{driver}|{tf}"] = problem
-                entry = None
-            if entry is None:
+                    closed_at = _parse_utc(bar_ts) + dt.timedelta(seconds=TIMEFRAME_SECONDS[tf])
+                except (TypeError, ValueError, AttributeError):  # a bar time that is not an ISO-8601 string
+                    self.problem = f"bar_ts = {bar_ts!r} is not an ISO-8601 time"
+                else:
+                    self.stale_after = closed_at + dt.timedelta(seconds=STALE_AFTER_BARS * TIMEFRAME_SECONDS[tf])
+        self.usable = self.problem is None and entry is not None
+        self.state = entry.get("state") if self.usable else None
+        self.bar_ts = entry.get("bar_ts") if self.usable else None
+        self.raw_a = float(entry.get("delta_a_raw") or 0.0) if self.usable else 0.0
+        self.raw_e = float(entry.get("delta_e_raw") or 0.0) if self.usable else 0.0
+
+
+class PreparedEntries:
+    """Driver entries checked and parsed once, for many positions and calls.
+
+    Everything about an entry except its staleness is independent of ``now`` and of the position, so it is
+    computed here once: corrupt-entry checks, bar-time parsing, the instant each entry turns stale. A call then
+    only compares ``now`` with those instants (D8: stale when more than ``STALE_AFTER_BARS`` bars have passed since
+    the bar closed) and reuses the regime sum of the same drivers, timeframe weights and staleness (at most a few
+    dozen combinations). ``compute_levers_from_entries`` gives the same result for a plain mapping; the snapshot of
+    ``compute_levers()`` and the levers task hold a prepared one.
+    """
+
+    _MAX_SUMS = 512
+
+    def __init__(self, entries: Mapping[EntryKey, Mapping[str, Any]]) -> None:
+        self.entries = entries
+        self._slots: dict[EntryKey, _Slot] = {}
+        self._sums: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._slot_lists: dict[tuple[str, ...], tuple[list[_Slot], list[dt.datetime]]] = {}
+
+    def slot(self, driver: str, tf: str) -> _Slot:
+        slot = self._slots.get((driver, tf))
+        if slot is None:
+            slot = self._slots[(driver, tf)] = _Slot(f"{driver}|{tf}", tf, self.entries.get((driver, tf)))
+        return slot
+
+    def regime_sum(
+        self,
+        drivers: tuple[str, ...],
+        tf_key: str,
+        tf_weights: Mapping[str, float],
+        now: dt.datetime,
+        driver_scale: Mapping[str, float] | None = None,
+    ) -> tuple[float, float, list[dict[str, Any]], list[str], list[str], dict[str, str], bool]:
+        """The regime part of A/E for ``drivers`` at ``now`` (fresh lists and dicts: the caller may keep them);
+        the last item says whether BTC or ALT is stale or missing on some timeframe (``degraded``)."""
+        hit_slots = self._slot_lists.get(drivers)
+        if hit_slots is None:
+            slots = [self.slot(d, tf) for d in drivers for tf in REGIME_TIMEFRAMES]
+            turns = sorted({s.stale_after for s in slots if s.usable and s.stale_after is not None})
+            hit_slots = self._slot_lists[drivers] = (slots, turns)
+        slots, turns = hit_slots
+        # which entries are stale depends only on how many of them have turned stale by ``now``
+        key = (drivers, tf_key, bisect.bisect_left(turns, now))
+        hit = self._sums.get(key)
+        if hit is None:
+            stale = tuple(s.usable and (s.stale_after is None or now > s.stale_after) for s in slots)
+            hit = self._sum(slots, stale, tf_weights, driver_scale)
+            if len(self._sums) >= self._MAX_SUMS:
+                self._sums.clear()
+            self._sums[key] = hit
+        da, de, contributions, stale_keys, missing, corrupt, degraded = hit
+        return da, de, [dict(c) for c in contributions], list(stale_keys), list(missing), dict(corrupt), degraded
+
+    @staticmethod
+    def _sum(
+        slots: list[_Slot],
+        stale_mask: tuple[bool, ...],
+        tf_weights: Mapping[str, float],
+        driver_scale: Mapping[str, float] | None,
+    ) -> tuple[float, float, list[dict[str, Any]], list[str], list[str], dict[str, str], bool]:
+        da = de = 0.0
+        contributions: list[dict[str, Any]] = []
+        stale: list[str] = []
+        missing: list[str] = []
+        corrupt: dict[str, str] = {}
+        for slot, stale_now in zip(slots, stale_mask, strict=True):
+            driver, tf = slot.key.split("|")
+            weight = DRIVER_WEIGHTS[driver] * (driver_scale or {}).get(driver, 1.0)
+            mult = tf_weights[tf]
+            raw_a = raw_e = 0.0
+            if slot.problem is not None:
+                corrupt[slot.key] = slot.problem
+            if not slot.usable:
                 status = "missing"
-                missing.append(f"{driver}|{tf}")
+                missing.append(slot.key)
             elif stale_now:
                 status = "stale"
-                stale.append(f"{driver}|{tf}")
+                stale.append(slot.key)
             else:
-                raw_a = float(entry.get("delta_a_raw") or 0.0)
-                raw_e = float(entry.get("delta_e_raw") or 0.0)
+                status = "ok"
+                raw_a, raw_e = slot.raw_a, slot.raw_e
             ca, ce = raw_a * weight * mult, raw_e * weight * mult
             da += ca
             de += ce
@@ -199,8 +272,8 @@ def _regime_sum(
                     "driver": driver,
                     "timeframe": tf,
                     "status": status,
-                    "state": None if entry is None else entry.get("state"),
-                    "bar_ts": None if entry is None else entry.get("bar_ts"),
+                    "state": slot.state,
+                    "bar_ts": slot.bar_ts,
                     "delta_a_raw": raw_a,
                     "delta_e_raw": raw_e,
                     "driver_weight": weight,
@@ -209,7 +282,14 @@ def _regime_sum(
                     "contribution_e": ce,
                 }
             )
-    return da, de, contributions, stale, missing, corrupt
+        unusable = set(stale) | set(missing)
+        degraded = any(f"{d}|{tf}" in unusable for d in REQUIRED_DRIVERS for tf in REGIME_TIMEFRAMES)
+        return da, de, contributions, stale, missing, corrupt, degraded
+
+
+def prepare_entries(entries: Mapping[EntryKey, Mapping[str, Any]] | PreparedEntries) -> PreparedEntries:
+    """``entries`` prepared for repeated calls (a prepared snapshot is returned as it is)."""
+    return entries if isinstance(entries, PreparedEntries) else PreparedEntries(entries)
 
 
 def check_now(now: Any) -> dt.datetime:
@@ -230,26 +310,30 @@ def check_inputs(execution_timeframe: str, position_bucket: str | None) -> None:
 
 
 def compute_levers_from_entries(
-    entries: Mapping[EntryKey, Mapping[str, Any]],
+    entries: Mapping[EntryKey, Mapping[str, Any]] | PreparedEntries,
     features: Mapping[str, Any] | None,
     execution_timeframe: str,
     position_bucket: str | None,
     *,
     now: dt.datetime,
+    intent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A, E, size and diagnostics for one position (plan §5.5 return keys)."""
+    """A, E, size and diagnostics for one position (plan §5.5 return keys).
+
+    ``entries`` is a mapping (driver, timeframe) → entry, or the same prepared once (:class:`PreparedEntries`) when
+    many positions read it. ``intent`` is ``intent_deltas(features)`` when the caller has already computed it.
+    """
     check_inputs(execution_timeframe, position_bucket)
     check_now(now)
-    drivers = ["BTC", "ALT", *([position_bucket] if position_bucket else []), "BTC.d", "USDT.d"]
-    intent = intent_deltas({} if features is None else features)
-    da, de, contributions, stale, missing, corrupt = _regime_sum(
-        entries, drivers, EXEC_TF_MULTIPLIERS[execution_timeframe], now
+    drivers = ("BTC", "ALT", *((position_bucket,) if position_bucket else ()), "BTC.d", "USDT.d")
+    if intent is None:
+        intent = intent_deltas({} if features is None else features)
+    da, de, contributions, stale, missing, corrupt, degraded = prepare_entries(entries).regime_sum(
+        drivers, execution_timeframe, EXEC_TF_MULTIPLIERS[execution_timeframe], now
     )
     a_pre = NEUTRAL_A + da + intent["delta_a"]
     e_pre = NEUTRAL_E + de + intent["delta_e"]
     a, e = _clamp(a_pre, 0.0, 1.0), _clamp(e_pre, 0.0, 1.0)
-    unusable = set(stale) | set(missing)
-    degraded = any(f"{d}|{tf}" in unusable for d in REQUIRED_DRIVERS for tf in REGIME_TIMEFRAMES)
     return {
         "A_value": a,
         "E_value": e,
@@ -270,14 +354,17 @@ def compute_levers_from_entries(
     }
 
 
-def market_summary(entries: Mapping[EntryKey, Mapping[str, Any]], *, now: dt.datetime) -> dict[str, Any]:
+def market_summary(
+    entries: Mapping[EntryKey, Mapping[str, Any]] | PreparedEntries, *, now: dt.datetime
+) -> dict[str, Any]:
     """Market-wide A/E with the fixed timeframe weights (D2): BTC, ALT, BTC.d, USDT.d and the four buckets
     at a quarter of the bucket weight each (their mean), so no single bucket dominates the summary."""
-    drivers = ["BTC", "ALT", *BUCKETS, "BTC.d", "USDT.d"]
+    drivers = ("BTC", "ALT", *BUCKETS, "BTC.d", "USDT.d")
     scale = {b: 1.0 / len(BUCKETS) for b in BUCKETS}
     check_now(now)
-    da, de, contributions, stale, missing, corrupt = _regime_sum(entries, drivers, TF_WEIGHTS, now, scale)
-    unusable = set(stale) | set(missing)
+    da, de, contributions, stale, missing, corrupt, degraded = prepare_entries(entries).regime_sum(
+        drivers, "market", TF_WEIGHTS, now, scale
+    )
     a, e = _clamp(NEUTRAL_A + da, 0.0, 1.0), _clamp(NEUTRAL_E + de, 0.0, 1.0)
     return {
         "A_value": a,
@@ -288,6 +375,6 @@ def market_summary(entries: Mapping[EntryKey, Mapping[str, Any]], *, now: dt.dat
         "stale": stale,
         "missing": missing,
         "corrupt": corrupt,
-        "degraded": any(f"{d}|{tf}" in unusable for d in REQUIRED_DRIVERS for tf in REGIME_TIMEFRAMES),
+        "degraded": degraded,
         "contributions": contributions,
     }

@@ -9,6 +9,7 @@ import pytest
 
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES, STATE_DELTAS
 from regime_tasks.core.levers import (
+    PreparedEntries,
     compute_levers_from_entries,
     intent_deltas,
     is_stale,
@@ -216,3 +217,53 @@ def test_unparsable_bar_time_counts_as_missing_not_an_exception() -> None:
 
     assert "ALT|1d" in res["diagnostics"]["corrupt"] and res["diagnostics"]["degraded"] is True
     assert math.isfinite(res["A_value"])
+
+
+@pytest.mark.parametrize(
+    ("tf", "bar_ts", "now", "stale"),
+    [
+        ("1m", "2025-07-26T04:56:00Z", "2025-07-26T05:00:00Z", False),
+        ("1m", "2025-07-26T04:56:00Z", "2025-07-26T05:00:01Z", True),
+        ("1d", "2025-07-22T00:00:00Z", "2025-07-26T00:00:00Z", False),
+        ("1d", "2025-07-22T00:00:00Z", "2025-07-26T00:00:00.000001Z", True),
+    ],
+)
+def test_a_prepared_snapshot_judges_staleness_at_the_same_boundary(tf: str, bar_ts: str, now: str, stale: bool) -> None:
+    clock = dt.datetime.fromisoformat(now.replace("Z", "+00:00"))
+    prepared = PreparedEntries({("BTC", tf): entry("S3", tf, bar_ts=bar_ts)})
+    for _ in range(2):  # the second call is answered from the prepared sums
+        res = compute_levers_from_entries(prepared, {}, "1h", None, now=clock)
+        assert (f"BTC|{tf}" in res["diagnostics"]["stale"]) is stale
+
+
+def test_one_prepared_snapshot_reused_across_times_and_positions_equals_a_fresh_computation() -> None:
+    """The snapshot of compute_levers() and the levers task are prepared once and reused: every call must give
+    what a fresh computation from the plain entries gives, whatever the order of ``now`` (forwards and back)."""
+    import random
+
+    rng = random.Random(7)
+    states = list(STATE_DELTAS)
+    entries: dict = {}
+    for d in DRIVERS:
+        for tf in REGIME_TIMEFRAMES:
+            if rng.random() < 0.1:
+                continue  # missing
+            e = entry(
+                rng.choice(states),
+                tf,
+                bar_ts=(NOW - dt.timedelta(minutes=rng.randrange(1, 6000))).strftime("%Y-%m-%dT%H:%M:00Z"),
+            )
+            if rng.random() < 0.05:
+                e["delta_a_raw"] = float("nan")  # corrupt
+            entries[(d, tf)] = e
+    prepared = PreparedEntries(entries)
+    nows = [NOW + dt.timedelta(minutes=rng.randrange(-3000, 3000), seconds=rng.randrange(60)) for _ in range(200)]
+    for now in nows:
+        tf = rng.choice(["1m", "15m", "1h", "4h"])
+        bucket = rng.choice(["nano", "small", "mid", "big", None])
+        features = {"intent_metrics": {"hi_buy": rng.random(), "sell": rng.random()}}
+        got = compute_levers_from_entries(prepared, features, tf, bucket, now=now)
+        assert got == compute_levers_from_entries(dict(entries), features, tf, bucket, now=now)
+        got["diagnostics"]["contributions"][0]["status"] = "changed by the caller"  # must not leak into the next
+        got["diagnostics"]["stale"].append("x")
+        assert market_summary(prepared, now=now) == market_summary(dict(entries), now=now)
