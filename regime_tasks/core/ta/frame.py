@@ -79,14 +79,26 @@ def compute_ta_frame_and_state(bars: pd.DataFrame) -> tuple[pd.DataFrame, TAStat
         vo_mean=vo_mean,
         vo_var=vo_var,
     )
-    ta_block = [np.asarray(cols[name], dtype=np.float64) for name in TA_COLUMNS]
     names = [*map(str, bars.columns), *TA_COLUMNS]
+    del close, h, lo, c, atr, adx, s_tr, s_p, s_m, rsi_values, avg_up, avg_down, volume
     if all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in bars.dtypes):
-        block = np.column_stack([bars.to_numpy(dtype=np.float64), *ta_block])
+        n_bar_cols = len(bars.columns)
+        block = _fill_block(cols, len(bars), n_bar_cols)
+        block[:, :n_bar_cols] = bars.to_numpy(dtype=np.float64)
         return pd.DataFrame(block, index=bars.index, columns=names, copy=False), state
     # a non-numeric column (e.g. the grid's ``filled`` flag) keeps its dtype: slower, but exact
-    ta_frame = pd.DataFrame(np.column_stack(ta_block), index=bars.index, columns=list(TA_COLUMNS), copy=False)
+    ta_frame = pd.DataFrame(_fill_block(cols, len(bars), 0), index=bars.index, columns=list(TA_COLUMNS), copy=False)
     return pd.concat([bars.copy(), ta_frame], axis=1), state
+
+
+def _fill_block(cols: dict[str, np.ndarray], n: int, offset: int) -> np.ndarray:
+    """One float64 block of ``offset`` leading columns (left to the caller) then the TA columns; each column leaves
+    ``cols`` as it is copied in, so a long series holds about one block at a time, not the columns and the block
+    (the pages of ``np.empty`` are only touched as they are written)."""
+    block = np.empty((n, offset + len(TA_COLUMNS)))
+    for j, name in enumerate(TA_COLUMNS):
+        block[:, offset + j] = cols.pop(name)
+    return block
 
 
 def _last(values: np.ndarray) -> float:
