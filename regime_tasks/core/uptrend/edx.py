@@ -37,7 +37,9 @@ def _window_components(h: EngineHistory, t: int, length: int) -> dict[str, float
     slow = (
         sigmoid(1000.0 * norm) + sigmoid(h.window_slope("rsi", s, t) / 5.0) + sigmoid(h.window_slope("adx", s, t) / 2.0)
     ) / 3.0
-    structure = _structure(h.pivots_at(t, start=s))
+    structure = h.structure(t, s)
+    if structure is None:  # a history without running counts (a live one)
+        structure = _structure(h.pivots_at(t, start=s))
     if h.has_volume:
         av_arr = h.avwaps(s, max(s, t - 9), t)
         if len(av_arr) >= 2 and np.all(np.isfinite(av_arr)) and av_arr[-1] > 0:

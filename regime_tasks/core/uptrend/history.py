@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 
 from regime_tasks.core.ta import Pivot, sr_levels, swing_pivots
+from regime_tasks.core.ta.levels import LevelBlock, level_block
 from regime_tasks.core.uptrend.settings import ROW_CHUNK, EngineSettings
+
+SR_LOOKBACK = 3_000  # S/R levels read the pivots of the last 3,000 bars
+LEVEL_CHUNK = 2_048  # bars whose S/R levels a replay computes at once (bounded memory on long files)
+REPLAY_MIN_STEPS = 64  # from this many stepped bars, S/R levels and EDX structure come from per-series indexes
 
 
 # --- history with prefix sums ------------------------------------------------------------------------------
@@ -21,6 +26,10 @@ class EngineHistory:
     _block: np.ndarray | None = None  # the frame's float block (a live history keeps growing buffers instead)
     _rows: tuple[list[float], ...] = ()  # rows _rows_from.. of the block as Python floats (a replay reads in order)
     _rows_from = -1
+    _replay = False  # many bars stepped in order: S/R levels by block, EDX structure from running counts
+    _levels: LevelBlock | None = None
+    _level_numbers: tuple[list[float], list[float], list[int]] = ([], [], [])
+    _scalar_levels: tuple[tuple[int, float, float, str] | None, list[dict[str, float]]] = (None, [])
 
     def __init__(
         self,
@@ -36,6 +45,7 @@ class EngineHistory:
         self.filled = np.zeros(len(ta_frame), dtype=bool) if filled is None else np.asarray(filled, dtype=bool)
         self.first_step = first_step  # the first bar the runner will step: earlier bars are history only
         self.n = len(ta_frame)
+        self._replay = self.n - first_step >= REPLAY_MIN_STEPS
         numeric = ta_frame.drop(columns="filled") if "filled" in ta_frame.columns else ta_frame
         block = numeric.to_numpy(dtype=np.float64)  # a view when the frame is one float block (compute_ta_frame)
         self.cols = {str(c): block[:, j] for j, c in enumerate(numeric.columns)}
@@ -103,12 +113,23 @@ class EngineHistory:
         self._piv_conf = np.array([p.confirmed_at for p in pivots], dtype=np.int64)
         self._piv_sup = np.array([p.superseded_at for p in pivots], dtype=np.int64)
         self._piv_idx = [p.index for p in pivots]
+        self._piv_price = np.array([p.price for p in pivots], dtype=np.float64)
+        # a version counts for a bar's S/R levels from its confirmation until it is superseded or too old
+        idx = np.array(self._piv_idx, dtype=np.int64)
+        self._piv_until = np.minimum(self._piv_sup, idx + SR_LOOKBACK)
+        self._piv_high = [p.kind == "high" for p in pivots]
         # the known set follows the bars: at bar t the versions confirmed at t join it, those superseded at t
         # leave it (events by bar, built once, vectorised), so a replay pays O(changes) per bar, not O(versions)
         self._joins = _events_by_bar(self._piv_conf, self.n)
         self._leaves = _events_by_bar(self._piv_sup, self.n)
         self._known: list[int] = []  # positions in ``pivots`` (sorted by index, confirmed_at) known at _known_t
         self._known_t = -1
+        self._dirty = 0  # first position of ``_known`` changed since the structure counts were last brought up
+        # structure counts over the known versions, kept in step with ``_known`` (see structure())
+        self._below: list[int] = [0]  # highs among known[:q], for q = 0..len(known)
+        self._runs: dict[bool, tuple[list[int], list[float], list[int], list[int]]] = {
+            kind: ([], [], [0], [0]) for kind in (True, False)
+        }  # per kind (high?): bar indexes, prices, and counts of rises and falls up to each element
         return pivots
 
     @staticmethod
@@ -182,21 +203,108 @@ class EngineHistory:
         """Positions (in ``pivots``) of the versions known at bar ``t``, ascending: moved forward from the
         last bar asked for; asked for an earlier bar, it starts again from bar 0."""
         if t < self._known_t:
-            self._known, self._known_t = [], -1
+            self._known, self._known_t, self._dirty = [], -1, 0
         known = self._known
+        dirty = self._dirty
         for b in range(self._known_t + 1, t + 1):
             for j in self._joins.get(b, ()):
-                bisect.insort(known, j)
+                q = bisect.bisect_left(known, j)
+                known.insert(q, j)
+                dirty = min(dirty, q)
             for j in self._leaves.get(b, ()):
-                del known[bisect.bisect_left(known, j)]
+                q = bisect.bisect_left(known, j)
+                del known[q]
+                dirty = min(dirty, q)
+        self._dirty = dirty
         self._known_t = max(self._known_t, t)
         return known
+
+    def structure(self, t: int, start: int) -> float | None:
+        """EDX structure (spec §4) of the pivots known at bar ``t`` with index ≥ ``start``, from running counts
+        (O(log pivots) a window), or None when this history does not keep them (a live one: the caller counts).
+
+        The known versions change at the newest end only (a moved pivot is the last one), so the counts of rises
+        and falls between consecutive highs and between consecutive lows are kept per known version and only
+        the changed tail is recounted; a window's counts are then differences of two running counts."""
+        if not self._replay:
+            return None
+        self.pivots  # noqa: B018 - builds the version index on first use
+        known = self._known_positions(t)
+        dirty = self._dirty
+        if dirty < len(self._below):  # recount from the first changed position
+            below = self._below
+            n_high = below[dirty]
+            del below[dirty + 1 :]
+            for kind, keep in ((True, n_high), (False, dirty - n_high)):
+                idx, price, rises, falls = self._runs[kind]
+                del idx[keep:], price[keep:], rises[max(keep, 1) :], falls[max(keep, 1) :]
+            for j in known[dirty:]:
+                high = self._piv_high[j]
+                idx, price, rises, falls = self._runs[high]
+                p = float(self._piv_price[j])
+                if price:
+                    rises.append(rises[-1] + (p > price[-1]))
+                    falls.append(falls[-1] + (p < price[-1]))
+                idx.append(self._piv_idx[j])
+                price.append(p)
+                below.append(below[-1] + high)
+            self._dirty = len(known) + 1
+        h_idx, _, h_rises, h_falls = self._runs[True]
+        l_idx, _, l_rises, l_falls = self._runs[False]
+        a = bisect.bisect_left(h_idx, start)
+        b = bisect.bisect_left(l_idx, start)
+        if (len(h_idx) - a) + (len(l_idx) - b) < 4:
+            return 0.5
+        # pairs (m − 1, m) with m − 1 ≥ a; rises[m] counts the pairs up to element m (rises[0] = 0)
+        hh = h_rises[len(h_idx) - 1] - h_rises[a] if a < len(h_idx) else 0
+        lh = h_falls[len(h_idx) - 1] - h_falls[a] if a < len(h_idx) else 0
+        hl = l_rises[len(l_idx) - 1] - l_rises[b] if b < len(l_idx) else 0
+        ll = l_falls[len(l_idx) - 1] - l_falls[b] if b < len(l_idx) else 0
+        total = hh + lh + hl + ll
+        return 0.5 if total == 0 else 1.0 - (hh + hl) / total
+
+    def sr_numbers(self, i: int, v: Mapping[str, float], mode: str) -> tuple[float, float, int]:
+        """``sr_boost`` at EMA60 and at EMA333 and the number of levels within 1 ATR of the price, for bar ``i``
+        (``v``: its values); a replay reads them from the block of bars computed at once."""
+        if mode == "none":
+            return 0.0, 0.0, 0
+        if self._replay:
+            block = self._level_block(i)
+            b60, b333, n_near = self._level_numbers
+            r = i - block.start
+            return b60[r], b333[r], n_near[r]
+        from regime_tasks.core.uptrend.scores import sr_boost
+
+        atr = v["atr"]
+        levels = self.levels_at(i, v["price"], atr, mode)
+        self._scalar_levels = ((i, v["price"], atr, mode), levels)
+        near = sum(1 for lv in levels if abs(v["price"] - lv["price"]) <= 1.0 * atr)
+        return sr_boost(v["ema60"], levels, atr), sr_boost(v["ema333"], levels, atr), near
+
+    def _level_block(self, i: int) -> LevelBlock:
+        block = self._levels
+        if block is None or not block.start <= i < block.start + len(block.count):
+            self.pivots  # noqa: B018 - builds the version index on first use
+            stop = min(i + LEVEL_CHUNK, self.n)
+            price, atr = self.price[i:stop], self.cols["atr"][i:stop]
+            block = level_block(self._piv_conf, self._piv_until, self._piv_price, i, stop, price, atr)
+            self._levels = block
+            self._level_numbers = (
+                block.boost(self.cols["ema60"][i:stop], atr).tolist(),
+                block.boost(self.cols["ema333"][i:stop], atr).tolist(),
+                block.near(price, atr).tolist(),
+            )
+        return block
 
     def levels_at(self, i: int, price: float, atr: float, mode: str) -> list[dict[str, float]]:
         """S/R levels (spec §7) from the pivots known at bar ``i`` within the last 3,000 bars; none under ``none``."""
         if mode == "none" or not (atr > 0):
             return []
-        return sr_levels(self.pivots_at(i, start=max(0, i - 2999)), price, atr)
+        if self._replay:
+            return self._level_block(i).levels(i)
+        if self._scalar_levels[0] == (i, price, atr, mode):  # sr_numbers() just computed them
+            return self._scalar_levels[1]
+        return sr_levels(self.pivots_at(i, start=max(0, i - (SR_LOOKBACK - 1))), price, atr)
 
     def values(self, i: int) -> dict[str, float]:
         """Every column of bar ``i`` as Python floats, plus ``price`` (= close)."""

@@ -22,7 +22,6 @@ from regime_tasks.core.uptrend.scores import (
     ox_base,
     s0_order,
     s3_order,
-    sr_boost,
     trend_strength,
 )
 from regime_tasks.core.uptrend.settings import (
@@ -158,7 +157,8 @@ def step(
     # what the scores read: the TA values, or under inputs=as_run the host's defaults for the keys it misread
     vs = host_inputs(v, h.bar_seconds, h.host_vo_z(i)) if settings.inputs == "as_run" else v
     ts = trend_strength(vs["rsi_slope_10"], vs["adx_slope_10"])
-    levels = h.levels_at(i, v["price"], v["atr"], settings.sr_levels) if state in ("S1", "S2", "S3") else []
+    in_trend = state in ("S1", "S2", "S3")  # S/R levels count only there
+    boost60, boost333, n_near = h.sr_numbers(i, v, settings.sr_levels) if in_trend else (0.0, 0.0, 0)
     scores: dict[str, Any] = {"ts": ts, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None}
     diag["ts"] = {
         "rsi_slope_10": _json_num(vs["rsi_slope_10"]),
@@ -166,7 +166,7 @@ def step(
         "ts": ts,
         "inputs": settings.inputs,
     }
-    diag["sr_levels"] = levels
+    diag["sr_levels"] = h.levels_at(i, v["price"], atr, settings.sr_levels) if diagnostics and in_trend else []
 
     # the S1 buy check runs on the S0→S1 bar and every S1 bar, but not on the bar that drops from S2 to S1: the
     # host never sets buy_signal there (spec §3, S1)
@@ -175,7 +175,7 @@ def step(
     run_s3 = state == "S3"
 
     if run_s1:
-        boost = sr_boost(v["ema60"], levels, atr)
+        boost = boost60
         near = abs(v["price"] - v["ema60"]) <= 1.0 * atr
         slope_ok = v["ema60_slope"] > 0 or v["ema144_slope"] >= 0
         strength_ok = ts + boost >= BUY_THRESHOLD
@@ -218,15 +218,14 @@ def step(
             ox = clamp(ob)
         scores["ox"] = ox
         diag["ox"] = {**ox_parts, "ox_base": ob}
-        near_level = [lv for lv in levels if abs(v["price"] - lv["price"]) <= 1.0 * atr]
-        flags["trim_flag"] = ox >= TRIM_OX and bool(near_level)
+        flags["trim_flag"] = ox >= TRIM_OX and n_near > 0
         diag["trim"] = {
             "ox": ox,
             "ox_ok": ox >= TRIM_OX,
-            "levels_within_1atr": len(near_level),
+            "levels_within_1atr": n_near,
             "result": flags["trim_flag"],
         }
-        boost = sr_boost(v["ema333"], levels, atr)
+        boost = boost333
         # the slow-EMA slope gate; the host read the S3 DX-buy gate's inputs as 0 (the S2 retest's right)
         host_s3 = run_s3 and settings.inputs == "as_run"
         gate: dict[str, Any]  # numbers for the check, then their JSON form (None for NaN) for the diagnostics
