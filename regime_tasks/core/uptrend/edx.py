@@ -32,7 +32,7 @@ def _window_components(h: EngineHistory, t: int, length: int) -> dict[str, float
     if length < 10:
         return {"slow": 0.5, "structure": 0.5, "participation": 0.5, "compression": 0.5}
     s = t - length + 1
-    e250, e333 = h.cols["ema250"][t], h.cols["ema333"][t]
+    e250, e333 = h.cols["ema250"].item(t), h.cols["ema333"].item(t)
     norm = (h.window_slope("ema250", s, t) / e250 + h.window_slope("ema333", s, t) / e333) / 2.0
     slow = (
         sigmoid(1000.0 * norm) + sigmoid(h.window_slope("rsi", s, t) / 5.0) + sigmoid(h.window_slope("adx", s, t) / 2.0)
@@ -40,19 +40,46 @@ def _window_components(h: EngineHistory, t: int, length: int) -> dict[str, float
     structure = h.structure(t, s)
     if structure is None:  # a history without running counts (a live one)
         structure = _structure(h.pivots_at(t, start=s))
-    if h.has_volume:
-        av_arr = h.avwaps(s, max(s, t - 9), t)
-        if len(av_arr) >= 2 and np.all(np.isfinite(av_arr)) and av_arr[-1] > 0:
-            x = np.arange(len(av_arr)) - (len(av_arr) - 1) / 2.0
-            slope = float(np.sum(x * av_arr) / np.sum(x * x))
-            participation = sigmoid(-1000.0 * slope / av_arr[-1])
-        else:
-            participation = 0.5
-    else:
-        participation = 0.5
-    comp = h.compression_slope[t]
+    participation = _participation(h, s, t) if h.has_volume else 0.5
+    comp = h.compression_slope.item(t)
     compression = sigmoid(-100.0 * comp) if length >= 144 and math.isfinite(comp) else 0.5
     return {"slow": slow, "structure": structure, "participation": participation, "compression": compression}
+
+
+_X10 = [k - 4.5 for k in range(10)]  # np.arange(10) − 4.5
+_SUM_X10_SQ = 82.5  # np.sum(_X10²), exact
+
+
+def _participation(h: EngineHistory, s: int, t: int) -> float:
+    """σ(−1000 · slope / last) of the AVWAP anchored at ``s`` over the last 10 bars to ``t`` (0.5 when one of
+    them is undefined). A window is at least 10 bars long, so there are always 10 points; in Python floats with
+    numpy's summation order for 10 values (``np.sum``: eight pairwise partial sums, then the last two added)."""
+    first = max(s, t - 9)
+    if t - first != 9:  # not reached (windows are ≥ 10 bars); the general form
+        av_arr = h.avwaps(s, first, t)
+        if len(av_arr) >= 2 and np.all(np.isfinite(av_arr)) and av_arr[-1] > 0:
+            x = np.arange(len(av_arr)) - (len(av_arr) - 1) / 2.0
+            return sigmoid(-1000.0 * float(np.sum(x * av_arr) / np.sum(x * x)) / av_arr[-1])
+        return 0.5
+    base_v = h.cum_v.item(s - 1) if s > 0 else 0.0
+    base_cv = h.cum_cv.item(s - 1) if s > 0 else 0.0
+    av = []
+    for v, cv in zip(h.cum_v[first : t + 1].tolist(), h.cum_cv[first : t + 1].tolist(), strict=True):
+        v -= base_v
+        if not v > 0:
+            return 0.5
+        a = (cv - base_cv) / v
+        if not math.isfinite(a):
+            return 0.5
+        av.append(a)
+    last = av[9]
+    if not last > 0:
+        return 0.5
+    w = [x * a for x, a in zip(_X10, av, strict=True)]
+    total = ((w[0] + w[1]) + (w[2] + w[3])) + ((w[4] + w[5]) + (w[6] + w[7]))
+    total += w[8]
+    total += w[9]
+    return sigmoid(-1000.0 * (total / _SUM_X10_SQ) / last)
 
 
 def edx_score(h: EngineHistory, t: int, bars_since_s3: int, since: int | None = None) -> tuple[float, dict[str, Any]]:

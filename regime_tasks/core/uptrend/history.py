@@ -169,8 +169,8 @@ class EngineHistory:
         n = end - start + 1
         if n < 2:
             return math.nan
-        sy = p0[end + 1] - p0[start]
-        sky = p1[end + 1] - p1[start]
+        sy = p0.item(end + 1) - p0.item(start)
+        sky = p1.item(end + 1) - p1.item(start)
         sxy = sky - start * sy  # Σ (k − start)·y
         sx = n * (n - 1) / 2.0
         sxx = (n - 1) * n * (2 * n - 1) / 6.0
