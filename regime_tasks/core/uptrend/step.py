@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from math import isfinite
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ def step(
         "prev_state": prev_state,
         "bar_ts": bar_ts,
         "price": v["price"],
-        "ema": {k: _json_num(v[k]) for k in (*EMA_KEYS, "ema50")},
+        "ema": {k: (x if isfinite(x) else None) for k in _PAYLOAD_EMAS for x in (v[k],)},
         "buy_signal": False,
         "buy_flag": False,
         "rebuy_flag": False,
@@ -81,7 +82,9 @@ def step(
         "price_above_ema60": v["price"] > v["ema60"],
         "price_above_ema333": v["price"] > v["ema333"],
     }
-    diag: dict[str, Any] = {"order": order}
+    # the diagnostics are built only when asked for (a replay's bars before the last never are); nothing else
+    # depends on them
+    diag: dict[str, Any] = {"order": order} if diagnostics else {}
     flags = {
         k: False
         for k in (
@@ -110,7 +113,7 @@ def step(
             state = "S0"
         else:
             state = "S4"
-        if prev_known is None:
+        if prev_known is None and diagnostics:
             diag["transition"] = f"bootstrap ({settings.bootstrap})"
     elif prev_known == "S0":
         state = "S1" if order["fast_band_above_60"] and order["price_above_ema60"] else "S0"
@@ -160,13 +163,14 @@ def step(
     in_trend = state in ("S1", "S2", "S3")  # S/R levels count only there
     boost60, boost333, n_near = h.sr_numbers(i, v, settings.sr_levels) if in_trend else (0.0, 0.0, 0)
     scores: dict[str, Any] = {"ts": ts, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None}
-    diag["ts"] = {
-        "rsi_slope_10": _json_num(vs["rsi_slope_10"]),
-        "adx_slope_10": _json_num(vs["adx_slope_10"]),
-        "ts": ts,
-        "inputs": settings.inputs,
-    }
-    diag["sr_levels"] = h.levels_at(i, v["price"], atr, settings.sr_levels) if diagnostics and in_trend else []
+    if diagnostics:
+        diag["ts"] = {
+            "rsi_slope_10": _json_num(vs["rsi_slope_10"]),
+            "adx_slope_10": _json_num(vs["adx_slope_10"]),
+            "ts": ts,
+            "inputs": settings.inputs,
+        }
+        diag["sr_levels"] = h.levels_at(i, v["price"], atr, settings.sr_levels) if in_trend else []
 
     # the S1 buy check runs on the S0→S1 bar and every S1 bar, but not on the bar that drops from S2 to S1: the
     # host never sets buy_signal there (spec §3, S1)
@@ -181,16 +185,17 @@ def step(
         strength_ok = ts + boost >= BUY_THRESHOLD
         flags["buy_signal"] = near and slope_ok and strength_ok
         scores.update(sr_boost=boost, ts_with_boost=ts + boost)
-        diag["s1_buy"] = {
-            "near_ema60": near,
-            "distance_atr": abs(v["price"] - v["ema60"]) / atr,
-            "slope_ok": slope_ok,
-            "ema60_slope": v["ema60_slope"],
-            "ema144_slope": v["ema144_slope"],
-            "ts_plus_boost": ts + boost,
-            "strength_ok": strength_ok,
-            "result": flags["buy_signal"],
-        }
+        if diagnostics:
+            diag["s1_buy"] = {
+                "near_ema60": near,
+                "distance_atr": abs(v["price"] - v["ema60"]) / atr,
+                "slope_ok": slope_ok,
+                "ema60_slope": v["ema60_slope"],
+                "ema144_slope": v["ema144_slope"],
+                "ts_plus_boost": ts + boost,
+                "strength_ok": strength_ok,
+                "result": flags["buy_signal"],
+            }
 
     if run_s2 or run_s3:
         ob, ox_parts = ox_base(vs)
@@ -211,52 +216,57 @@ def step(
                 edx, edx_diag = edx_score(h, i, n_bars * 24, since=i - n_bars)
             else:
                 edx, edx_diag = edx_score(h, i, n_bars)
-            diag["edx"] = edx_diag
+            if diagnostics:
+                diag["edx"] = edx_diag
             ox = clamp(ob * (1.0 + 0.33 * clamp(edx - 0.5, 0.0, 0.5)))
             scores["edx"] = edx
         else:
             ox = clamp(ob)
         scores["ox"] = ox
-        diag["ox"] = {**ox_parts, "ox_base": ob}
         flags["trim_flag"] = ox >= TRIM_OX and n_near > 0
-        diag["trim"] = {
-            "ox": ox,
-            "ox_ok": ox >= TRIM_OX,
-            "levels_within_1atr": n_near,
-            "result": flags["trim_flag"],
-        }
+        if diagnostics:
+            diag["ox"] = {**ox_parts, "ox_base": ob}
+            diag["trim"] = {
+                "ox": ox,
+                "ox_ok": ox >= TRIM_OX,
+                "levels_within_1atr": n_near,
+                "result": flags["trim_flag"],
+            }
         boost = boost333
         # the slow-EMA slope gate; the host read the S3 DX-buy gate's inputs as 0 (the S2 retest's right)
         host_s3 = run_s3 and settings.inputs == "as_run"
         gate: dict[str, Any]  # numbers for the check, then their JSON form (None for NaN) for the diagnostics
         gate = dict.fromkeys(HOST_MISREAD_S3_GATE, 0.0) if host_s3 else {k: v[k] for k in HOST_MISREAD_S3_GATE}
         slope_ok = gate["ema250_slope"] > 0 or gate["ema333_slope"] >= 0
-        gate = {k: _json_num(x) for k, x in gate.items()}
+        if diagnostics:
+            gate = {k: _json_num(x) for k, x in gate.items()}
         strength_ok = ts + boost >= BUY_THRESHOLD
         scores.update(sr_boost=boost, ts_with_boost=ts + boost)
         if run_s2:
             near = abs(v["price"] - v["ema333"]) <= 0.5 * atr
             flags["buy_flag"] = near and slope_ok and strength_ok
-            diag["s2_retest_buy"] = {
-                "near_ema333": near,
-                "distance_atr": abs(v["price"] - v["ema333"]) / atr,
-                **gate,
-                "slope_ok": slope_ok,
-                "ts_plus_boost": ts + boost,
-                "strength_ok": strength_ok,
-                "result": flags["buy_flag"],
-            }
+            if diagnostics:
+                diag["s2_retest_buy"] = {
+                    "near_ema333": near,
+                    "distance_atr": abs(v["price"] - v["ema333"]) / atr,
+                    **gate,
+                    "slope_ok": slope_ok,
+                    "ts_plus_boost": ts + boost,
+                    "strength_ok": strength_ok,
+                    "result": flags["buy_flag"],
+                }
         else:
             flags["emergency_exit"] = v["price"] < v["ema333"]
             prev_emergency = bool(prev.get("emergency_exit")) if prev and prev_known == "S3" else False
             flags["reclaimed_ema333"] = prev_emergency and v["price"] >= v["ema333"]
-            diag["emergency"] = {
-                "price": v["price"],
-                "ema333": v["ema333"],
-                "emergency_exit": flags["emergency_exit"],
-                "prev_emergency_exit": prev_emergency,
-                "reclaimed_ema333": flags["reclaimed_ema333"],
-            }
+            if diagnostics:
+                diag["emergency"] = {
+                    "price": v["price"],
+                    "ema333": v["ema333"],
+                    "emergency_exit": flags["emergency_exit"],
+                    "prev_emergency_exit": prev_emergency,
+                    "reclaimed_ema333": flags["reclaimed_ema333"],
+                }
             dx, dx_parts = dx_score(vs, edx)
             threshold, thr_parts = dx_threshold(v["price"], v["ema144"], v["ema333"], edx)
             scores["dx"] = dx
@@ -264,32 +274,35 @@ def step(
             flags["buy_flag"] = (
                 discount and slope_ok and strength_ok and not flags["emergency_exit"] and dx >= threshold
             )
-            diag["s3_dx_buy"] = {
-                "discount_zone": discount,
-                **gate,
-                "slope_ok": slope_ok,
-                "ts_plus_boost": ts + boost,
-                "strength_ok": strength_ok,
-                "emergency_exit": flags["emergency_exit"],
-                "dx": dx,
-                "threshold": threshold,
-                **thr_parts,
-                "dx_parts": dx_parts,
-                "result": flags["buy_flag"],
-            }
+            if diagnostics:
+                diag["s3_dx_buy"] = {
+                    "discount_zone": discount,
+                    **gate,
+                    "slope_ok": slope_ok,
+                    "ts_plus_boost": ts + boost,
+                    "strength_ok": strength_ok,
+                    "emergency_exit": flags["emergency_exit"],
+                    "dx": dx,
+                    "threshold": threshold,
+                    **thr_parts,
+                    "dx_parts": dx_parts,
+                    "result": flags["buy_flag"],
+                }
         flags["rebuy_flag"] = flags["buy_flag"] and trimmed_before
         if flags["trim_flag"]:
             meta["trimmed_in_episode"] = True
-        diag["rebuy"] = {
-            "buy_flag": flags["buy_flag"],
-            "trimmed_earlier_in_episode": trimmed_before,
-            "result": flags["rebuy_flag"],
-        }
+        if diagnostics:
+            diag["rebuy"] = {
+                "buy_flag": flags["buy_flag"],
+                "trimmed_earlier_in_episode": trimmed_before,
+                "result": flags["rebuy_flag"],
+            }
 
-    if state == "S1" and not run_s1:
-        diag["s1_buy"] = {"result": False, "why": "not checked on the S2→S1 bar"}
-    for name in ("s1_buy", "s2_retest_buy", "s3_dx_buy", "trim", "rebuy"):
-        diag.setdefault(name, {"result": False, "why": f"not checked in {state}"})
+    if diagnostics:
+        if state == "S1" and not run_s1:
+            diag["s1_buy"] = {"result": False, "why": "not checked on the S2→S1 bar"}
+        for name in ("s1_buy", "s2_retest_buy", "s3_dx_buy", "trim", "rebuy"):
+            diag.setdefault(name, {"result": False, "why": f"not checked in {state}"})
 
     payload = {
         **base,
@@ -302,7 +315,7 @@ def step(
         "reclaimed_ema333": flags["reclaimed_ema333"],
         "exit_position": flags["exit_position"],
         "exit_reason": exit_reason,
-        "scores": {k: _json_num(x) if isinstance(x, float) else x for k, x in scores.items()},
+        "scores": {k: (x if x is None or isfinite(x) else None) for k, x in scores.items()},
         "diagnostics": _clean(diag) if diagnostics else None,
         "meta": meta,
     }
@@ -323,6 +336,7 @@ def step(
 
 
 _PLAIN = frozenset({bool, int, str, type(None)})
+_PAYLOAD_EMAS = (*EMA_KEYS, "ema50")
 
 
 def _clean(obj: Any) -> Any:
