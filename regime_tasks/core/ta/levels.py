@@ -89,44 +89,58 @@ def level_block(
     grid[rows, np.arange(len(rows)) - row_start[rows]] = p_sorted[cols]
     del active, rows, cols
 
-    # the clustering of sr_levels_sorted, one column (the k-th lowest price of every bar) at a time
-    reach = cluster_atr * atr
-    sums = np.full((n_rows, width), np.nan)
-    sizes = np.zeros((n_rows, width))
-    n_clusters = np.zeros(n_rows, dtype=np.int64)
+    # the clustering of sr_levels_sorted, one column (the k-th lowest price of every bar) at a time; the rows
+    # are taken longest first, so the rows that still have a k-th price are a prefix (slices, not masks)
+    by_len = np.argsort(-counts, kind="stable")
+    grid = grid[by_len]
+    reach = (cluster_atr * atr)[by_len]
+    rows_left = np.searchsorted(-counts[by_len], -np.arange(width), side="left")  # [k]: rows with more than k prices
+    before_total = np.full((n_rows, width), np.nan)  # [r, k]: the open cluster's sum and size before price k
+    before_count = np.zeros((n_rows, width))
+    closes = np.zeros((n_rows, width), dtype=bool)  # [r, k]: price k starts a new cluster (the open one closes)
     total = grid[:, 0].copy()
     count = np.ones(n_rows)
     with np.errstate(invalid="ignore"):
         for k in range(1, width):
-            p = grid[:, k]
-            has = k < counts
-            joins = has & (p - total / count <= reach)
-            breaks = np.flatnonzero(has & ~joins)
-            if len(breaks):
-                slot = n_clusters[breaks]
-                sums[breaks, slot] = total[breaks]
-                sizes[breaks, slot] = count[breaks]
-                n_clusters[breaks] += 1
-                total[breaks] = p[breaks]
-                count[breaks] = 1.0
-            total[joins] += p[joins]
-            count[joins] += 1.0
-    last = np.flatnonzero(counts > 0)
-    sums[last, n_clusters[last]] = total[last]
-    sizes[last, n_clusters[last]] = count[last]
-    n_clusters[last] += 1
+            m = int(rows_left[k])  # rows with more than k prices: counts > k
+            p = grid[:m, k]
+            t, c = total[:m], count[:m]
+            joins = p - t / c <= reach[:m]
+            before_total[:m, k] = t
+            before_count[:m, k] = c
+            np.logical_not(joins, out=closes[:m, k])
+            total[:m] = np.where(joins, t + p, p)
+            count[:m] = np.where(joins, c + 1.0, 1.0)
+    # each row's clusters in price order: the ones closed by a new cluster (row-major), then the one left open
+    sorted_counts = counts[by_len]
+    last = np.flatnonzero(sorted_counts > 0)
+    rows, cols = np.nonzero(closes)
+    n_closed = np.bincount(rows, minlength=n_rows)
+    n_clusters = n_closed + (sorted_counts > 0)
+    width_c = int(n_clusters.max())
+    sums = np.full((n_rows, width_c), np.nan)
+    sizes = np.zeros((n_rows, width_c))
+    row_start = np.concatenate([[0], np.cumsum(n_closed)[:-1]])
+    slot = np.arange(len(rows)) - row_start[rows]
+    sums[rows, slot] = before_total[rows, cols]
+    sizes[rows, slot] = before_count[rows, cols]
+    sums[last, n_closed[last]] = total[last]
+    sizes[last, n_closed[last]] = count[last]
+    del before_total, before_count, closes
+    back = np.argsort(by_len)  # rows back in bar order
+    sums, sizes, n_clusters = sums[back], sizes[back], n_clusters[back]
 
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / sizes  # NaN past each row's clusters
         max_touches = sizes.max(axis=1)
         strength = sizes / max_touches[:, None]
         distance = np.abs(means - price[:, None])
-    pad = np.arange(width)[None, :] >= n_clusters[:, None]
+    pad = np.arange(width_c)[None, :] >= n_clusters[:, None]
     distance[pad] = np.inf
     key_price = np.where(pad, np.inf, means)
     order = np.lexsort((key_price, distance), axis=1)[:, :max_levels]  # by distance, then price
     shown = np.minimum(n_clusters, max_levels)
-    taken = min(width, max_levels)
+    taken = min(width_c, max_levels)
     out_price[:, :taken] = np.take_along_axis(means, order, axis=1)
     out_strength[:, :taken] = np.take_along_axis(strength, order, axis=1)
     blank = np.arange(max_levels)[None, :] >= shown[:, None]

@@ -345,8 +345,17 @@ def _clean(obj: Any) -> Any:
     t = type(obj)
     if t is float:
         return obj if math.isfinite(obj) else None
-    if t is dict:
-        return {k: _clean(x) for k, x in obj.items()}
+    if t is dict:  # leaves handled in place: one call per container, not one per value
+        out = {}
+        for k, x in obj.items():
+            tx = type(x)
+            if tx is float:
+                out[k] = x if isfinite(x) else None
+            elif tx in _PLAIN:
+                out[k] = x
+            else:
+                out[k] = _clean(x)
+        return out
     if t in _PLAIN:
         return obj
     if t is list:
