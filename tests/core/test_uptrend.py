@@ -68,6 +68,8 @@ def history(rows: list[dict], *, levels: list[dict] | None = None) -> EngineHist
         assert col in frame.columns, col
     h = EngineHistory(frame, EngineSettings())
     if levels is not None:
+        # the bar-by-bar path reads levels through levels_at (a replay's block of levels is tested in test_ta.py)
+        h._replay = False
         h.levels_at = lambda i, price, atr, mode: [] if mode == "none" else levels  # type: ignore[method-assign]
     return h
 
