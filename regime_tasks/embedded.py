@@ -4,7 +4,7 @@ The same canvas and tasks as production run on a Celery worker *thread* consumin
 so the demo exercises the real graph, not an eager shortcut.
 
 Nothing here waits on a fixed clock: the worker thread stops as soon as it is told to (its blocking wait on the
-broker is cut short, :class:`MemoryTransport`), and :func:`run_tick` wakes when a task of this process finishes
+broker is cut short, :class:`MemoryTransport`), and :func:`wait_result` wakes when a task of this process finishes
 instead of polling the result every 0.5 s.
 """
 
@@ -103,10 +103,10 @@ def wait_result(result: Any, timeout_secs: float) -> Any:
     return result.get(timeout=max(0.0, deadline - time.monotonic()), interval=0.01)
 
 
-def run_tick(timeframe: str, until_iso: str, book_id: str, *, timeout_secs: float = 120.0) -> dict:
-    """Send one timeframe tick through the broker and wait for its last task (levers)."""
-    from regime_tasks.pipeline import tick_canvas
+def run_tick(timeframe: str, until_iso: str, book_id: str, *, timeout_secs: float = 120.0) -> dict[str, Any]:
+    """Send the ``regime.tick`` task (as beat does) to the in-process worker and wait for the chain it launched
+    and any catch-up ticks; :func:`regime_tasks.pipeline.await_tick` says what comes back and what it raises."""
+    from regime_tasks.pipeline import await_tick, send_tick
 
     _connect_signals()
-    result = tick_canvas(timeframe, until_iso, book_id).apply_async()
-    return wait_result(result, timeout_secs)
+    return await_tick(send_tick(timeframe, until_iso, book_id), wait_result, timeout_secs)

@@ -11,6 +11,7 @@ RegimeError                    base; the CLI turns any of these into a one-line 
 │   └── InvalidResponseError   the venue answered, but not with valid data (also a DataValidationError)
 ├── StoreError                 the database rejected or could not take a write/read
 ├── RegimeUnavailable          compute_levers() could reach neither the cache nor the database (D9)
+├── NotBootstrappedError       a tick was asked for before the book's bootstrap completed (run ``regime bootstrap``)
 └── UnknownInputError          an execution timeframe, bucket, driver or book the tables do not know, or a
                                caller's argument that is not valid (features, a non-finite intent metric, a
                                naive ``now``); compute_levers() checks every argument before any I/O
@@ -94,6 +95,10 @@ class StoreError(RegimeError):
 
 class RegimeUnavailable(RegimeError):
     """Neither the cache nor the database could be read (D9). Never silently neutral."""
+
+
+class NotBootstrappedError(RegimeError):
+    """A tick was asked for before a bootstrap of the book completed; the ``regime.tick`` task refused it."""
 
 
 class UnknownInputError(RegimeError, ValueError):

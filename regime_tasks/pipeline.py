@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 from celery import chain, chord
 from celery.canvas import Signature
+from celery.result import AsyncResult
 from celery.schedules import crontab
 
 from regime_tasks import stages
@@ -32,6 +33,7 @@ from regime_tasks.core.constants import (
     REQUIRED_DRIVERS,
     TIMEFRAME_SECONDS,
 )
+from regime_tasks.errors import NotBootstrappedError
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import meta, positions
@@ -74,8 +76,40 @@ def _published_key(book_id: str, timeframe: str) -> str:
     return f"tick:published:{book_id}:{timeframe}"
 
 
+def send_tick(timeframe: str, until_iso: str | None, book_id: str) -> AsyncResult:
+    """Send the ``regime.tick`` task, the one beat sends: every tick, whoever asks for it, passes the task's
+    bootstrap guard and bar-time catch-up. ``until_iso`` None lets the task resolve the bar by its clock."""
+    from regime_tasks import tasks
+
+    return tasks.tick.apply_async(args=(timeframe, until_iso, book_id))
+
+
+GetResult = Callable[[AsyncResult, float], Any]  # (result, timeout in seconds) -> the task's return value
+
+
+def await_tick(sent: AsyncResult, get: GetResult, timeout_secs: float) -> dict[str, Any]:
+    """Wait for a tick sent by :func:`send_tick`: the task, then the chain it launched and every catch-up tick.
+
+    Raises :class:`NotBootstrappedError` when the task refused because the book's bootstrap has not completed.
+    Returns ``{"id", "result", "caught_up"}``: the chain's last task id and result, and the catch-ups with theirs.
+    """
+    from regime_tasks.celery_app import app
+
+    launched = get(sent, timeout_secs)
+    if launched.get("status") == "not_bootstrapped":
+        raise NotBootstrappedError(
+            f"tick refused: the bootstrap of book {launched['book_id']!r} has not completed; run `regime bootstrap`"
+        )
+    result = get(app.AsyncResult(launched["id"]), timeout_secs)
+    caught_up = [{**c, "result": get(app.AsyncResult(c["id"]), timeout_secs)} for c in launched.get("caught_up", [])]
+    return {"id": launched["id"], "result": result, "caught_up": caught_up}
+
+
 def launch_tick(rt: Runtime, timeframe: str, until_iso: str, book_id: str) -> str:
-    """Send a timeframe's canvas for one bar and remember it (bar, id of its last task, when); returns that id."""
+    """Send a timeframe's canvas for one bar and remember it (bar, id of its last task, when); returns that id.
+
+    Only the ``regime.tick`` task calls this (after its bootstrap guard); anything else sends that task
+    (:func:`send_tick`)."""
     result = tick_canvas(timeframe, until_iso, book_id).apply_async()
     meta.set_meta(
         rt.engine, _launched_key(book_id, timeframe), {"until": until_iso, "id": result.id, "at": stages.iso(utcnow())}

@@ -380,11 +380,11 @@ def update_driver(
       time, not run time).
     - Re-running for a bar already processed changes nothing and returns the stored payload.
     """
-    from regime_tasks.core.bars import fill_gaps, validate_bars
+    from regime_tasks.core.bars import validate_bars
     from regime_tasks.core.live import ta_payload_of_history, window_start
     from regime_tasks.core.mapper import map_engine_payload
-    from regime_tasks.core.ta import compute_ta_frame
-    from regime_tasks.core.uptrend import EngineHistory, iter_engine_frame
+    from regime_tasks.core.series import lay_bars, run_series
+    from regime_tasks.core.uptrend import EngineHistory
     from regime_tasks.store.events import append_events, delete_events
     from regime_tasks.store.positions import set_features_bulk
 
@@ -412,14 +412,14 @@ def update_driver(
     series = f"{driver}:{timeframe}"
     # rows may have been written by other programs sharing the database: re-check before computing
     validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
-    filled, _ = fill_gaps(bars[["open", "high", "low", "close", "volume"]], timeframe)
     engine_settings = s.engine_settings()
     if prev_bar is None:
-        ta_frame = compute_ta_frame(filled.drop(columns="filled"))
+        run = run_series(bars, timeframe, engine_settings, diagnostics="last")
+        filled, ta_frame = run.bars, run.ta
         # only the last payload is stored: the bars before it are streamed, without diagnostics, and dropped
         payloads: list[Any] = []
         state_events: list[dict[str, Any]] = []
-        for payload, event in iter_engine_frame(ta_frame, engine_settings, diagnostics="last"):
+        for payload, event in run.payloads:
             payloads[:] = [payload]
             if event is not None:
                 state_events.append(event)
@@ -429,6 +429,7 @@ def update_driver(
         history = EngineHistory(window, engine_settings, first_step=len(window) - 1, filled=window_filled)
     else:
         assert prev is not None  # prev_bar was read from it
+        filled, _ = lay_bars(bars, timeframe)
         cache_key = (str(rt.engine.url), book_id, driver, timeframe)
         payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
         stepped = len(payloads)

@@ -128,3 +128,19 @@ def redis_packets(monkeypatch) -> Iterator[list[bytes]]:
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", spy)
     yield packets
+
+
+@pytest.fixture(scope="session")
+def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file-source folder: the bundled majors, and the last rows of the bundled dominance files (enough for short
+    history windows); no lowcaps, to keep a bootstrap quick (the bucket drivers are optional)."""
+    from regime_tasks.config import BUNDLED_DATA_DIR
+
+    root = tmp_path_factory.mktemp("files")
+    for part in ("majors", "MANIFEST.json"):
+        (root / part).symlink_to(BUNDLED_DATA_DIR / part)
+    (root / "dominance").mkdir()
+    for tf, rows in (("1d", 900), ("1h", 24 * 25), ("1m", 2_000)):
+        lines = (BUNDLED_DATA_DIR / "dominance" / f"{tf}.csv").read_text().splitlines()
+        (root / "dominance" / f"{tf}.csv").write_text("\n".join([lines[0], *lines[1:][-rows:]]) + "\n")
+    return root

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from regime_tasks import stages
-from regime_tasks.config import BUNDLED_DATA_DIR, Settings
+from regime_tasks.config import Settings
 from regime_tasks.core.constants import DRIVERS, MAJORS, REGIME_TIMEFRAMES
 from regime_tasks.pipeline import bootstrap
 from regime_tasks.runtime import Runtime
@@ -34,19 +34,6 @@ PAST_THE_DATA = pd.Timestamp("2026-12-01T23:30:00Z")  # a real clock on the day 
 DATA_LAST_1M_CLOSE = "2025-07-26T04:56:00Z"
 # 800 days of 1d as by default (BTC 1d needs 333 bars for a state); short 1h/1m windows keep the test quick
 DEPTHS = {"history_1d_days": 800, "history_1h_days": 20, "history_1m_days": 1}
-
-
-@pytest.fixture(scope="module")
-def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled majors, and the last rows of the bundled dominance files (the windows need no more)."""
-    root = tmp_path_factory.mktemp("files")
-    for part in ("majors", "MANIFEST.json"):
-        (root / part).symlink_to(BUNDLED_DATA_DIR / part)
-    (root / "dominance").mkdir()
-    for tf, rows in (("1d", 900), ("1h", 24 * 25), ("1m", 2_000)):
-        lines = (BUNDLED_DATA_DIR / "dominance" / f"{tf}.csv").read_text().splitlines()
-        (root / "dominance" / f"{tf}.csv").write_text("\n".join([lines[0], *lines[1:][-rows:]]) + "\n")
-    return root
 
 
 def _runtime(db: Path, files_dir: Path) -> Runtime:

@@ -15,11 +15,10 @@ import pandas as pd
 
 from regime_tasks.cli.options import TIMEFRAMES, add_json, count, input_file
 from regime_tasks.cli.render import print_json
-from regime_tasks.core.bars import fill_gaps
 from regime_tasks.core.constants import TIMEFRAME_SECONDS
 from regime_tasks.core.payloads import EnginePayload
-from regime_tasks.core.ta import compute_ta_frame
-from regime_tasks.core.uptrend import Diagnostics, EngineSettings, iter_engine_frame
+from regime_tasks.core.series import run_series
+from regime_tasks.core.uptrend import Diagnostics, EngineSettings
 from regime_tasks.errors import DataValidationError
 from regime_tasks.sources.files import read_candle_file as read_bars_file
 
@@ -41,17 +40,6 @@ def check_spacing(bars: pd.DataFrame, timeframe: str, path: str | Path) -> None:
         raise DataValidationError(
             f"the file's bars are {spacing} apart (median), not {timeframe}{hint}", series=str(path), field="timestamp"
         )
-
-
-def read_candle_file(path: str | Path, timeframe: str, gaps: str = "fill") -> tuple[pd.DataFrame, int]:
-    """The file's bars on a regular grid (absent bars filled flat) and how many were filled; with
-    ``gaps="keep"`` the rows as given (none filled: the host's engine ran on whatever bars its store held)."""
-    raw = read_bars_file(path, timeframe)
-    check_spacing(raw, timeframe, path)
-    if gaps == "keep":
-        return raw, 0
-    filled, n_filled = fill_gaps(raw, timeframe)
-    return filled.drop(columns="filled"), n_filled
 
 
 def check_filled_share(n_filled: int, n_bars: int, path: str | Path, *, allow_filled: bool) -> None:
@@ -83,12 +71,15 @@ def stream_file(
 ) -> tuple[Iterator[EnginePayload], int, int]:
     """The payloads of the file's bars one at a time (a long file is never held as payloads), the number of bars
     and how many were filled flat. The file is read and checked before this returns."""
-    bars, n_filled = read_candle_file(path, timeframe, settings.gaps)
-    check_filled_share(n_filled, len(bars), path, allow_filled=allow_filled)
-    frame = compute_ta_frame(bars)
-    del bars
-    payloads = (p for p, _ in iter_engine_frame(frame, settings, diagnostics=diagnostics))
-    return payloads, len(frame), n_filled
+    raw = read_bars_file(path, timeframe)
+    check_spacing(raw, timeframe, path)
+
+    def refuse_filled(n_filled: int, n_bars: int) -> None:
+        check_filled_share(n_filled, n_bars, path, allow_filled=allow_filled)
+
+    run = run_series(raw, timeframe, settings, diagnostics=diagnostics, check_filled=refuse_filled)
+    payloads = (p for p, _ in run.payloads)
+    return payloads, len(run.ta), run.n_filled
 
 
 class Summary:

@@ -102,27 +102,43 @@ def processed_bar(rt: Any, book_id: str, timeframe: str, driver: str = "BTC") ->
     return stages.parse_ts(bar_ts) if bar_ts else None
 
 
+@contextmanager
+def _refusal_reported_here() -> Iterator[None]:
+    """Drop the in-process worker's log of a refused tick: this command reports the refusal as its one error line
+    (the log stays for workers, where beat's refused ticks are seen)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("tick refused")
+
+    tasks_log = logging.getLogger("regime_tasks.tasks")
+    tasks_log.addFilter(keep)
+    try:
+        yield
+    finally:
+        tasks_log.removeFilter(keep)
+
+
 def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, wait: bool) -> dict[str, Any]:
-    """Send one tick through Celery (embedded: on an in-process worker) and optionally wait for it."""
+    """Send the ``regime.tick`` task beat sends (embedded: to an in-process worker) and optionally wait for it.
+
+    The task refuses before a bootstrap of the book completed; waiting, that is a :class:`NotBootstrappedError`.
+    """
     from regime_tasks.embedded import in_process_worker, run_tick
 
     bar = stages.parse_ts(until) if until else stages.last_closed_bar(timeframe, pipeline.utcnow())
-    stages.check_closed(timeframe, bar, pipeline.utcnow())
+    stages.check_closed(timeframe, bar, pipeline.utcnow())  # a bad --until fails here, before a worker starts
     rt = get_runtime()
     book = book_id or rt.book_id
     before = processed_bar(rt, book, timeframe)
+    out: dict[str, Any] = {"timeframe": timeframe, "until": stages.iso(bar)}
     if rt.settings.embedded:
-        with in_process_worker():
-            out = {
-                "timeframe": timeframe,
-                "until": stages.iso(bar),
-                "result": run_tick(timeframe, stages.iso(bar), book),
-            }
+        with in_process_worker(), _refusal_reported_here():
+            out.update(run_tick(timeframe, stages.iso(bar), book))
     else:
-        result = pipeline.tick_canvas(timeframe, stages.iso(bar), book).apply_async()
+        sent = pipeline.send_tick(timeframe, stages.iso(bar), book)
         if not wait:
-            return {"timeframe": timeframe, "until": stages.iso(bar), "id": result.id}
-        out = {"timeframe": timeframe, "until": stages.iso(bar), "result": result.get(timeout=600)}
+            return {**out, "id": sent.id}
+        out.update(pipeline.await_tick(sent, lambda r, secs: r.get(timeout=secs), 600.0))
     # a tick that stepped no new bar says so: the source may have ended, or the bar is not closed yet
     after = processed_bar(rt, book, timeframe)
     out["new_bar"] = after is not None and (before is None or after > before)
@@ -278,10 +294,10 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
         for k in range(1, minutes + 1):
             clock = boot_now + k * stages.bar_delta("1m")
             bar = stages.last_closed_bar("1m", clock)
-            ticks.append({"timeframe": "1m", "until": stages.iso(bar), "result": run_tick("1m", stages.iso(bar), book)})
+            ticks.append({"timeframe": "1m", "until": stages.iso(bar), **run_tick("1m", stages.iso(bar), book)})
         for tf in ("1h", "1d"):
             bar = stages.last_closed_bar(tf, end)
-            ticks.append({"timeframe": tf, "until": stages.iso(bar), "result": run_tick(tf, stages.iso(bar), book)})
+            ticks.append({"timeframe": tf, "until": stages.iso(bar), **run_tick(tf, stages.iso(bar), book)})
     now = end.to_pydatetime()
     from regime_tasks.api import invalidate_snapshots
 

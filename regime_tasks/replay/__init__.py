@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from regime_tasks.core.bars import fill_gaps
 from regime_tasks.core.composite import chain_linked_composite, point_in_time_membership, select_bucket_members
 from regime_tasks.core.constants import ALT_CONSTITUENTS, BUCKETS, EXEC_TF_MULTIPLIERS, REGIME_TIMEFRAMES
 from regime_tasks.core.mapper import map_engine_payload
-from regime_tasks.core.ta import compute_ta_frame
-from regime_tasks.core.uptrend import EngineSettings, iter_engine_frame
+from regime_tasks.core.series import run_series
+from regime_tasks.core.uptrend import EngineSettings
 from regime_tasks.replay.history import FileHistory, History, StoreHistory, as_history
 from regime_tasks.replay.known import KnownAt, levers_grid
 from regime_tasks.sources.files import FileSource
@@ -109,11 +108,11 @@ def driver_bars(
 
 def replay_series(bars: pd.DataFrame, timeframe: str, settings: EngineSettings) -> pd.DataFrame:
     """Engine + mapper over one series: a row per bar."""
-    filled, _ = fill_gaps(bars[["open", "high", "low", "close", "volume"]], timeframe)
     # payloads one at a time and without diagnostics: a row per bar is all a replay keeps (bounded memory)
-    payloads = iter_engine_frame(compute_ta_frame(filled.drop(columns="filled")), settings, diagnostics="none")
+    run = run_series(bars, timeframe, settings, diagnostics="none")
+    filled = run.bars
     rows = []
-    for p, _ in payloads:
+    for p, _ in run.payloads:
         m = map_engine_payload(p)
         rows.append(
             (
