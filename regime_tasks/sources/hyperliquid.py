@@ -425,8 +425,9 @@ WEIGHT_LIMIT_PER_MIN = 1_200  # per IP, all REST requests together
 
 class WeightBudget:
     """The share of Hyperliquid's per-IP REST weight (1,200 a minute) this process may spend, over a sliding
-    minute. ``take(w, wait=False)`` answers whether ``w`` fits now (a tick defers the rest to its next run);
-    ``take(w, wait=True)`` sleeps until it fits (the bootstrap paces itself instead of being throttled)."""
+    minute. A tick waits a little and defers the members that do not fit to its next run (each resumes from its
+    own last stored bar, so no closed bar is skipped); the bootstrap waits as long as it takes (it paces itself
+    instead of being throttled)."""
 
     def __init__(
         self,
@@ -446,12 +447,15 @@ class WeightBudget:
         self.spent = [(t, w) for t, w in self.spent if t > cutoff]
         return sum(w for _, w in self.spent)
 
-    def take(self, weight: int, *, wait: bool) -> bool:
+    def take(self, weight: int, *, wait_secs: float = 0.0) -> bool:
+        """Spend ``weight`` if it fits the sliding minute, waiting at most ``wait_secs`` for room (``inf``: as long
+        as it takes); False (nothing spent) when it does not fit in time."""
         weight = min(weight, self.per_min)  # one request heavier than the whole budget still goes, alone
         while self.used() + weight > self.per_min:
-            if not wait:
-                return False
             pause = max(0.05, self.spent[0][0] + 60.0 - self.clock())
+            if pause > wait_secs:
+                return False
+            wait_secs -= pause
             self.waited_secs += pause
             self.sleep(pause)
         self.spent.append((self.clock(), weight))

@@ -130,8 +130,9 @@ def test_weight_budget_defers_or_waits_over_a_sliding_minute() -> None:
         now[0] += secs
 
     budget = WeightBudget(100, clock=lambda: now[0], sleep=sleep)
-    assert budget.take(60, wait=False) and not budget.take(60, wait=False)  # a tick defers
+    assert budget.take(60) and not budget.take(60)  # no room now: a tick defers
     now[0] = 30.0
-    assert budget.take(40, wait=False) and budget.used() == 100
-    assert budget.take(50, wait=True)  # the bootstrap waits until the first 60 leave the window (t = 60)
+    assert budget.take(40) and budget.used() == 100
+    assert not budget.take(50, wait_secs=10.0) and slept == []  # room in 30 s: more than the tick may wait
+    assert budget.take(50, wait_secs=float("inf"))  # the bootstrap waits until the first 60 leave (t = 60)
     assert slept == [pytest.approx(30.0)] and budget.used() == 90
