@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from regime_tasks import stages
 from regime_tasks.config import load_settings
@@ -215,7 +216,35 @@ def test_live_bootstrap_from_an_empty_database_then_ticks_gives_all_24_series(ve
         if store_bars.count_bars(rt.engine, "regime", {"driver": d}, tf) > 0
     }
     assert len(series) == 24
-    for bucket in BUCKETS:  # composites built from universe members, not from a host
-        last = store_bars.read_bars(rt.engine, "regime", {"driver": bucket}, "1h").iloc[-1]
-        assert last["constituents"] >= 1
+    for bucket in BUCKETS:  # composites built from universe members, not from a host (median members per bar ≥ 3)
+        comp = store_bars.read_bars(rt.engine, "regime", {"driver": bucket}, "1h")
+        assert comp["constituents"].median() >= 3, bucket
+    with rt.engine.connect() as conn:  # 1h dominance before the first /global sample: derived (D16)
+        sources = conn.execute(
+            sa.text("select distinct source from regime_price_data_ohlc where driver = 'BTC.d' and timeframe = '1h'")
+        ).scalars()
+        assert "derived" in set(sources)
     assert stored(rt, "AAVE", "1m").index[-1] >= NOW.floor("1min") - pd.Timedelta(minutes=1)
+
+
+def test_carried_calibration_uses_the_last_published_close_never_a_later_one() -> None:
+    from regime_tasks.core.dominance import derive_dominance
+
+    index = pd.date_range("2025-01-01", periods=24 * 5, freq="1h", tz="UTC")
+    step = pd.Series(range(len(index)), index=index, dtype="float64")
+    caps = pd.DataFrame({"bitcoin": 100.0 + step, "tether": 20.0, "eth": 50.0 + (step % 7)})
+    days = pd.date_range("2025-01-01", periods=2, freq="1D", tz="UTC")  # published closes of Jan 1 and 2 only
+    published = pd.DataFrame({"btc_d": [60.0, 61.0], "usdt_d": [5.0, 5.1]}, index=days)
+    kw = {"btc": "bitcoin", "usdt": "tether", "stable_supply_usd": 10.0, "timeframe": "1h"}
+    plain = derive_dominance(caps, published=published, **kw)
+    carried = derive_dominance(caps, published=published, carry_calibration=True, **kw)
+    assert plain.index.floor("1D").unique().tolist() == list(days + pd.Timedelta(days=1))  # Jan 2, 3 only
+    assert carried.index[-1] == index[-1]  # Jan 4 and 5 too, with Jan 2's ratio
+    late = carried[carried.index >= "2025-01-04"]
+    assert (late["calibrated_on"] == days[-1]).all()
+    close_jan2 = carried.loc["2025-01-02T23:00:00Z"]
+    ratio = 61.0 / close_jan2["raw_btc_d"]
+    assert late["btc_d"].to_numpy() == pytest.approx((late["raw_btc_d"] * ratio).to_numpy())
+    for cut in (index[60], index[100]):  # a bar never changes when later data is added
+        part = derive_dominance(caps[caps.index <= cut], published=published, carry_calibration=True, **kw)
+        assert part["btc_d"].equals(carried.loc[part.index, "btc_d"])
