@@ -353,6 +353,21 @@ def collect_universe(rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair
     return out
 
 
+def member_stream_targets(rt: Runtime, until: pd.Timestamp | None = None) -> dict[str, dict[str, str]]:
+    """Candle coin → ``lowcap`` series key of today's bucket members (``until``'s day): what ``regime stream
+    --members`` subscribes to, so that 1m member bars are stored as they close instead of polled by REST (the
+    weight budget cannot poll 4 × 64 members every minute). Membership changes daily: a restarted stream picks
+    up the new members; until then the 1m tick's REST catch-up fetches them."""
+    day = pd.Timestamp(until if until is not None else pd.Timestamp.now(tz="UTC"))
+    names = {m["token_contract"] for members in bucket_members(rt, day).values() for m in members}
+    uni = live_universe(rt)
+    return {
+        row.coin: {"token_contract": row.symbol, "token_chain": UNIVERSE_CHAIN}
+        for row in uni.itertuples()
+        if row.symbol in names
+    }
+
+
 def _fetch_weight(bars: int) -> int:
     """Hyperliquid weight of fetching ``bars`` candles (pages of 5,000)."""
     from regime_tasks.sources.hyperliquid import MAX_CANDLES, candle_weight

@@ -107,6 +107,11 @@ def test_universe_members_bars_and_caps_come_from_the_venue(venues, tmp_path, bu
     fly_supply = float(venues.tokens.loc["FLY", "circulating_supply"])  # Hyperliquid circulatingSupply (spot)
     fly = stored(rt, "FLY", "1d")
     assert caps.loc[fly.index[-1], "FLY@hyperliquid"] == pytest.approx(fly["close"].iloc[-1] * fly_supply)
+    # what `regime stream --members` subscribes to: today's members, spot ones by pair name
+    targets = stages.member_stream_targets(rt, until_1d + pd.Timedelta(days=1))
+    assert targets["AAVE"] == {"token_contract": "AAVE", "token_chain": CHAIN}
+    assert {k["token_contract"] for c, k in targets.items() if c.startswith("@")} <= set(venues.spot)
+    assert len(targets) == sum(len(m) for m in stages.bucket_members(rt, until_1d + pd.Timedelta(days=1)).values())
     # 1h: only coins that are bucket members in the window are fetched; every one of them here
     until_1h = stages.last_closed_bar("1h", NOW)
     out_1h = stages.collect_universe(rt, "1h", until_1h, repair=True)
