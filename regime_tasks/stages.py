@@ -210,10 +210,11 @@ def live_universe(rt: Runtime) -> pd.DataFrame:
     s = rt.settings
     table = symbol_table()
     listing = get_meta(rt.engine, "universe:listing")
-    if not _fresh(listing, s.universe_listing_refresh_secs):
+    # two info requests of weight 20; with a listing in hand, a spent budget postpones the refresh
+    wait = s.universe_tick_wait_secs if listing else float("inf")
+    if not _fresh(listing, s.universe_listing_refresh_secs) and weight_budget(rt).take(40, wait_secs=wait):
         try:
             hl = HyperliquidClient(s)
-            weight_budget(rt).take(40, wait_secs=s.universe_tick_wait_secs)
             frame = pd.concat([hl.perp_universe(), hl.spot_universe()], ignore_index=True)
             listing = {"fetched_at": iso(pd.Timestamp.now(tz="UTC")), "rows": frame.to_dict("records")}
             set_meta(rt.engine, "universe:listing", listing)

@@ -167,6 +167,15 @@ def test_a_failing_member_is_reported_and_caught_up_next_run(venues, tmp_path, f
     assert not again["failed"] and stored(rt, "AAVE", "1d").index[-1] == until
 
 
+def test_a_failed_listing_refresh_keeps_the_last_listing_and_says_so(venues, tmp_path, caplog) -> None:
+    rt = runtime(venues, tmp_path / "l.db", universe_listing_refresh_secs=0.001)
+    first = stages.live_universe(rt)
+    venues.faults.extend([Fault(status=502, path="/info")] * 3)
+    again = stages.live_universe(rt)
+    assert again.equals(first) and "universe listing refresh failed" in caplog.text
+    assert "HTTP 502" in caplog.text
+
+
 def test_a_coin_delisted_mid_window_keeps_its_bars_and_leaves_the_fetch(venues, tmp_path) -> None:
     rt = runtime(venues, tmp_path / "d.db", universe_listing_refresh_secs=0.001)
     until = stages.last_closed_bar("1h", NOW - pd.Timedelta(hours=3))
