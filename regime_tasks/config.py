@@ -129,6 +129,23 @@ class Settings(BaseSettings):
     hyperliquid_base_url: str = Field("https://api.hyperliquid.xyz", description="Hyperliquid REST base URL.")
     hyperliquid_ws_url: str = Field("wss://api.hyperliquid.xyz/ws", description="Hyperliquid websocket URL.")
     hyperliquid_ping_interval_secs: float = Field(30.0, gt=0, description="Websocket keep-alive ping period (<60 s).")
+    lowcap_source: Literal["universe", "host"] = Field(
+        "universe",
+        description="Live bucket members: universe = Hyperliquid spot/perp coins of the shipped symbol table, caps "
+        "from price × supply (D16); host = lowcap_price_data_ohlc and tokens written by the host (plan §5.1).",
+    )
+    hyperliquid_weight_budget_per_min: int = Field(
+        900, gt=0, le=1_200, description="Share of Hyperliquid's 1,200 weight/min per IP the universe may spend."
+    )
+    universe_tick_wait_secs: float = Field(
+        20.0, ge=0, description="A tick waits this long for weight before deferring the rest of the members."
+    )
+    universe_listing_refresh_secs: float = Field(
+        3_600.0, gt=0, description="Re-read Hyperliquid's listings (metaAndAssetCtxs, spotMetaAndAssetCtxs) after this."
+    )
+    universe_supply_refresh_hours: float = Field(
+        24.0, gt=0, description="Re-read circulating supplies (CoinGecko /coins/markets, Hyperliquid spot) after this."
+    )
     coingecko_base_url: str = Field("https://api.coingecko.com", description="CoinGecko REST base URL.")
     coingecko_api_key: str | None = Field(None, description="Optional CoinGecko API key.")
     coingecko_api_key_header: str = Field("x-cg-demo-api-key", description="Header that carries the key.")

@@ -6,7 +6,8 @@ seam between the pipeline and ``sources/``:
 - :class:`FileMarket` replays the bundled data (or ``REGIME_FILES_DIR``) as if it were a venue serving bars up
   to ``until`` — majors, lowcaps with market caps (tokens.csv) and imported dominance history.
 - :class:`LiveMarket` uses Binance klines (BTC, ETH, SOL, BNB), Hyperliquid ``candleSnapshot`` (HYPE) and
-  CoinGecko ``/global`` (dominance samples, 1m ticks); lowcap bars are the host's (read from the database).
+  CoinGecko ``/global`` (dominance samples, 1m ticks); lowcap bars come from the Hyperliquid universe
+  (``stages.collect_universe``), or from the host (``REGIME_LOWCAP_SOURCE=host``, read from the database).
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ class MarketSource(Protocol):
 
     def majors(self, symbol: str, timeframe: str, start: pd.Timestamp, until: pd.Timestamp, sink: Sink) -> None: ...
 
-    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int: ...
+    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = False) -> int: ...
 
-    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int: ...
+    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = False) -> int: ...
 
     def simulated_series(self) -> set[tuple[str, str]]: ...
 
@@ -82,7 +83,7 @@ class FileMarket(FileSource):
         if not part.empty:
             sink(part)
 
-    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
+    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = False) -> int:
         from regime_tasks.importers import import_tokens
 
         tokens_csv = self.root / "tokens.csv"
@@ -135,7 +136,7 @@ class FileMarket(FileSource):
             )
         return upsert_caps(rt.engine, rows) if rows else 0
 
-    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
+    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = False) -> int:
         """Imported history (D4): ``dominance/<tf>.csv`` becomes flat BTC.d/USDT.d bars."""
 
         path = self.root / "dominance" / f"{timeframe}.csv"
@@ -192,12 +193,24 @@ class LiveMarket:
             if not frame.empty:
                 sink(frame)
 
-    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
-        return 0  # lowcap bars and market caps are written by the host system (plan §5.1)
-
-    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp) -> int:
-        if timeframe != "1m":
+    def collect_lowcaps(self, rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = False) -> int:
+        """The Hyperliquid universe through the shipped symbol table (D16, ``stages.collect_universe``); with
+        ``REGIME_LOWCAP_SOURCE=host`` nothing: the host writes lowcap bars and caps itself (plan §5.1)."""
+        if self.settings.lowcap_source == "host":
             return 0
+        from regime_tasks.stages import collect_universe
+
+        return int(collect_universe(rt, timeframe, until, repair=repair)["written"])
+
+    def collect_dominance(self, rt: Runtime, timeframe: str, until: pd.Timestamp, *, repair: bool = False) -> int:
+        """1m: one ``/global`` sample (D4). 1h/1d at the bootstrap (``repair``) with the universe on: the history
+        before the first sample, derived from prices × supplies (D16, ``stages.derive_dominance_history``)."""
+        if timeframe != "1m":
+            if not repair or self.settings.lowcap_source == "host":
+                return 0
+            from regime_tasks.stages import derive_dominance_history
+
+            return derive_dominance_history(rt, timeframe, until)
         from regime_tasks.sources.coingecko import CoinGeckoClient
         from regime_tasks.store.dominance import insert_samples
 

@@ -46,20 +46,31 @@ def run_stream(
     seconds: float | None = None,
     stop: threading.Event | None = None,
     stream_factory: Any = None,
+    members: bool = False,
 ) -> dict[str, Any]:
     """Stream until ``stop`` is set, ``seconds`` have passed or Ctrl-C; returns bars written per coin.
 
     ``stream_factory(coins, on_closed_bar, settings)`` builds the stream (default ``HyperliquidCandleStream``;
-    tests pass one with a pinned clock).
+    tests pass one with a pinned clock). ``members``: today's bucket members of the lowcap universe instead
+    (``stages.member_stream_targets``), written to ``lowcap_price_data_ohlc``.
     """
     from regime_tasks.sources.hyperliquid import HyperliquidCandleStream
 
+    targets: dict[str, dict[str, str]] = {}
+    if members:
+        from regime_tasks.stages import member_stream_targets
+
+        targets = member_stream_targets(rt)
+        coins = tuple(c for c in coins if c in targets) if coins else tuple(targets)
     coins = coins or hyperliquid_coins()
     written = dict.fromkeys(coins, 0)
     lock = threading.Lock()
 
     def on_closed_bar(coin: str, frame: pd.DataFrame) -> None:
-        n = store_bars.upsert_bars(rt.engine, "majors", {"token_contract": coin}, "1m", frame, source=SOURCE)
+        if members:
+            n = store_bars.upsert_bars(rt.engine, "lowcap", targets[coin], "1m", frame, source=SOURCE)
+        else:
+            n = store_bars.upsert_bars(rt.engine, "majors", {"token_contract": coin}, "1m", frame, source=SOURCE)
         with lock:
             written[coin] += n
         log.info("streamed %s", kv(coin=coin, bars=n, last=frame.index[-1].strftime("%Y-%m-%dT%H:%M:%SZ")))
@@ -94,7 +105,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         raise ConfigError("stream needs REGIME_SOURCE=live (it reads Hyperliquid's websocket)")
     rt = get_runtime()
     coins = tuple(c.strip().upper() for c in args.coins.split(",")) if args.coins else None
-    result = run_stream(rt, coins=coins, seconds=args.seconds)
+    result = run_stream(rt, coins=coins, seconds=args.seconds, members=args.members)
     print_json(result)
     return 0
 
@@ -103,6 +114,9 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stream", help="write Hyperliquid's closed 1m candles (HYPE) to the store as they close")
     p.add_argument("--coins", default=None, help="comma-separated coins (default: the majors sourced from Hyperliquid)")
     p.add_argument("--seconds", type=seconds, default=None, help="stop after this long (default: until Ctrl-C)")
+    p.add_argument(
+        "--members", action="store_true", help="stream today's bucket members of the lowcap universe instead (D16)"
+    )
     p.set_defaults(handler=_cmd_stream)
 
 

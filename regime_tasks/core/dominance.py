@@ -124,6 +124,7 @@ def derive_dominance(
     stable_supply_usd: float,
     published: pd.DataFrame,
     timeframe: str,
+    carry_calibration: bool = False,
 ) -> pd.DataFrame:
     """BTC.d / USDT.d per bar from real prices × supplies, calibrated causally to the published daily series (D16).
 
@@ -135,7 +136,10 @@ def derive_dominance(
     raw(t) = 100 × cap(t) / Σ caps(t); the level is scaled by published(d−1) / raw(close of d−1) for every bar
     of day d, where "close of d−1" is the bar that closes at d 00:00 — the previous day's close, never a later
     one, so nothing after a bar's close enters it. Days whose previous close is missing (either series) get no
-    bars. Returns columns ``raw_btc_d, raw_usdt_d, btc_d, usdt_d``.
+    bars. ``carry_calibration`` (live bootstrap, after the published series ends): a day whose previous close has
+    no published value uses the last earlier ratio — still nothing after the bar's close, but an older level;
+    column ``calibrated_on`` says which day's ratio each bar used. Returns columns
+    ``raw_btc_d, raw_usdt_d, btc_d, usdt_d`` (and ``calibrated_on`` with ``carry_calibration``).
     """
     step = timeframe_delta(timeframe)
     filled = caps.sort_index().ffill().fillna(0.0)
@@ -151,8 +155,13 @@ def derive_dominance(
     day = raw.index.floor("1D")
     out = raw.copy()
     for col in ("btc_d", "usdt_d"):
-        ratio = (pub[col] / at_close[f"raw_{col}"]).dropna()
-        out[col] = raw[f"raw_{col}"] * ratio.reindex(day).to_numpy()
+        ratio = (pub[col] / at_close[f"raw_{col}"]).dropna().sort_index()
+        if carry_calibration:
+            used = pd.Series(ratio.index, index=ratio.index).reindex(day, method="ffill")
+            out["calibrated_on"] = (used - pd.Timedelta(days=1)).to_numpy()  # the close whose ratio scales the bar
+            out[col] = raw[f"raw_{col}"] * ratio.reindex(day, method="ffill").to_numpy()
+        else:
+            out[col] = raw[f"raw_{col}"] * ratio.reindex(day).to_numpy()
     return out.dropna()
 
 

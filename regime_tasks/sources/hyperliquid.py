@@ -76,6 +76,17 @@ class HyperliquidClient:
         self.http = http or HttpClient(SOURCE, self.settings.hyperliquid_base_url, self.settings, sleep=sleep)
         self.now = now
 
+    def perp_universe(self) -> pd.DataFrame:
+        """Every listed perp with its mark price (``metaAndAssetCtxs``, weight 20)."""
+        return parse_perp_universe(
+            self.http.request("POST", "/info", json={"type": "metaAndAssetCtxs"}, what="metaAndAssetCtxs")
+        )
+
+    def spot_universe(self) -> pd.DataFrame:
+        """Every USDC spot pair with mark price and circulating supply (``spotMetaAndAssetCtxs``, weight 20)."""
+        body = self.http.request("POST", "/info", json={"type": "spotMetaAndAssetCtxs"}, what="spotMetaAndAssetCtxs")
+        return parse_spot_universe(body)
+
     def candle_snapshot(
         self, coin: str, interval: str, start: pd.Timestamp, end: pd.Timestamp | None = None
     ) -> pd.DataFrame:
@@ -286,3 +297,166 @@ class HyperliquidCandleStream:
                 )
                 self.on_closed_bar(coin, frame)
                 self.last_closed[coin] = frame.index[-1]
+
+
+# --- universe: info ``metaAndAssetCtxs`` (perps) and ``spotMetaAndAssetCtxs`` (spot tokens) -----------------
+# Shapes (Hyperliquid info endpoint docs; samples in tests/sources/samples/):
+#   metaAndAssetCtxs     → [{"universe": [{"name", "szDecimals", "maxLeverage", "isDelisted"?, …}, …]},
+#                           [{"markPx", "prevDayPx", "dayNtlVlm", "funding", "openInterest", …}, …]]   (same order)
+#   spotMetaAndAssetCtxs → [{"universe": [{"name", "tokens": [base, quote], "index", "isCanonical"}, …],
+#                            "tokens": [{"name", "index", "szDecimals", "weiDecimals", …}, …]},
+#                           [{"coin", "markPx", "midPx", "prevDayPx", "circulatingSupply", "totalSupply", …}, …]]
+# A spot pair's candles are asked for with its pair name (``PURR/USDC`` or ``@107``), not the token's name.
+UNIVERSE_COLUMNS = ["symbol", "coin", "market", "mark_px", "circulating_supply", "delisted"]
+
+
+def _price(value: Any, *, series: str, field: str) -> float | None:
+    """A decimal string of the info endpoint → float (``None`` stays None: a pair without a price yet)."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponseError(
+            f"{field} is not a number: {value!r}", source=SOURCE, series=series, field=field
+        ) from exc
+    if not np.isfinite(x) or x < 0:
+        raise InvalidResponseError(
+            f"{field} must be finite and ≥ 0, got {value!r}", source=SOURCE, series=series, field=field
+        )
+    return x
+
+
+def _pair(body: Any, what: str) -> tuple[dict[str, Any], list[Any]]:
+    if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], dict) and isinstance(body[1], list)):
+        raise InvalidResponseError(
+            f"expected [meta, assetCtxs], got {type(body).__name__} of length "
+            f"{len(body) if isinstance(body, list) else '-'}",
+            source=SOURCE,
+            series=what,
+        )
+    meta, ctxs = body
+    universe = meta.get("universe")
+    if not isinstance(universe, list) or len(universe) != len(ctxs):
+        raise InvalidResponseError(
+            f"meta.universe ({len(universe) if isinstance(universe, list) else 'missing'}) and assetCtxs "
+            f"({len(ctxs)}) must pair one to one",
+            source=SOURCE,
+            series=what,
+            field="universe",
+        )
+    return meta, ctxs
+
+
+def parse_perp_universe(body: Any) -> pd.DataFrame:
+    """``metaAndAssetCtxs`` → one row per perp: symbol (= coin), mark price, delisted flag (no supply here)."""
+    what = "metaAndAssetCtxs"
+    meta, ctxs = _pair(body, what)
+    rows = []
+    for asset, ctx in zip(meta["universe"], ctxs, strict=True):
+        if not isinstance(asset, dict) or not isinstance(asset.get("name"), str) or not isinstance(ctx, dict):
+            raise InvalidResponseError(f"malformed universe entry {asset!r}", source=SOURCE, series=what, field="name")
+        name = asset["name"]
+        rows.append(
+            {
+                "symbol": name,
+                "coin": name,
+                "market": "perp",
+                "mark_px": _price(ctx.get("markPx"), series=f"{what}:{name}", field="markPx"),
+                "circulating_supply": None,
+                "delisted": bool(asset.get("isDelisted", False)),
+            }
+        )
+    return pd.DataFrame(rows, columns=UNIVERSE_COLUMNS)
+
+
+def parse_spot_universe(body: Any, *, quote: str = "USDC") -> pd.DataFrame:
+    """``spotMetaAndAssetCtxs`` → one row per spot token quoted in ``quote``: token name, the pair name used by
+    ``candleSnapshot``, mark price and circulating supply (in tokens)."""
+    what = "spotMetaAndAssetCtxs"
+    meta, ctxs = _pair(body, what)
+    tokens = meta.get("tokens")
+    if not isinstance(tokens, list):
+        raise InvalidResponseError("meta.tokens missing", source=SOURCE, series=what, field="tokens")
+    try:
+        names = {int(t["index"]): str(t["name"]) for t in tokens}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidResponseError(f"malformed token: {exc!r}", source=SOURCE, series=what, field="tokens") from exc
+    by_coin = {c.get("coin"): c for c in ctxs if isinstance(c, dict)}
+    rows = []
+    for pair in meta["universe"]:
+        try:
+            base, quote_idx = (int(i) for i in pair["tokens"])
+            pair_name = str(pair["name"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidResponseError(
+                f"malformed spot pair {pair!r}", source=SOURCE, series=what, field="universe"
+            ) from exc
+        if names.get(quote_idx) != quote or base not in names:
+            continue
+        ctx = by_coin.get(pair_name)
+        if ctx is None:
+            raise InvalidResponseError(f"no assetCtx for pair {pair_name}", source=SOURCE, series=what, field="coin")
+        series = f"{what}:{pair_name}"
+        rows.append(
+            {
+                "symbol": names[base],
+                "coin": pair_name,
+                "market": "spot",
+                "mark_px": _price(ctx.get("markPx"), series=series, field="markPx"),
+                "circulating_supply": _price(ctx.get("circulatingSupply"), series=series, field="circulatingSupply"),
+                "delisted": False,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=UNIVERSE_COLUMNS)
+    # a token with several USDC pairs: the canonical/first listed one (the universe is ordered by index)
+    return frame.drop_duplicates("symbol", keep="first").reset_index(drop=True)
+
+
+def candle_weight(items: int) -> int:
+    """Weight of one ``candleSnapshot`` request (Hyperliquid rate limits: info requests weigh 20, candleSnapshot
+    1 more per 60 candles returned)."""
+    return INFO_WEIGHT + -(-max(items, 0) // 60)
+
+
+INFO_WEIGHT = 20
+WEIGHT_LIMIT_PER_MIN = 1_200  # per IP, all REST requests together
+
+
+class WeightBudget:
+    """The share of Hyperliquid's per-IP REST weight (1,200 a minute) this process may spend, over a sliding
+    minute. A tick waits a little and defers the members that do not fit to its next run (each resumes from its
+    own last stored bar, so no closed bar is skipped); the bootstrap waits as long as it takes (it paces itself
+    instead of being throttled)."""
+
+    def __init__(
+        self,
+        per_min: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.per_min = per_min
+        self.clock = clock
+        self.sleep = sleep
+        self.spent: list[tuple[float, int]] = []  # (when, weight)
+        self.waited_secs = 0.0
+
+    def used(self) -> int:
+        cutoff = self.clock() - 60.0
+        self.spent = [(t, w) for t, w in self.spent if t > cutoff]
+        return sum(w for _, w in self.spent)
+
+    def take(self, weight: int, *, wait_secs: float = 0.0) -> bool:
+        """Spend ``weight`` if it fits the sliding minute, waiting at most ``wait_secs`` for room (``inf``: as long
+        as it takes); False (nothing spent) when it does not fit in time."""
+        weight = min(weight, self.per_min)  # one request heavier than the whole budget still goes, alone
+        while self.used() + weight > self.per_min:
+            pause = max(0.05, self.spent[0][0] + 60.0 - self.clock())
+            if pause > wait_secs:
+                return False
+            wait_secs -= pause
+            self.waited_secs += pause
+            self.sleep(pause)
+        self.spent.append((self.clock(), weight))
+        return True

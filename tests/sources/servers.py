@@ -1,6 +1,7 @@
 """Local stand-ins for Binance, Hyperliquid and CoinGecko on 127.0.0.1, in the venues' real formats.
 
-Candles are real (tests/data/real). Where the bundle lacks a series the fixture **relabels** a real one and says
+Candles are real (tests/data/real; the lowcap universe's from the bundle, regime_tasks/data/lowcaps).
+Where the bundle lacks a series the fixture **relabels** a real one and says
 so: Binance 1m klines for BTC/ETH/SOL/BNB are Hyperliquid perp 1m candles of the same coins (2025-07-21 → 26)
 served in Binance's 12-field format; Binance 1h/1d are Binance spot 2024–26. CoinGecko answers with the recorded
 2024-05-23 ``/global`` body (percentages overridable).
@@ -10,6 +11,12 @@ Usage (see ``tests/sources/conftest.py`` fixtures ``venues`` and ``hl_ws``)::
     venues.now = pd.Timestamp("2025-07-26T00:00:30Z")      # the venue's clock: the open candle is the last one
     venues.faults.append(Fault(status=429, retry_after="1")) # next matching request fails this way
     settings = venues.settings()                             # REGIME settings pointing at this server
+
+The lowcap universe (issue 15): ``metaAndAssetCtxs`` lists the majors and the bundle's perps,
+``spotMetaAndAssetCtxs`` the bundle's spot tokens (pairs named ``@<n>``, supplies from regime_tasks/data/supplies.csv),
+``/api/v3/coins/markets`` answers with the snapshot's rows of the asked ids, paged; shapes as in
+tests/sources/samples/. ``delist[coin] = ts``: the coin's candles stop at ``ts`` and the meta says ``isDelisted``
+from then on. ``hl_weight`` adds up the weight Hyperliquid would charge (20 a request, 1 more per 60 candles).
 
 Fault kinds: ``status`` (+ ``retry_after``), ``delay_secs`` (answer late → client timeout), ``html`` (an HTML
 error page with 200), ``truncated`` (JSON cut in half), ``mutate`` = ``high_lt_low`` | ``duplicate`` |
@@ -27,6 +34,7 @@ import time
 from collections import deque
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -36,6 +44,7 @@ from regime_tasks.config import load_settings
 from tests.conftest import API_SAMPLES, REAL_DATA
 
 HL_SNAPSHOT = REAL_DATA / "hyperliquid_snapshot_2025-07-26" / "perp"
+BUNDLE = Path(__file__).resolve().parents[2] / "regime_tasks" / "data"
 BINANCE_2024 = REAL_DATA / "binance_spot_2024-2026" / "majors"
 INTERVAL_MS = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 
@@ -43,8 +52,11 @@ INTERVAL_MS = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 @cache
 def candles(venue: str, symbol: str, interval: str) -> pd.DataFrame:
     """Real candles for (venue, symbol, interval) with int64 ``t`` (open ms) — relabelled where noted above."""
+    lowcap = BUNDLE / "lowcaps" / interval / f"{symbol}.csv{'' if interval == '1d' else '.gz'}"
     if venue == "binance" and interval in ("1h", "1d"):
         path = BINANCE_2024 / interval / f"{symbol}.csv{'.gz' if interval == '1h' else ''}"
+    elif venue == "hyperliquid" and lowcap.exists():
+        path = lowcap
     else:  # Hyperliquid perp, also serving Binance 1m (relabelled)
         coin = symbol.removesuffix("USDT")
         path = HL_SNAPSHOT / interval / f"{coin}.csv{'' if interval == '1d' else '.gz'}"
@@ -79,6 +91,14 @@ class VenueServer:
         self.requests: list[tuple[str, str]] = []
         self.used_weight = 0
         self.global_pct = None  # override {"btc": …, "usdt": …}
+        tokens = pd.read_csv(BUNDLE / "tokens.csv")
+        self.perps = ["BTC", "ETH", "SOL", "BNB", "HYPE", *tokens.loc[tokens["market"] == "perp", "symbol"]]
+        self.spot = list(tokens.loc[tokens["market"] == "spot", "symbol"])
+        self.spot_pairs = {f"@{200 + i}": sym for i, sym in enumerate(self.spot)}
+        self.supplies = pd.read_csv(BUNDLE / "supplies.csv").set_index("coingecko_id")
+        self.tokens = tokens.set_index("symbol")
+        self.delist: dict[str, pd.Timestamp] = {}
+        self.hl_weight = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -146,6 +166,14 @@ class VenueServer:
             return self._send(h, 200, data, {"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}, fault)
         if url.path == "/info" and method == "POST" and body.get("type") == "candleSnapshot":
             return self._send(h, 200, self.snapshot(body["req"], fault), {}, fault)
+        if url.path == "/info" and method == "POST" and body.get("type") == "metaAndAssetCtxs":
+            self.hl_weight += 20
+            return self._send(h, 200, self.perp_meta(), {}, fault)
+        if url.path == "/info" and method == "POST" and body.get("type") == "spotMetaAndAssetCtxs":
+            self.hl_weight += 20
+            return self._send(h, 200, self.spot_meta(), {}, fault)
+        if url.path == "/api/v3/coins/markets":
+            return self._send(h, 200, self.markets({k: v[0] for k, v in parse_qs(url.query).items()}), {}, fault)
         if url.path == "/api/v3/global":
             recorded = json.loads((API_SAMPLES / "coingecko_api_v3_global_recorded_2024-05-23.json").read_text())
             doc = recorded["response"]
@@ -221,8 +249,90 @@ class VenueServer:
 
     def snapshot(self, req: dict[str, Any], fault: Fault | None) -> bytes:
         interval = req["interval"]
-        win = self._window("hyperliquid", req["coin"], interval, int(req["startTime"]), int(req["endTime"]), 5000)
+        symbol = self.spot_pairs.get(req["coin"], req["coin"])
+        end_ms = int(req["endTime"])
+        if symbol in self.delist:
+            end_ms = min(end_ms, int(self.delist[symbol].timestamp() * 1000) - 1)
+        win = self._window("hyperliquid", symbol, interval, int(req["startTime"]), end_ms, 5000)
+        self.hl_weight += 20 + -(-len(win) // 60)
         return json.dumps([hl_candle(req["coin"], interval, r) for r in win.itertuples()]).encode()
+
+    def _mark(self, symbol: str) -> str:
+        """The last 1d close at or before the clock (a mark price of the right size)."""
+        frame = candles("hyperliquid", symbol, "1d")
+        past = frame[frame["t"] <= int(self.now.timestamp() * 1000)]
+        return str(float(past["close"].iloc[-1] if not past.empty else frame["close"].iloc[0]))
+
+    def perp_meta(self) -> bytes:
+        universe, ctxs = [], []
+        for name in self.perps:
+            asset: dict[str, Any] = {"name": name, "szDecimals": 2, "maxLeverage": 5}
+            if name in self.delist and self.now >= self.delist[name]:
+                asset["isDelisted"] = True
+            universe.append(asset)
+            mark = self._mark(name)
+            ctxs.append(
+                {
+                    "dayNtlVlm": "1000.0",
+                    "funding": "0.0000125",
+                    "markPx": mark,
+                    "midPx": mark,
+                    "openInterest": "10.0",
+                    "oraclePx": mark,
+                    "premium": "0.0",
+                    "prevDayPx": mark,
+                }
+            )
+        return json.dumps([{"universe": universe}, ctxs]).encode()
+
+    def spot_meta(self) -> bytes:
+        tokens = [{"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0, "isCanonical": True}]
+        universe, ctxs = [], []
+        for pair, sym in self.spot_pairs.items():
+            index = len(tokens)
+            tokens.append({"name": sym, "szDecimals": 2, "weiDecimals": 8, "index": index, "isCanonical": False})
+            universe.append({"tokens": [index, 0], "name": pair, "index": int(pair[1:]), "isCanonical": False})
+            row = float(self.tokens.loc[sym, "circulating_supply"])
+            mark = self._mark(sym)
+            ctxs.append(
+                {
+                    "prevDayPx": mark,
+                    "dayNtlVlm": "1000.0",
+                    "markPx": mark,
+                    "midPx": mark,
+                    "circulatingSupply": str(row),
+                    "coin": pair,
+                    "totalSupply": str(row),
+                    "dayBaseVlm": "10.0",
+                }
+            )
+        return json.dumps([{"universe": universe, "tokens": tokens}, ctxs]).encode()
+
+    def markets(self, q: dict[str, str]) -> bytes:
+        ids = sorted(set(q.get("ids", "").split(",")) & set(self.supplies.index))
+        per_page, page = int(q.get("per_page", 100)), int(q.get("page", 1))
+        rows = []
+        for cid in ids[(page - 1) * per_page : page * per_page]:
+            r = self.supplies.loc[cid]
+            rows.append(
+                {
+                    "id": cid,
+                    "symbol": r["symbol"],
+                    "name": r["name"],
+                    "image": None,
+                    "current_price": float(r["price_usd"]),
+                    "market_cap": float(r["market_cap_usd"]),
+                    "market_cap_rank": None,
+                    "fully_diluted_valuation": None,
+                    "total_volume": None,
+                    "circulating_supply": float(r["circulating_supply"]),
+                    "total_supply": None,
+                    "max_supply": None,
+                    "roi": None,
+                    "last_updated": r["supply_as_of"],
+                }
+            )
+        return json.dumps(rows).encode()
 
 
 def hl_candle(coin: str, interval: str, r: Any, *, partial: float = 1.0) -> dict[str, Any]:

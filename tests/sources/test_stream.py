@@ -46,9 +46,27 @@ def test_stream_counts_one_reconnect_when_the_last_minute_is_stored_late(venues,
     _stream_through_one_drop(venues, tmp_path)
 
 
-def _stream_through_one_drop(venues, tmp_path: Path) -> None:
+def test_member_stream_writes_universe_bars_through_a_drop(venues, tmp_path: Path, monkeypatch) -> None:
+    """``regime stream --members``: a bucket member's 1m candles (real AAVE, the bundle's) into the lowcap table,
+    the outage's minutes from REST — the catch-up path that loses no closed bar."""
+    from regime_tasks import stages
+
+    key = {"token_contract": "AAVE", "token_chain": "hyperliquid"}
+    monkeypatch.setattr(stages, "member_stream_targets", lambda rt: {"AAVE": key})
+    _stream_through_one_drop(venues, tmp_path, coin="AAVE", table="lowcap", key=key, members=True)
+
+
+def _stream_through_one_drop(
+    venues,
+    tmp_path: Path,
+    *,
+    coin: str = "HYPE",
+    table: str = "majors",
+    key: dict | None = None,
+    members: bool = False,
+) -> None:
     start = pd.Timestamp("2025-07-24T10:00:00Z")
-    ws = HyperliquidWsServer(venues, "HYPE", start, minutes=40, drop_after=12, skip=9).start()
+    ws = HyperliquidWsServer(venues, coin, start, minutes=40, drop_after=12, skip=9).start()
     settings = venues.settings(
         hyperliquid_ws_url=ws.url, hyperliquid_ping_interval_secs=0.05, database_url=f"sqlite:///{tmp_path / 's.db'}"
     )
@@ -56,7 +74,7 @@ def _stream_through_one_drop(venues, tmp_path: Path) -> None:
     init_db(engine)
     rt = Runtime(settings=settings, engine=engine)
     last_minute = pd.Timestamp(int(ws.feed["t"].iloc[-1]), unit="ms", tz="UTC")
-    key = {"token_contract": "HYPE"}
+    key = key or {"token_contract": coin}
     stop = threading.Event()
 
     def factory(coins, on_closed_bar, s):
@@ -67,7 +85,7 @@ def _stream_through_one_drop(venues, tmp_path: Path) -> None:
     def watch() -> None:  # stop once the last minute is stored (or give up)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if store_bars.last_bar_ts(engine, "majors", key, "1m") == last_minute:
+            if store_bars.last_bar_ts(engine, table, key, "1m") == last_minute:
                 break
             time.sleep(0.05)
         stop.set()
@@ -75,15 +93,16 @@ def _stream_through_one_drop(venues, tmp_path: Path) -> None:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        result = run_stream(rt, coins=("HYPE",), stop=stop, stream_factory=factory)
+        result = run_stream(rt, coins=None if members else (coin,), stop=stop, stream_factory=factory, members=members)
     finally:
         watcher.join()
         ws.stop()
 
-    stored = store_bars.read_bars(engine, "majors", key, "1m")
-    assert list(stored.index) == list(pd.date_range(start, periods=40, freq="1min", tz="UTC"))
+    stored = store_bars.read_bars(engine, table, key, "1m")  # type: ignore[arg-type]
+    expected = pd.DatetimeIndex(pd.to_datetime(ws.feed["t"], unit="ms", utc=True))
+    assert list(stored.index) == list(expected) and len(expected) == 40
     assert stored["close"].tolist() == pytest.approx(ws.feed["close"].tolist())  # final values, not updates
-    assert result["written"]["HYPE"] == 40 and result["reconnects"] == 1
+    assert result["written"][coin] == 40 and result["reconnects"] == 1
 
 
 def test_stream_command_refuses_the_file_source(monkeypatch, capsys) -> None:
