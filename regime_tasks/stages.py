@@ -17,7 +17,6 @@ from typing import Any, cast, overload
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from regime_tasks.core.constants import (
     ALT_CONSTITUENTS,
@@ -27,7 +26,6 @@ from regime_tasks.core.constants import (
     MAX_BUCKET_CONSTITUENTS,
     TIMEFRAME_SECONDS,
 )
-from regime_tasks.core.dominance import DOMINANCE_COLUMNS
 from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.errors import UnknownInputError
 from regime_tasks.logs import kv
@@ -410,6 +408,9 @@ def _store_universe_caps(rt: Runtime, members: pd.DataFrame, until: pd.Timestamp
 def published_dominance(rt: Runtime) -> pd.DataFrame:
     """The stored daily dominance that is not derived here (imported TradingView history, daily bars rolled up
     from ``/global`` samples): index = day, columns btc_d, usdt_d — the calibration target of D16."""
+    import sqlalchemy as sa
+
+    from regime_tasks.core.dominance import DOMINANCE_COLUMNS
     from regime_tasks.store.schema import regime_price_data_ohlc as t
 
     q = sa.select(t.c.driver, t.c.timestamp, t.c.close_usd).where(
@@ -435,8 +436,10 @@ def derive_dominance_history(rt: Runtime, timeframe: str, until: pd.Timestamp) -
     CRYPTOCAP) is imported first, as ``regime import-dominance`` would. Days after the published series ends
     keep its last ratio (``carry_calibration``; logged with its age). Bars already stored are left alone; written
     bars carry ``source = derived``. Returns bars written."""
+    import sqlalchemy as sa
+
     from regime_tasks.config import BUNDLED_DATA_DIR
-    from regime_tasks.core.dominance import derive_dominance
+    from regime_tasks.core.dominance import DOMINANCE_COLUMNS, derive_dominance
     from regime_tasks.importers import import_dominance
     from regime_tasks.store.schema import dominance_samples
 

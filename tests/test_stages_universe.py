@@ -262,3 +262,13 @@ def test_carried_calibration_uses_the_last_published_close_never_a_later_one() -
     for cut in (index[60], index[100]):  # a bar never changes when later data is added
         part = derive_dominance(caps[caps.index <= cut], published=published, carry_calibration=True, **kw)
         assert part["btc_d"].equals(carried.loc[part.index, "btc_d"])
+
+
+def test_the_host_setting_keeps_the_plans_path_and_asks_no_venue(venues, tmp_path) -> None:
+    from regime_tasks.market import LiveMarket
+
+    rt = runtime(venues, tmp_path / "h.db", lowcap_source="host")
+    market = LiveMarket(rt.settings)
+    assert market.collect_lowcaps(rt, "1d", stages.last_closed_bar("1d", NOW), repair=True) == 0
+    assert market.collect_dominance(rt, "1h", stages.last_closed_bar("1h", NOW), repair=True) == 0
+    assert venues.requests == []  # no listing, no supply, no candle request: the host writes lowcap bars itself

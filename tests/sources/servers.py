@@ -363,7 +363,15 @@ class HyperliquidWsServer:
     """
 
     def __init__(
-        self, venue: VenueServer, coin: str, start: pd.Timestamp, minutes: int, *, drop_after: int, skip: int
+        self,
+        venue: VenueServer,
+        coin: str,
+        start: pd.Timestamp,
+        minutes: int,
+        *,
+        drop_after: int,
+        skip: int,
+        extra_coins: tuple[str, ...] = (),
     ) -> None:
         from websockets.sync.server import serve
 
@@ -372,6 +380,13 @@ class HyperliquidWsServer:
         frame = candles("hyperliquid", coin, "1m")
         t0 = int(start.timestamp() * 1000)
         self.feed = frame[frame["t"] >= t0].head(minutes).reset_index(drop=True)
+        # more subscriptions on the same connection (lowcap members): their candles of the feed's minutes, sent
+        # after the first coin's; a spot pair (``@<n>``) streams its token's candles
+        self.extra: dict[str, dict[int, Any]] = {}
+        for extra in extra_coins:
+            rows = candles("hyperliquid", venue.spot_pairs.get(extra, extra), "1m")
+            rows = rows[rows["t"].isin(self.feed["t"])]
+            self.extra[extra] = {int(r.t): r for r in rows.itertuples()}
         self.drop_after = drop_after
         self.skip = skip
         self.position = 0
@@ -408,16 +423,17 @@ class HyperliquidWsServer:
 
         self.connections += 1
         first_connection = self.connections == 1
-        msg = json.loads(ws.recv(timeout=5))
-        self.subscriptions.append(msg)
-        ack = {
-            "channel": "subscriptionResponse",
-            "data": {
-                "method": "subscribe",
-                "subscription": {"type": "candle", "interval": "1m", "coin": msg["subscription"]["coin"]},
-            },
-        }
-        ws.send(json.dumps(ack))
+        for _ in range(1 + len(self.extra)):
+            msg = json.loads(ws.recv(timeout=5))
+            self.subscriptions.append(msg)
+            ack = {
+                "channel": "subscriptionResponse",
+                "data": {
+                    "method": "subscribe",
+                    "subscription": {"type": "candle", "interval": "1m", "coin": msg["subscription"]["coin"]},
+                },
+            }
+            ws.send(json.dumps(ack))
         sent = 0
         while self.position < len(self.feed):
             r = next(self.feed.iloc[[self.position]].itertuples())
@@ -426,6 +442,9 @@ class HyperliquidWsServer:
             ws.send(json.dumps({"channel": "candle", "data": hl_candle(self.coin, "1m", r, partial=0.5)}))
             self._set_clock(int(r.t) + 59_000)
             ws.send(json.dumps({"channel": "candle", "data": hl_candle(self.coin, "1m", r)}))
+            for extra, rows in self.extra.items():
+                if int(r.t) in rows:
+                    ws.send(json.dumps({"channel": "candle", "data": hl_candle(extra, "1m", rows[int(r.t)])}))
             self.position += 1
             sent += 1
             time.sleep(0.005)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from regime_tasks import stages
 from regime_tasks.cli.stream import hyperliquid_coins, run_stream
 from regime_tasks.runtime import Runtime
 from regime_tasks.sources.hyperliquid import HyperliquidCandleStream
@@ -47,13 +48,18 @@ def test_stream_counts_one_reconnect_when_the_last_minute_is_stored_late(venues,
 
 
 def test_member_stream_writes_universe_bars_through_a_drop(venues, tmp_path: Path, monkeypatch) -> None:
-    """``regime stream --members``: a bucket member's 1m candles (real AAVE, the bundle's) into the lowcap table,
-    the outage's minutes from REST — the catch-up path that loses no closed bar."""
-    from regime_tasks import stages
-
+    """``regime stream --members``: two bucket members' 1m candles (real AAVE perp and VAPOR spot, the bundle's) on
+    one connection into the lowcap table, the outage's minutes from REST — the catch-up that loses no closed bar."""
     key = {"token_contract": "AAVE", "token_chain": "hyperliquid"}
-    monkeypatch.setattr(stages, "member_stream_targets", lambda rt: {"AAVE": key})
-    _stream_through_one_drop(venues, tmp_path, coin="AAVE", table="lowcap", key=key, members=True)
+    vapor = {"token_contract": "VAPOR", "token_chain": "hyperliquid"}
+    pair = next(c for c, sym in venues.spot_pairs.items() if sym == "VAPOR")  # a spot member, by pair name
+    monkeypatch.setattr(stages, "member_stream_targets", lambda rt: {"AAVE": key, pair: vapor})
+    ws = _stream_through_one_drop(venues, tmp_path, coin="AAVE", table="lowcap", key=key, members=True, extra=(pair,))
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}", cached=False)
+    got = store_bars.read_bars(engine, "lowcap", vapor, "1m")
+    sent = sorted(ws.extra[pair])  # VAPOR's minutes within the feed, outage minutes included (from REST)
+    assert len(sent) == 40 and [int(t.timestamp() * 1000) for t in got.index] == sent
+    assert got["close"].tolist() == pytest.approx([float(ws.extra[pair][t].close) for t in sent])
 
 
 def _stream_through_one_drop(
@@ -64,9 +70,10 @@ def _stream_through_one_drop(
     table: str = "majors",
     key: dict | None = None,
     members: bool = False,
-) -> None:
+    extra: tuple[str, ...] = (),
+) -> HyperliquidWsServer:
     start = pd.Timestamp("2025-07-24T10:00:00Z")
-    ws = HyperliquidWsServer(venues, coin, start, minutes=40, drop_after=12, skip=9).start()
+    ws = HyperliquidWsServer(venues, coin, start, minutes=40, drop_after=12, skip=9, extra_coins=extra).start()
     settings = venues.settings(
         hyperliquid_ws_url=ws.url, hyperliquid_ping_interval_secs=0.05, database_url=f"sqlite:///{tmp_path / 's.db'}"
     )
@@ -76,6 +83,7 @@ def _stream_through_one_drop(
     last_minute = pd.Timestamp(int(ws.feed["t"].iloc[-1]), unit="ms", tz="UTC")
     key = key or {"token_contract": coin}
     stop = threading.Event()
+    stages_targets = stages.member_stream_targets(rt) if members else {}
 
     def factory(coins, on_closed_bar, s):
         stream = HyperliquidCandleStream(list(coins), on_closed_bar, settings=s, now=ws.now, max_backoff_secs=0.2)
@@ -85,7 +93,13 @@ def _stream_through_one_drop(
     def watch() -> None:  # stop once the last minute is stored (or give up)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if store_bars.last_bar_ts(engine, table, key, "1m") == last_minute:
+            done = store_bars.last_bar_ts(engine, table, key, "1m") == last_minute
+            for pair, rows in ws.extra.items():  # and every extra subscription's last minute
+                extra_key = stages_targets.get(pair) if members else None
+                if rows and extra_key is not None:
+                    last_extra = pd.Timestamp(max(rows), unit="ms", tz="UTC")
+                    done = done and store_bars.last_bar_ts(engine, table, extra_key, "1m") == last_extra
+            if done:
                 break
             time.sleep(0.05)
         stop.set()
@@ -103,6 +117,7 @@ def _stream_through_one_drop(
     assert list(stored.index) == list(expected) and len(expected) == 40
     assert stored["close"].tolist() == pytest.approx(ws.feed["close"].tolist())  # final values, not updates
     assert result["written"][coin] == 40 and result["reconnects"] == 1
+    return ws
 
 
 def test_stream_command_refuses_the_file_source(monkeypatch, capsys) -> None:
