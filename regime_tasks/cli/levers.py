@@ -32,7 +32,7 @@ def parse_now(value: str | None) -> dt.datetime | None:
     clock), read when the entries have been read (see ``_load_known_entries``)."""
     if value is None:
         return None
-    from regime_tasks.stages import parse_ts
+    from regime_tasks.core.timeframes import parse_ts
 
     return parse_ts(value).to_pydatetime()
 

@@ -12,12 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from regime_tasks.core.constants import BUCKETS, REGIME_TIMEFRAMES, TIMEFRAME_SECONDS
+from regime_tasks.core.constants import (
+    BUCKETS,
+    EVALUATION_TIMEFRAMES,
+    EXEC_TF_MULTIPLIERS,
+    REGIME_TIMEFRAMES,
+    TIMEFRAME_SECONDS,
+    TRADABLE_SERIES,
+)
 
 # Every bar length the product reads or writes (1m … 1d), in the order of the constants table.
 TIMEFRAMES = tuple(TIMEFRAME_SECONDS)
 REGIME_TFS = REGIME_TIMEFRAMES
 BUCKET_CHOICES = BUCKETS
+EXEC_TFS = tuple(EXEC_TF_MULTIPLIERS)  # execution timeframes of the levers (plan §4.3)
+EVAL_TFS = EVALUATION_TIMEFRAMES
+TRADABLE_CHOICES = TRADABLE_SERIES
 
 
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")

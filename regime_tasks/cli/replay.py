@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from regime_tasks.cli.options import REGIME_TFS, TIMEFRAMES, cost_bps, data_folder, output_folder, utc_time
+from regime_tasks.cli.options import (
+    EVAL_TFS,
+    REGIME_TFS,
+    TIMEFRAMES,
+    TRADABLE_CHOICES,
+    cost_bps,
+    data_folder,
+    output_folder,
+    utc_time,
+)
 from regime_tasks.cli.render import print_json
 
 
@@ -18,7 +27,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     s = get_settings()
     source = FileSource(args.files or s.files_dir)
-    tfs = tuple(args.timeframe) if args.timeframe else ("1d", "1h", "1m")
+    tfs = tuple(args.timeframe) if args.timeframe else REGIME_TFS
     with progress_reporter("replay") as progress:
         result = run_replay(
             source,
@@ -26,11 +35,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             end=args.end,
             timeframes=tfs,
             settings=s.engine_settings(),
-            bucket_thresholds={
-                "nano_max_usd": s.bucket_nano_max_usd,
-                "small_max_usd": s.bucket_small_max_usd,
-                "mid_max_usd": s.bucket_mid_max_usd,
-            },
+            bucket_thresholds=s.bucket_thresholds,
             progress=progress,
         )
     paths = write_report(result, args.out)
@@ -92,11 +97,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             cost_bps=args.cost_bps,
             exec_tf=args.exec_tf,
             settings=s.engine_settings(),
-            bucket_thresholds={
-                "nano_max_usd": s.bucket_nano_max_usd,
-                "small_max_usd": s.bucket_small_max_usd,
-                "mid_max_usd": s.bucket_mid_max_usd,
-            },
+            bucket_thresholds=s.bucket_thresholds,
             progress=progress,
         )
     paths = write_evaluation(ev, Path(args.out))
@@ -114,14 +115,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--start", type=utc_time, required=True, help="first bar of the window, ISO-8601 UTC")
     p.add_argument("--end", type=utc_time, required=True, help="last bar of the window, ISO-8601 UTC (after --start)")
-    p.add_argument(
-        "--timeframe", nargs="+", action="extend", choices=["1d", "1h"], help="series timeframes (default both)"
-    )
+    p.add_argument("--timeframe", nargs="+", action="extend", choices=EVAL_TFS, help="series timeframes (default both)")
     p.add_argument(
         "--series",
         nargs="+",
         action="extend",
-        choices=["BTC", "ALT", "nano", "small", "mid", "big"],
+        choices=TRADABLE_CHOICES,
         help="tradable series (default all)",
     )
     p.add_argument(

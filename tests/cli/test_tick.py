@@ -6,40 +6,14 @@ Embedded mode (in-memory broker, an in-process worker), a SQLite file and the bu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from regime_tasks.cli import main
-from regime_tasks.config import get_settings
-from regime_tasks.runtime import get_runtime, reset_runtime
+from regime_tasks.runtime import get_runtime
 from regime_tasks.store.positions import read_driver_features
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def embedded(tmp_path: Path, files_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The embedded settings on a fresh database; short history windows keep the bootstrap quick."""
-    for name, value in {
-        "REGIME_DATA_DIR": str(tmp_path),
-        "REGIME_FILES_DIR": str(files_dir),
-        "REGIME_SOURCE": "file",
-        "REGIME_BROKER_URL": "memory://",
-        "REGIME_RESULT_BACKEND": "cache+memory://",
-        "REGIME_REDIS_URL": "",
-        "REGIME_HISTORY_1D_DAYS": "30",
-        "REGIME_HISTORY_1H_DAYS": "2",
-        "REGIME_HISTORY_1M_DAYS": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("REGIME_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    reset_runtime()
-    yield tmp_path
-    get_settings.cache_clear()
-    reset_runtime()
 
 
 def _stepped_series() -> dict:
@@ -49,7 +23,7 @@ def _stepped_series() -> dict:
     return {key: f["uptrend_engine_v4"]["bar_ts"] for key, f in features.items() if f.get("uptrend_engine_v4")}
 
 
-def test_tick_before_a_bootstrap_is_refused_with_one_line_and_exit_2_then_runs_after_one(embedded, capsys) -> None:
+def test_tick_before_a_bootstrap_is_refused_with_one_line_and_exit_2_then_runs_after_one(embedded_cli, capsys) -> None:
     assert main(["db", "init"]) == 0
     capsys.readouterr()
 
