@@ -310,7 +310,7 @@ def bootstrap(
     The backfill fetches every bar missing back to the configured depth, holes included. After a failed (or no)
     bootstrap, or when majors bars were missing inside or before the stored history, the driver series and the
     engine's history replay (D15) are rebuilt from all stored bars, so the present starts in the state its history
-    implies and the bootstrap ends where a fresh one would (B1); otherwise it extends them like a tick. The
+    implies and the bootstrap ends where a fresh one would; otherwise it extends them like a tick. The
     completion marker is written even when optional drivers are missing; without BTC or ALT the report is not
     ``ok`` and the marker is not written. When the source's data ends before ``now`` the report says where
     (``source_ends``, ``hint``).
@@ -319,7 +319,7 @@ def bootstrap(
     clock = now or utcnow()
     positions.ensure_driver_rows(rt.engine, book_id)
     # After a completed bootstrap whose history is whole, a new one only extends it (cheap); after a failed one,
-    # or when bars were missing inside or before the stored history, everything is rebuilt and replayed (B1).
+    # or when bars were missing inside or before the stored history, everything is rebuilt and replayed.
     completed_before = bootstrap_completed(rt, book_id)
     status: dict[str, dict[str, str]] = {d: {} for d in DRIVERS}
     nbars: dict[str, dict[str, int]] = {d: {} for d in DRIVERS}

@@ -260,7 +260,7 @@ def build_driver_series(rt: Runtime, timeframe: str, until: pd.Timestamp, *, reb
     """Write ``regime_price_data_ohlc`` for all eight drivers of ``timeframe`` up to ``until``.
 
     ``rebuild`` (the bootstrap) rewrites BTC and the composites from all their inputs, which a repairing collect
-    may have extended backwards or filled in (B1); a tick only extends them.
+    may have extended backwards or filled in; a tick only extends them.
     """
     written: dict[str, int] = {"BTC": _copy_major(rt, "BTC", timeframe, until, rebuild=rebuild)}
     alt_members: list[MemberKey] = [("majors", {"token_contract": s}) for s in ALT_CONSTITUENTS]
@@ -334,7 +334,7 @@ def update_driver(
 
     - No previous engine payload, or ``replay`` (the bootstrap): the whole stored history up to ``until`` is
       replayed bar by bar (D15) and the series' state-change events are replaced by the replay's, so a
-      bootstrap gives the state its (possibly repaired) history implies, whatever ran before (B1).
+      bootstrap gives the state its (possibly repaired) history implies, whatever ran before.
     - Otherwise each new bar is stepped on its anchored TA window (``core.live.window_start``): a warm
       ``LiveHistory`` kept by this process appends the bar, or one is built from the window's bars first; both
       give the same bits, so the result does not depend on which worker runs the task (bars are computed by bar

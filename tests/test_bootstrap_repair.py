@@ -1,4 +1,4 @@
-"""The bootstrap repairs history (issue 12, B1) and says where the source's data ends.
+"""The bootstrap repairs history and says where the source's data ends.
 
 A bootstrap on a clock past the bundled data fails (no 1h/1m bars in the window) and stores only the 1d bars its
 window reaches; one with holes punched into the stored history follows; then a correct bootstrap must leave the
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 BOOK = "onchain_crypto"
 NOW = pd.Timestamp("2025-07-26T04:00:30Z")  # inside the bundled data (its last 1m bar opens at 04:55)
-PAST_THE_DATA = pd.Timestamp("2026-12-01T23:30:00Z")  # a real clock on the day issue 12 was filed
+PAST_THE_DATA = pd.Timestamp("2026-12-01T23:30:00Z")  # a real clock long past the bundled data
 DATA_LAST_1M_CLOSE = "2025-07-26T04:56:00Z"
 # 800 days of 1d as by default (BTC 1d needs 333 bars for a state); short 1h/1m windows keep the test quick
 DEPTHS = {"history_1d_days": 800, "history_1h_days": 20, "history_1m_days": 1}

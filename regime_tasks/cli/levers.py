@@ -43,7 +43,7 @@ def entries_known_at(
     """The entries whose bar had closed by ``now`` ("as known at now"), and the ``driver|tf`` of the others.
 
     The store keeps each driver's latest bar only, so a driver whose latest bar closes after ``now`` has no entry
-    known at ``now``: it is missing, not fresh with a negative age (B5).
+    known at ``now``: it is missing, not fresh with a negative age.
     """
     from regime_tasks.core.levers import entry_age_bars
 
