@@ -41,12 +41,12 @@ def utc_time(value: str) -> Any:
     """
     import pandas as pd
 
+    from regime_tasks.core.timeframes import parse_ts
+
     if not _ISO_TIME.match(value.strip()):
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 UTC time such as 2025-07-26T04:00:00Z")
     try:
-        t = pd.Timestamp(value.strip())
-        t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-        return t.as_unit("ns")
+        return parse_ts(value.strip()).as_unit("ns")
     except (ValueError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
         reason = "outside the years 1677–2262" if isinstance(exc, pd.errors.OutOfBoundsDatetime) else str(exc)
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid time: {reason}") from None
