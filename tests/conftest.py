@@ -171,3 +171,15 @@ def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         lines = (BUNDLED_DATA_DIR / "dominance" / f"{tf}.csv").read_text().splitlines()
         (root / "dominance" / f"{tf}.csv").write_text("\n".join([lines[0], *lines[1:][-rows:]]) + "\n")
     return root
+
+
+def sqlite_runtime(path: Path, **settings: object):  # -> regime_tasks.runtime.Runtime (imported lazily)
+    """A Runtime on a fresh SQLite file at ``path``, its schema created; ``settings`` as for ``Settings``."""
+    from regime_tasks.config import Settings
+    from regime_tasks.runtime import Runtime
+    from regime_tasks.store.db import init_db, make_engine
+
+    s = Settings(database_url=f"sqlite:///{path}", **settings)
+    engine = make_engine(s.effective_database_url, cached=False)
+    init_db(engine)
+    return Runtime(settings=s, engine=engine)

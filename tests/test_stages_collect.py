@@ -13,24 +13,19 @@ import pandas as pd
 import pytest
 
 from regime_tasks import stages
-from regime_tasks.config import Settings
 from regime_tasks.core.constants import MAJORS
 from regime_tasks.runtime import Runtime
 from regime_tasks.sources.files import FileSource
 from regime_tasks.store import bars as store_bars
-from regime_tasks.store.db import init_db, make_engine
 from regime_tasks.store.schema import PRICE_TABLES
+from tests.conftest import sqlite_runtime
 
 UNTIL = pd.Timestamp("2025-07-25T12:00:00Z")  # open time of the last closed 1h bar to collect
 
 
 @pytest.fixture()
 def rt(tmp_path: Path, files_dir: Path) -> Runtime:
-    url = f"sqlite:///{tmp_path / 'collect.db'}"
-    settings = Settings(database_url=url, files_dir=files_dir, source="file", history_1h_days=3)
-    engine = make_engine(settings.effective_database_url, cached=False)
-    init_db(engine)
-    return Runtime(settings=settings, engine=engine)
+    return sqlite_runtime(tmp_path / "collect.db", files_dir=files_dir, source="file", history_1h_days=3)
 
 
 def _stored(rt: Runtime, symbol: str) -> pd.DataFrame:

@@ -12,10 +12,9 @@ import pandas as pd
 import pytest
 
 from regime_tasks import stages
-from regime_tasks.config import Settings
 from regime_tasks.runtime import Runtime
-from regime_tasks.store.db import init_db, make_engine
 from regime_tasks.store.positions import read_driver_features
+from tests.conftest import sqlite_runtime
 
 BOOK = "onchain_crypto"
 UNTIL = pd.Timestamp("2025-07-25T12:00:00Z")
@@ -23,11 +22,7 @@ UNTIL = pd.Timestamp("2025-07-25T12:00:00Z")
 
 @pytest.fixture()
 def rt(tmp_path: Path, files_dir: Path) -> Runtime:
-    url = f"sqlite:///{tmp_path / 'publish.db'}"
-    settings = Settings(database_url=url, files_dir=files_dir, source="file", history_1h_days=3)
-    engine = make_engine(settings.effective_database_url, cached=False)
-    init_db(engine)
-    runtime = Runtime(settings=settings, engine=engine)
+    runtime = sqlite_runtime(tmp_path / "publish.db", files_dir=files_dir, source="file", history_1h_days=3)
     stages.collect(runtime, "1h", UNTIL)
     stages.build_driver_series(runtime, "1h", UNTIL)
     return runtime

@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 
 from regime_tasks import stages
-from regime_tasks.config import Settings
 from regime_tasks.core.timeframes import bar_delta
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
-from regime_tasks.store.db import init_db, make_engine
+from tests.conftest import sqlite_runtime
 
 DRIVERS = ("BTC", "ALT", "BTC.d", "USDT.d")
 # (timeframe, first tick, ticks): the 1m ticks cross an hour, the 1h ticks a day
@@ -29,12 +28,7 @@ CASES = [
 
 
 def _runtime(path: Path, files_dir: Path) -> Runtime:
-    settings = Settings(
-        database_url=f"sqlite:///{path}", files_dir=files_dir, source="file", history_1h_days=5, history_1m_days=1
-    )
-    engine = make_engine(settings.effective_database_url, cached=False)
-    init_db(engine)
-    return Runtime(settings=settings, engine=engine)
+    return sqlite_runtime(path, files_dir=files_dir, source="file", history_1h_days=5, history_1m_days=1)
 
 
 def _tick(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict:

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from regime_tasks.cli.options import BUCKET_CHOICES, add_book, add_json, add_now, book_or_default
+from regime_tasks.cli.options import BUCKET_CHOICES, EXEC_TFS, add_book, add_json, add_now, book_or_default
 from regime_tasks.cli.render import STATE_LEGEND, make_console, print_json, signed
 from regime_tasks.errors import RegimeUnavailable, UnknownInputError
 
@@ -193,7 +193,7 @@ def _cmd_levers(args: argparse.Namespace) -> int:
 def _add_levers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("levers", help="A, E and size for one bucket and execution timeframe, with contributions")
     p.add_argument("--bucket", choices=BUCKET_CHOICES, default=None)
-    p.add_argument("--exec-tf", required=True, help="execution timeframe: 1m 5m 15m 1h 4h 1d")
+    p.add_argument("--exec-tf", required=True, help=f"execution timeframe: {' '.join(EXEC_TFS)}")
     add_book(p)
     p.add_argument("--intent", action="append", default=[], help="intent metric, e.g. hi_buy=1 (repeatable)")
     add_now(p)

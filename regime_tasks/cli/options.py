@@ -150,6 +150,13 @@ def add_now(p: argparse.ArgumentParser, help: str | None = None) -> None:
     )
 
 
+def add_files(p: argparse.ArgumentParser) -> None:
+    """``--files``: a data folder in the bundled layout, else the configured one."""
+    p.add_argument(
+        "--files", type=data_folder, default=None, help="data folder in the bundled layout (default REGIME_FILES_DIR)"
+    )
+
+
 def add_window(p: argparse.ArgumentParser, first: str, last: str) -> None:
     """``--start`` and ``--end`` (required; the parser checks start < end)."""
     p.add_argument("--start", type=utc_time, required=True, help=first)

@@ -7,13 +7,14 @@ from typing import Any
 
 from regime_tasks.cli.options import (
     EVAL_TFS,
+    EXEC_TFS,
     REGIME_TFS,
-    TIMEFRAMES,
     TRADABLE_CHOICES,
+    add_files,
+    add_json,
+    add_window,
     cost_bps,
-    data_folder,
     output_folder,
-    utc_time,
 )
 from regime_tasks.cli.render import print_json
 
@@ -54,14 +55,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="run the pipeline bar by bar over history and write a validation report")
-    p.add_argument("--start", type=utc_time, required=True, help="first bar to report, ISO-8601 UTC")
-    p.add_argument("--end", type=utc_time, required=True, help="last bar to report, ISO-8601 UTC (after --start)")
+    add_window(p, "first bar to report, ISO-8601 UTC", "last bar to report, ISO-8601 UTC (after --start)")
     p.add_argument("--timeframe", action="append", choices=REGIME_TFS, help="repeatable; default all")
-    p.add_argument(
-        "--files", type=data_folder, default=None, help="data folder in the bundled layout (default REGIME_FILES_DIR)"
-    )
+    add_files(p)
     p.add_argument("--out", type=output_folder, default="replay_out", help="report folder (default ./replay_out)")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    add_json(p, "machine-readable summary")
     p.set_defaults(handler=_cmd_replay)
 
 
@@ -113,8 +111,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="does sizing by the regime help? forward returns with intervals, sizing backtest vs baselines, latency",
     )
-    p.add_argument("--start", type=utc_time, required=True, help="first bar of the window, ISO-8601 UTC")
-    p.add_argument("--end", type=utc_time, required=True, help="last bar of the window, ISO-8601 UTC (after --start)")
+    add_window(p, "first bar of the window, ISO-8601 UTC", "last bar of the window, ISO-8601 UTC (after --start)")
     p.add_argument("--timeframe", nargs="+", action="extend", choices=EVAL_TFS, help="series timeframes (default both)")
     p.add_argument(
         "--series",
@@ -128,16 +125,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--exec-tf",
-        choices=TIMEFRAMES,
+        choices=EXEC_TFS,
         default=None,
         help="execution timeframe of the bucket levers (default: the series' timeframe)",
     )
     p.add_argument("--from-db", action="store_true", help="read the stored history (after regime import-candles)")
-    p.add_argument(
-        "--files", type=data_folder, default=None, help="data folder in the bundled layout (default REGIME_FILES_DIR)"
-    )
+    add_files(p)
     p.add_argument("--out", type=output_folder, default="evaluate_out", help="report folder (default ./evaluate_out)")
-    p.add_argument("--json", action="store_true", help="every number of the report as JSON on stdout")
+    add_json(p, "every number of the report as JSON on stdout")
     p.set_defaults(handler=_cmd_evaluate)
 
 
