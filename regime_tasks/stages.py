@@ -29,6 +29,7 @@ from regime_tasks.core.constants import (
 )
 from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.core.timeframes import bar_delta, iso, parse_ts
+from regime_tasks.core.timeframes import last_closed_bar as last_closed_bar  # defined there; kept for stages.* callers
 from regime_tasks.errors import StoreError
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
