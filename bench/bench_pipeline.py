@@ -17,6 +17,7 @@ import time
 from common import BUNDLE, measure, report
 
 from regime_tasks.core.bars import fill_gaps
+from regime_tasks.core.constants import DEFAULT_BUCKET_THRESHOLDS_USD
 from regime_tasks.core.live import LiveHistory, ta_payload_of_history
 from regime_tasks.core.mapper import map_engine_payload
 from regime_tasks.core.ta import compute_ta_frame
@@ -28,8 +29,7 @@ WINDOW = 3_000
 
 
 def main() -> None:
-    caps = {"nano_max_usd": 10e6, "small_max_usd": 50e6, "mid_max_usd": 200e6}
-    series = driver_bars(FileSource(BUNDLE), caps, "1m")
+    series = driver_bars(FileSource(BUNDLE), dict(DEFAULT_BUCKET_THRESHOLDS_USD), "1m")
     settings = EngineSettings()
     cases = {}
     for driver, bars in series.items():

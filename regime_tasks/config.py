@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from regime_tasks.core.constants import DEFAULT_BUCKET_THRESHOLDS_USD
 from regime_tasks.errors import ConfigError
 from regime_tasks.logs import redact_url
 
@@ -115,9 +116,15 @@ class Settings(BaseSettings):
     engine_edx: Literal["spec", "as_run"] = Field(
         "spec", description="as_run: EDX as the host computed it (its bar count, 500-bar fetch, per-window TA)."
     )
-    bucket_nano_max_usd: float = Field(10e6, gt=0, description="nano < this market cap (USD) ≤ small (D3).")
-    bucket_small_max_usd: float = Field(50e6, gt=0, description="small < this ≤ mid.")
-    bucket_mid_max_usd: float = Field(200e6, gt=0, description="mid < this ≤ big.")
+    bucket_nano_max_usd: float = Field(
+        DEFAULT_BUCKET_THRESHOLDS_USD["nano_max_usd"], gt=0, description="nano < this market cap (USD) ≤ small (D3)."
+    )
+    bucket_small_max_usd: float = Field(
+        DEFAULT_BUCKET_THRESHOLDS_USD["small_max_usd"], gt=0, description="small < this ≤ mid."
+    )
+    bucket_mid_max_usd: float = Field(
+        DEFAULT_BUCKET_THRESHOLDS_USD["mid_max_usd"], gt=0, description="mid < this ≤ big."
+    )
     history_1d_days: int = Field(800, gt=0, description="Bootstrap backfill depth for 1d series.")
     history_1h_days: int = Field(400, gt=0, description="Bootstrap backfill depth for 1h series.")
     history_1m_days: int = Field(3, gt=0, description="Bootstrap backfill depth for 1m series.")
@@ -332,6 +339,15 @@ class Settings(BaseSettings):
         )
 
     @property
+    def bucket_thresholds(self) -> dict[str, float]:
+        """The buckets' market-cap bounds as ``core.composite``'s functions take them (D3)."""
+        return {
+            "nano_max_usd": self.bucket_nano_max_usd,
+            "small_max_usd": self.bucket_small_max_usd,
+            "mid_max_usd": self.bucket_mid_max_usd,
+        }
+
+    @property
     def known_books(self) -> frozenset[str]:
         """Books compute_levers() accepts: D12's crypto books, ``REGIME_BOOK_ID`` and ``REGIME_BOOKS``."""
         from regime_tasks.core.constants import CRYPTO_BOOK_IDS
@@ -392,12 +408,8 @@ def get_settings() -> Settings:
 
 
 def bucket_for_market_cap(market_cap_usd: float, settings: Settings | None = None) -> str:
-    """Map a market cap (USD) to nano/small/mid/big with the configured thresholds (D3)."""
-    s = settings or get_settings()
-    if market_cap_usd < s.bucket_nano_max_usd:
-        return "nano"
-    if market_cap_usd < s.bucket_small_max_usd:
-        return "small"
-    if market_cap_usd < s.bucket_mid_max_usd:
-        return "mid"
-    return "big"
+    """Map a market cap (USD) to nano/small/mid/big with the configured thresholds (D3; the rule:
+    ``core.composite.bucket_of``)."""
+    from regime_tasks.core.composite import bucket_of
+
+    return bucket_of(market_cap_usd, **(settings or get_settings()).bucket_thresholds)

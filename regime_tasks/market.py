@@ -22,6 +22,7 @@ import pandas as pd
 
 from regime_tasks.config import Settings
 from regime_tasks.core.bars import timeframe_delta
+from regime_tasks.core.constants import BUCKETS, DOMINANCE_DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.core.dominance import history_to_bars
 from regime_tasks.errors import DataValidationError
 from regime_tasks.logs import kv
@@ -160,12 +161,12 @@ class FileMarket(FileSource):
                 drivers = ["BTC"] if sym == "BTC" else ["ALT"]
                 out.update((d, parts[1]) for d in drivers)
             elif len(parts) >= 3 and parts[0] == "lowcaps":
-                out.update((b, parts[1]) for b in ("nano", "small", "mid", "big"))
+                out.update((b, parts[1]) for b in BUCKETS)
             elif parts[0] == "dominance":
                 tf = Path(parts[-1]).name.split(".")[0]
-                out.update((d, tf) for d in ("BTC.d", "USDT.d"))
+                out.update((d, tf) for d in DOMINANCE_DRIVERS)
             elif parts[0] == "tokens.csv":
-                out.update((b, tf) for b in ("nano", "small", "mid", "big") for tf in ("1d", "1h", "1m"))
+                out.update((b, tf) for b in BUCKETS for tf in REGIME_TIMEFRAMES)
         return out
 
 

@@ -33,6 +33,7 @@ from regime_tasks.core.constants import (
     REQUIRED_DRIVERS,
     TIMEFRAME_SECONDS,
 )
+from regime_tasks.core.timeframes import bar_delta, iso, last_closed_bar, parse_ts
 from regime_tasks.errors import NotBootstrappedError
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
@@ -112,7 +113,9 @@ def launch_tick(rt: Runtime, timeframe: str, until_iso: str, book_id: str) -> st
     (:func:`send_tick`)."""
     result = tick_canvas(timeframe, until_iso, book_id).apply_async()
     meta.set_meta(
-        rt.engine, _launched_key(book_id, timeframe), {"until": until_iso, "id": result.id, "at": stages.iso(utcnow())}
+        rt.engine,
+        _launched_key(book_id, timeframe),
+        {"until": until_iso, "id": result.id, "at": iso(utcnow())},
     )
     return result.id
 
@@ -121,7 +124,7 @@ def record_published(rt: Runtime, book_id: str, timeframe: str, until_iso: str) 
     """Remember the newest bar whose tick reached publish (a late, older re-run never moves it back)."""
     previous = meta.get_meta(rt.engine, _published_key(book_id, timeframe)) or {}
     if (previous.get("until") or "") < until_iso:
-        meta.set_meta(rt.engine, _published_key(book_id, timeframe), {"until": until_iso, "at": stages.iso(utcnow())})
+        meta.set_meta(rt.engine, _published_key(book_id, timeframe), {"until": until_iso, "at": iso(utcnow())})
 
 
 def tick_lease_secs(rt: Runtime) -> float:
@@ -134,7 +137,7 @@ def tick_lease_secs(rt: Runtime) -> float:
 def _in_flight(rt: Runtime, launched: dict[str, Any]) -> bool:
     from regime_tasks.celery_app import app
 
-    age_secs = (utcnow() - stages.parse_ts(launched["at"])).total_seconds()
+    age_secs = (utcnow() - parse_ts(launched["at"])).total_seconds()
     if age_secs > tick_lease_secs(rt):
         return False
     # The chain's last task: Celery marks it FAILURE when any earlier task (or the chord) failed.
@@ -155,12 +158,12 @@ def due_catch_ups(
     for tf in REGIME_TIMEFRAMES:
         if skip is not None and TIMEFRAME_SECONDS[tf] <= TIMEFRAME_SECONDS[skip]:
             continue
-        target = stages.last_closed_bar(tf, as_of)
+        target = last_closed_bar(tf, as_of)
         published = meta.get_meta(rt.engine, _published_key(book_id, tf)) or {}
-        if (published.get("until") or "") >= stages.iso(target):
+        if (published.get("until") or "") >= iso(target):
             continue
         launched = meta.get_meta(rt.engine, _launched_key(book_id, tf)) or {}
-        if (launched.get("until") or "") >= stages.iso(target) and _in_flight(rt, launched):
+        if (launched.get("until") or "") >= iso(target) and _in_flight(rt, launched):
             continue
         due.append((tf, target))
     return due
@@ -187,7 +190,7 @@ def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -
                     "args": (tf,),
                     "options": {"expires": ONE_MINUTE_TICK_EXPIRES_SECS / replay_speed} if tf == "1m" else {},
                 }
-                for tf in ("1m", "1h", "1d")
+                for tf in sorted(REGIME_TIMEFRAMES, key=TIMEFRAME_SECONDS.__getitem__)
             },
         }
     return {
@@ -220,7 +223,7 @@ def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -
 def record_heartbeat(rt: Runtime, task_id: str | None) -> dict[str, Any]:
     """Store the beat heartbeat: last time, and a count of heartbeats received (for monitoring and tests)."""
     previous = meta.get_meta(rt.engine, "beat:heartbeat") or {}
-    value = {"at": stages.iso(utcnow()), "count": int(previous.get("count", 0)) + 1, "task_id": task_id}
+    value = {"at": iso(utcnow()), "count": int(previous.get("count", 0)) + 1, "task_id": task_id}
     meta.set_meta(rt.engine, "beat:heartbeat", value)
     return value
 
@@ -307,7 +310,7 @@ def bootstrap(
     The backfill fetches every bar missing back to the configured depth, holes included. After a failed (or no)
     bootstrap, or when majors bars were missing inside or before the stored history, the driver series and the
     engine's history replay (D15) are rebuilt from all stored bars, so the present starts in the state its history
-    implies and the bootstrap ends where a fresh one would (B1); otherwise it extends them like a tick. The
+    implies and the bootstrap ends where a fresh one would; otherwise it extends them like a tick. The
     completion marker is written even when optional drivers are missing; without BTC or ALT the report is not
     ``ok`` and the marker is not written. When the source's data ends before ``now`` the report says where
     (``source_ends``, ``hint``).
@@ -316,7 +319,7 @@ def bootstrap(
     clock = now or utcnow()
     positions.ensure_driver_rows(rt.engine, book_id)
     # After a completed bootstrap whose history is whole, a new one only extends it (cheap); after a failed one,
-    # or when bars were missing inside or before the stored history, everything is rebuilt and replayed (B1).
+    # or when bars were missing inside or before the stored history, everything is rebuilt and replayed.
     completed_before = bootstrap_completed(rt, book_id)
     status: dict[str, dict[str, str]] = {d: {} for d in DRIVERS}
     nbars: dict[str, dict[str, int]] = {d: {} for d in DRIVERS}
@@ -333,7 +336,7 @@ def bootstrap(
     source_ends: dict[str, str | None] = {}
     closes: list[Any] = []
     for tf in timeframes:
-        until = stages.last_closed_bar(tf, clock)
+        until = last_closed_bar(tf, clock)
         rebuild = not completed_before
         try:
             rebuild = bool(stages.collect(rt, tf, until, repair=True)["repaired"]) or rebuild
@@ -345,12 +348,10 @@ def bootstrap(
         # bar may just be late
         end = stages.source_end(rt, tf) if callable(getattr(rt.market, "latest", None)) else until
         if end is not None:
-            closes.append(end + stages.bar_delta(tf))
+            closes.append(end + bar_delta(tf))
         if end is None or end < until:
-            source_ends[tf] = stages.iso(end)
-            log.warning(
-                "source ends before now %s", kv(timeframe=tf, last_bar=stages.iso(end), until=stages.iso(until))
-            )
+            source_ends[tf] = iso(end)
+            log.warning("source ends before now %s", kv(timeframe=tf, last_bar=iso(end), until=iso(until)))
         try:
             stages.build_driver_series(rt, tf, until, rebuild=rebuild)
         except Exception as exc:
@@ -373,7 +374,7 @@ def bootstrap(
                 status[driver][tf] = "ready"
             advance(f"engine {driver}/{tf}")
         stages.publish(rt, book_id, tf, results)
-        record_published(rt, book_id, tf, stages.iso(until))
+        record_published(rt, book_id, tf, iso(until))
         advance(f"publish {tf}")
     stages.run_levers(rt, book_id)
     report = BootstrapReport(
@@ -382,10 +383,10 @@ def bootstrap(
         nbars,
         errors,
         time.perf_counter() - t0,
-        now=stages.iso(clock),
+        now=iso(clock),
         source_ends=source_ends,
-        suggested_now=stages.iso(max(closes)) if source_ends and closes else None,
+        suggested_now=iso(max(closes)) if source_ends and closes else None,
     )
     if report.ok:
-        meta.set_meta(rt.engine, _bootstrap_key(book_id), {"completed_at": stages.iso(clock), **report.as_dict()})
+        meta.set_meta(rt.engine, _bootstrap_key(book_id), {"completed_at": iso(clock), **report.as_dict()})
     return report

@@ -9,14 +9,16 @@ Time convention: ``until`` is the **open time of the last closed bar** to includ
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, cast, overload
+from typing import Any, cast
 
+import kombu.exceptions
 import numpy as np
 import pandas as pd
+import redis.exceptions
+import sqlalchemy as sa
 
 from regime_tasks.core.constants import (
     ALT_CONSTITUENTS,
@@ -24,55 +26,17 @@ from regime_tasks.core.constants import (
     DOMINANCE_DRIVERS,
     MAJORS,
     MAX_BUCKET_CONSTITUENTS,
-    TIMEFRAME_SECONDS,
 )
 from regime_tasks.core.payloads import EnginePayload
-from regime_tasks.errors import UnknownInputError
+from regime_tasks.core.timeframes import bar_delta, iso, parse_ts
+from regime_tasks.core.timeframes import last_closed_bar as last_closed_bar  # defined there; kept for stages.* callers
+from regime_tasks.errors import StoreError
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
+from regime_tasks.store.cache import CacheUnavailable
 
 log = logging.getLogger(__name__)
-
-
-def bar_delta(timeframe: str) -> pd.Timedelta:
-    """Length of one bar."""
-    return pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
-
-
-def last_closed_bar(timeframe: str, now: dt.datetime | pd.Timestamp) -> pd.Timestamp:
-    """Open time of the newest bar of ``timeframe`` that has closed at ``now``."""
-    now_ts = pd.Timestamp(now)
-    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
-    return now_ts.floor(bar_delta(timeframe)) - bar_delta(timeframe)
-
-
-def check_closed(timeframe: str, bar: pd.Timestamp, now: dt.datetime | pd.Timestamp) -> None:
-    """UnknownInputError unless the bar opening at ``bar`` has closed by ``now`` (a tick for 9999-12-31 would
-    otherwise be accepted and computed on whatever data exists)."""
-    if bar + bar_delta(timeframe) > pd.Timestamp(now):
-        raise UnknownInputError(
-            f"bar {iso(bar)} ({timeframe}) has not closed at {iso(now)}: --until is the open time of a closed bar"
-        )
-
-
-@overload
-def iso(ts: pd.Timestamp | dt.datetime) -> str: ...
-@overload
-def iso(ts: None) -> None: ...
-def iso(ts: pd.Timestamp | dt.datetime | None) -> str | None:
-    """ISO-8601 UTC with a Z, the payload convention (``None`` stays ``None``)."""
-    if ts is None:
-        return None
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_ts(value: str | pd.Timestamp | dt.datetime) -> pd.Timestamp:
-    """Parse an ISO time (or pass a timestamp through) as tz-aware UTC."""
-    t = pd.Timestamp(value)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 # --- collect ------------------------------------------------------------------------------------------
@@ -549,9 +513,7 @@ def bucket_membership(rt: Runtime, until: pd.Timestamp) -> dict[str, pd.DataFram
     s = rt.settings
     members = point_in_time_membership(
         caps,
-        nano_max_usd=s.bucket_nano_max_usd,
-        small_max_usd=s.bucket_small_max_usd,
-        mid_max_usd=s.bucket_mid_max_usd,
+        **s.bucket_thresholds,
         max_members=MAX_BUCKET_CONSTITUENTS,
     )
     out = {}
@@ -650,7 +612,7 @@ def build_driver_series(rt: Runtime, timeframe: str, until: pd.Timestamp, *, reb
     """Write ``regime_price_data_ohlc`` for all eight drivers of ``timeframe`` up to ``until``.
 
     ``rebuild`` (the bootstrap) rewrites BTC and the composites from all their inputs, which a repairing collect
-    may have extended backwards or filled in (B1); a tick only extends them.
+    may have extended backwards or filled in; a tick only extends them.
     """
     written: dict[str, int] = {"BTC": _copy_major(rt, "BTC", timeframe, until, rebuild=rebuild)}
     alt_members: list[MemberKey] = [("majors", {"token_contract": s}) for s in ALT_CONSTITUENTS]
@@ -724,7 +686,7 @@ def update_driver(
 
     - No previous engine payload, or ``replay`` (the bootstrap): the whole stored history up to ``until`` is
       replayed bar by bar (D15) and the series' state-change events are replaced by the replay's, so a
-      bootstrap gives the state its (possibly repaired) history implies, whatever ran before (B1).
+      bootstrap gives the state its (possibly repaired) history implies, whatever ran before.
     - Otherwise each new bar is stepped on its anchored TA window (``core.live.window_start``): a warm
       ``LiveHistory`` kept by this process appends the bar, or one is built from the window's bars first; both
       give the same bits, so the result does not depend on which worker runs the task (bars are computed by bar
@@ -888,20 +850,30 @@ def _resume(live: Any, window: pd.DataFrame) -> bool:
     return True
 
 
+# Infrastructure errors: the database, the cache or the broker failed, not the computation. A step re-raises them
+# (update_driver_safely) and the tasks retry exactly these (tasks.RETRYABLE_ERRORS, where the policy is described).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    StoreError,
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    CacheUnavailable,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+    ConnectionError,
+)
+
+
 def update_driver_safely(
     rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp, *, replay: bool = False
 ) -> dict[str, Any]:
     """``update_driver`` that turns a computation failure into an ``error`` status (logged with traceback).
 
-    Infrastructure failures (database, cache) still raise so that Celery retries the task.
+    Infrastructure failures (:data:`TRANSIENT_ERRORS`) still raise so that Celery retries the task.
     """
-    import sqlalchemy as sa
-
-    from regime_tasks.errors import StoreError
-
     try:
         return update_driver(rt, book_id, driver, timeframe, until, replay=replay)
-    except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError):
+    except TRANSIENT_ERRORS:
         raise
     except Exception as exc:
         log.exception("driver update failed %s", kv(driver=driver, timeframe=timeframe, until=iso(until)))

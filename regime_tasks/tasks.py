@@ -13,18 +13,14 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import kombu.exceptions
-import redis.exceptions
-import sqlalchemy as sa
 from celery import Task
 
 from regime_tasks import pipeline, stages
 from regime_tasks.celery_app import app
 from regime_tasks.config import Settings
-from regime_tasks.errors import StoreError
+from regime_tasks.core import timeframes
 from regime_tasks.logs import kv, redact_url
 from regime_tasks.runtime import get_runtime
-from regime_tasks.store.cache import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +29,8 @@ log = logging.getLogger(__name__)
 # re-run by bar time (pipeline.due_catch_ups). Tasks retry only database and broker/cache errors, with waits of
 # 2, 4, 8 … s (at most REGIME_TASK_RETRY_BACKOFF_MAX_SECS) while their sum stays within
 # REGIME_TASK_RETRY_BUDGET_SECS. Bad data is never retried.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    StoreError,
-    sa.exc.OperationalError,
-    sa.exc.InterfaceError,
-    CacheUnavailable,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    kombu.exceptions.OperationalError,
-    ConnectionError,
-)
+# The errors themselves are listed once, with the steps that re-raise them: stages.TRANSIENT_ERRORS.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = stages.TRANSIENT_ERRORS
 
 
 def retry_waits_secs(settings: Settings) -> list[float]:
@@ -103,14 +91,18 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
     if not pipeline.bootstrap_completed(rt, book):
         log.error("tick refused: bootstrap has not completed %s", kv(book=book, timeframe=timeframe))
         return {"status": "not_bootstrapped", "book_id": book, "timeframe": timeframe}
-    bar = stages.parse_ts(until) if until else stages.last_closed_bar(timeframe, pipeline.utcnow())
-    stages.check_closed(timeframe, bar, pipeline.utcnow())  # a bar that has not closed is a caller's mistake
-    task_id = pipeline.launch_tick(rt, timeframe, stages.iso(bar), book)
+    bar = timeframes.parse_ts(until) if until else timeframes.last_closed_bar(timeframe, pipeline.utcnow())
+    timeframes.check_closed(timeframe, bar, pipeline.utcnow())  # a bar that has not closed is a caller's mistake
+    task_id = pipeline.launch_tick(rt, timeframe, timeframes.iso(bar), book)
     # Bar-time catch-up: a tick of another timeframe that failed (its chord gave up during an outage)
     # or never ran is launched again as soon as a tick arrives, i.e. within one 1m beat of the outage's end.
     caught_up = [
-        {"timeframe": tf, "until": stages.iso(target), "id": pipeline.launch_tick(rt, tf, stages.iso(target), book)}
-        for tf, target in pipeline.due_catch_ups(rt, book, bar + stages.bar_delta(timeframe), skip=timeframe)
+        {
+            "timeframe": tf,
+            "until": timeframes.iso(target),
+            "id": pipeline.launch_tick(rt, tf, timeframes.iso(target), book),
+        }
+        for tf, target in pipeline.due_catch_ups(rt, book, bar + timeframes.bar_delta(timeframe), skip=timeframe)
     ]
     if caught_up:
         log.warning("ticks re-run by bar time %s", kv(book=book, ticks=caught_up))
@@ -118,7 +110,7 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
         "status": "launched",
         "book_id": book,
         "timeframe": timeframe,
-        "until": stages.iso(bar),
+        "until": timeframes.iso(bar),
         "id": task_id,
         "caught_up": caught_up,
     }
@@ -128,21 +120,21 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
 @within_retry_budget
 def collect(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """Fetch/import the input bars of one timeframe up to ``until`` (queue regime.io)."""
-    return stages.collect(get_runtime(), timeframe, stages.parse_ts(until))
+    return stages.collect(get_runtime(), timeframe, timeframes.parse_ts(until))
 
 
 @app.task(name="regime.composite.build", bind=True, base=RegimeTask)
 @within_retry_budget
 def composite(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """Build the driver price series (BTC, ALT, buckets, dominance) of one timeframe up to ``until``."""
-    return stages.build_driver_series(get_runtime(), timeframe, stages.parse_ts(until))
+    return stages.build_driver_series(get_runtime(), timeframe, timeframes.parse_ts(until))
 
 
 @app.task(name="regime.driver.update", bind=True, base=RegimeTask)
 @within_retry_budget
 def driver_update(self: Task, driver: str, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
     """TA + engine + mapper for one driver × timeframe; returns a status so one failure never blocks the rest."""
-    return stages.update_driver_safely(get_runtime(), book_id, driver, timeframe, stages.parse_ts(until))
+    return stages.update_driver_safely(get_runtime(), book_id, driver, timeframe, timeframes.parse_ts(until))
 
 
 @app.task(name="regime.tick.publish", bind=True, base=RegimeTask)
@@ -172,7 +164,7 @@ def bootstrap(self: Task, book_id: str | None = None, now: str | None = None) ->
     book = book_id or rt.book_id
     if rt.settings.bootstrap_in_subprocess and not rt.settings.embedded:
         return _bootstrap_in_subprocess(book, now, timeout_secs=rt.settings.task_soft_time_limit_secs)
-    clock = stages.parse_ts(now).to_pydatetime() if now else None
+    clock = timeframes.parse_ts(now).to_pydatetime() if now else None
     return pipeline.bootstrap(rt, book_id=book, now=clock).as_dict()
 
 

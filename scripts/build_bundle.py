@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from regime_tasks.core.composite import point_in_time_membership
-from regime_tasks.core.constants import BUCKETS
+from regime_tasks.core.constants import BUCKETS, DEFAULT_BUCKET_THRESHOLDS_USD
 from regime_tasks.core.dominance import derive_dominance, dominance_validation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ WINDOW_END = pd.Timestamp("2025-07-26T05:00:00Z")
 DAILY_START = pd.Timestamp("2024-01-01T00:00:00Z")
 MINUTE_START = pd.Timestamp("2025-07-21T00:00:00Z")
 PER_BUCKET = 6
-THRESHOLDS = {"nano_max_usd": 10e6, "small_max_usd": 50e6, "mid_max_usd": 200e6}
+THRESHOLDS = DEFAULT_BUCKET_THRESHOLDS_USD
 ORIGIN_HL = "Hyperliquid candles, snapshot of 2025-07-26 (GPL-3.0, see LICENSES.md); copied unchanged"
 ORIGIN_TV = (
     "TradingView CRYPTOCAP:BTC.D / USDT.D daily closes via repository kalyar197/eth-dashboard "

@@ -7,7 +7,7 @@ Run: ``.venv/bin/python scripts/build_symbol_table.py --real <path to data pack 
 - ``regime_tasks/data/supplies.csv`` — for every matched CoinGecko id and every stablecoin: circulating supply,
   price and time of the snapshot row, and the role (member, major, stablecoin, wrapped) used by the universe.
 
-Matching rule (issue 15, "Precise rules"): candidates are the CoinGecko coins whose ticker equals the venue
+Matching rule: candidates are the CoinGecko coins whose ticker equals the venue
 symbol (``kPEPE`` etc. quote 1,000 tokens: ticker ``PEPE``, ``price_multiplier`` 1,000 = tokens per quoted unit).
 A candidate is accepted when CoinGecko's ``price_usd`` lies within 10 % of the venue's close on the day of the
 CoinGecko row (``last_updated``, mostly 2025-02-14) divided by ``price_multiplier``. One accepted candidate:

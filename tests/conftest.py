@@ -130,6 +130,33 @@ def redis_packets(monkeypatch) -> Iterator[list[bytes]]:
     yield packets
 
 
+@pytest.fixture()
+def embedded_cli(tmp_path: Path, files_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The `regime` command in embedded mode (in-memory broker, an in-process worker) on a fresh SQLite database in
+    ``tmp_path``, reading ``files_dir``; short history windows keep a bootstrap quick."""
+    from regime_tasks.config import get_settings
+    from regime_tasks.runtime import reset_runtime
+
+    for name, value in {
+        "REGIME_DATA_DIR": str(tmp_path),
+        "REGIME_FILES_DIR": str(files_dir),
+        "REGIME_SOURCE": "file",
+        "REGIME_BROKER_URL": "memory://",
+        "REGIME_RESULT_BACKEND": "cache+memory://",
+        "REGIME_REDIS_URL": "",
+        "REGIME_HISTORY_1D_DAYS": "30",
+        "REGIME_HISTORY_1H_DAYS": "2",
+        "REGIME_HISTORY_1M_DAYS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("REGIME_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    reset_runtime()
+    yield tmp_path
+    get_settings.cache_clear()
+    reset_runtime()
+
+
 @pytest.fixture(scope="session")
 def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A file-source folder: the bundled majors, and the last rows of the bundled dominance files (enough for short
@@ -144,3 +171,15 @@ def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         lines = (BUNDLED_DATA_DIR / "dominance" / f"{tf}.csv").read_text().splitlines()
         (root / "dominance" / f"{tf}.csv").write_text("\n".join([lines[0], *lines[1:][-rows:]]) + "\n")
     return root
+
+
+def sqlite_runtime(path: Path, **settings: object):  # -> regime_tasks.runtime.Runtime (imported lazily)
+    """A Runtime on a fresh SQLite file at ``path``, its schema created; ``settings`` as for ``Settings``."""
+    from regime_tasks.config import Settings
+    from regime_tasks.runtime import Runtime
+    from regime_tasks.store.db import init_db, make_engine
+
+    s = Settings(database_url=f"sqlite:///{path}", **settings)
+    engine = make_engine(s.effective_database_url, cached=False)
+    init_db(engine)
+    return Runtime(settings=s, engine=engine)

@@ -1,4 +1,4 @@
-"""compute_levers() arguments (issue 17): every bad one is a typed error raised before any I/O."""
+"""compute_levers() arguments: every bad one is a typed error raised before any I/O."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_good_arguments_still_give_the_d2_example(engine) -> None:
     assert res["A_value"] == pytest.approx(0.80) and res["diagnostics"]["degraded"] is False
 
 
-# --- issue 17 #6: known books only, bounded snapshot map -------------------------------------------------------
+# --- known books only, bounded snapshot map --------------------------------------------------------------------
 @pytest.mark.parametrize("book", ["onchain_crytpo", "stocks", "ONCHAIN_CRYPTO", ""])
 def test_unknown_book_is_an_error_not_a_silent_neutral(engine, book: str) -> None:
     from regime_tasks import api as levers
@@ -132,7 +132,7 @@ def test_in_process_cache_holding_one_tick_is_completed_from_the_database(engine
     assert res["A_value"] == pytest.approx(0.80) and len(cache.read("onchain_crypto")) == 24
 
 
-# --- issue 17 #3: the levers task isolates every row ---------------------------------------------------------------
+# --- the levers task isolates every row ----------------------------------------------------------------------------
 def _set_raw_features(eng, row_id: int, raw_json: str) -> None:
     import sqlalchemy as sa
 
@@ -179,7 +179,7 @@ def test_rows_whose_features_are_not_objects_are_listed_and_the_rest_written(any
 
     from regime_tasks.store.schema import tokens
 
-    with eng.begin() as conn:  # what the old importer let through (issue 17 #9), written around it
+    with eng.begin() as conn:  # what the old importer let through (no check of token rows), written around it
         for contract, cap in caps.items():
             conn.execute(sa.insert(tokens).values(token_contract=contract, token_chain="base", market_cap_usd=cap))
 

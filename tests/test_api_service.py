@@ -188,7 +188,7 @@ def test_levers_task_refuses_a_nan_intent_row_and_writes_the_others(engine) -> N
     assert positions.get_features(engine, good)["levers"]["A_value"] == pytest.approx(0.80)
 
 
-# --- issue 17 #2: the cache is judged per field ------------------------------------------------------------------
+# --- the cache is judged per field -------------------------------------------------------------------------------
 def one_minute_tick() -> dict:
     """What a 1m tick publishes: the 8 drivers' 1m fields, nothing else."""
     return {f"{d}|1m": payload("1m") for d in DRIVERS}

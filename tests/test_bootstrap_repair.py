@@ -1,4 +1,4 @@
-"""The bootstrap repairs history (issue 12, B1) and says where the source's data ends.
+"""The bootstrap repairs history and says where the source's data ends.
 
 A bootstrap on a clock past the bundled data fails (no 1h/1m bars in the window) and stores only the 1d bars its
 window reaches; one with holes punched into the stored history follows; then a correct bootstrap must leave the
@@ -18,6 +18,7 @@ import pytest
 
 from regime_tasks import stages
 from regime_tasks.config import Settings
+from regime_tasks.core import timeframes
 from regime_tasks.core.constants import DRIVERS, MAJORS, REGIME_TIMEFRAMES
 from regime_tasks.pipeline import bootstrap
 from regime_tasks.runtime import Runtime
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 BOOK = "onchain_crypto"
 NOW = pd.Timestamp("2025-07-26T04:00:30Z")  # inside the bundled data (its last 1m bar opens at 04:55)
-PAST_THE_DATA = pd.Timestamp("2026-12-01T23:30:00Z")  # a real clock on the day issue 12 was filed
+PAST_THE_DATA = pd.Timestamp("2026-12-01T23:30:00Z")  # a real clock long past the bundled data
 DATA_LAST_1M_CLOSE = "2025-07-26T04:56:00Z"
 # 800 days of 1d as by default (BTC 1d needs 333 bars for a state); short 1h/1m windows keep the test quick
 DEPTHS = {"history_1d_days": 800, "history_1h_days": 20, "history_1m_days": 1}
@@ -47,7 +48,7 @@ def _snapshot(rt: Runtime) -> dict:
     """Everything a bootstrap decides, up to now: bars, driver payloads (without their wall-clock ts), events."""
     out: dict = {"bars": {}, "features": {}}
     for tf in REGIME_TIMEFRAMES:
-        until = stages.last_closed_bar(tf, NOW)
+        until = timeframes.last_closed_bar(tf, NOW)
         for symbol in MAJORS:
             frame = store_bars.read_bars(rt.engine, "majors", {"token_contract": symbol}, tf, end=until)
             out["bars"][("majors", symbol, tf)] = frame
@@ -151,41 +152,23 @@ def test_bootstrap_past_the_data_says_where_it_ends_and_what_to_pass(
     assert "1m 2025-07-26T04:55:00Z" in err[0] and f"--now {DATA_LAST_1M_CLOSE}" in err[0]
 
 
-def test_a_tick_that_finds_no_new_closed_bar_says_so(tmp_path: Path, files_dir: Path, monkeypatch, capsys) -> None:
-    """Issue 12: `regime tick 1m` on a clock past the data returned {"written": 0}, rc 0, like a success."""
+def test_a_tick_that_finds_no_new_closed_bar_says_so(embedded_cli: Path, capsys) -> None:
+    """`regime tick 1m` on a clock past the data used to return {"written": 0}, rc 0, like a success."""
     import json
 
     from regime_tasks.cli import main
-    from regime_tasks.config import get_settings
-    from regime_tasks.runtime import reset_runtime
 
-    for name, value in {
-        "REGIME_DATA_DIR": str(tmp_path),
-        "REGIME_FILES_DIR": str(files_dir),
-        "REGIME_SOURCE": "file",
-        "REGIME_HISTORY_1D_DAYS": "30",
-        "REGIME_HISTORY_1H_DAYS": "2",
-        "REGIME_HISTORY_1M_DAYS": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("REGIME_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    reset_runtime()
-    try:
-        assert main(["db", "init"]) == 0
-        assert main(["bootstrap", "--now", "2025-07-26T04:50:30Z"]) == 0
-        capsys.readouterr()
-        assert main(["tick", "1m", "--until", "2025-07-26T04:52:00Z", "--json"]) == 0  # two new bars
-        stepped = json.loads(capsys.readouterr().out)
-        assert main(["tick", "1m", "--json"]) == 0  # the wall clock, long past the data: steps 04:53 to 04:55
-        rest = json.loads(capsys.readouterr().out)
-        assert main(["tick", "1m", "--json"]) == 0  # nothing left
-        past = json.loads(capsys.readouterr().out)
-        assert main(["tick", "1m"]) == 0
-        table = capsys.readouterr().out
-    finally:
-        get_settings.cache_clear()
-        reset_runtime()
+    assert main(["db", "init"]) == 0
+    assert main(["bootstrap", "--now", "2025-07-26T04:50:30Z"]) == 0
+    capsys.readouterr()
+    assert main(["tick", "1m", "--until", "2025-07-26T04:52:00Z", "--json"]) == 0  # two new bars
+    stepped = json.loads(capsys.readouterr().out)
+    assert main(["tick", "1m", "--json"]) == 0  # the wall clock, long past the data: steps 04:53 to 04:55
+    rest = json.loads(capsys.readouterr().out)
+    assert main(["tick", "1m", "--json"]) == 0  # nothing left
+    past = json.loads(capsys.readouterr().out)
+    assert main(["tick", "1m"]) == 0
+    table = capsys.readouterr().out
     assert stepped["new_bar"] and stepped["last_bar"] == "2025-07-26T04:52:00Z" and "message" not in stepped
     assert rest["new_bar"] and rest["last_bar"] == "2025-07-26T04:55:00Z" and "message" not in rest
     assert not past["new_bar"] and past["last_bar"] == "2025-07-26T04:55:00Z"

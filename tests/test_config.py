@@ -1,4 +1,4 @@
-"""Settings are all checked at start, each problem naming its variable (issue 17 #4, #10)."""
+"""Settings are all checked at start, each problem naming its variable."""
 
 from __future__ import annotations
 

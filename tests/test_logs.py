@@ -24,7 +24,7 @@ def test_records_follow_a_replaced_and_closed_stderr(monkeypatch) -> None:
     assert "Logging error" not in second.getvalue()
 
 
-# --- issue 17 #5: secrets never printed --------------------------------------------------------------------------
+# --- secrets never printed ---------------------------------------------------------------------------------------
 SECRET = "S3cretPassw0rd"
 
 

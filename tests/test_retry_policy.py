@@ -1,4 +1,4 @@
-"""One retry policy (issue 17 #7): HTTP owns venue retries; tasks retry database/broker errors within a budget."""
+"""One retry policy, no nested retries: HTTP owns venue retries; tasks retry database/broker errors within a budget."""
 
 from __future__ import annotations
 

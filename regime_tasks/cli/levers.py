@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from regime_tasks.cli.options import BUCKET_CHOICES, add_book, add_json, add_now, book_or_default
+from regime_tasks.cli.options import BUCKET_CHOICES, EXEC_TFS, add_book, add_json, add_now, book_or_default
 from regime_tasks.cli.render import STATE_LEGEND, make_console, print_json, signed
 from regime_tasks.errors import RegimeUnavailable, UnknownInputError
 
@@ -32,7 +32,7 @@ def parse_now(value: str | None) -> dt.datetime | None:
     clock), read when the entries have been read (see ``_load_known_entries``)."""
     if value is None:
         return None
-    from regime_tasks.stages import parse_ts
+    from regime_tasks.core.timeframes import parse_ts
 
     return parse_ts(value).to_pydatetime()
 
@@ -43,7 +43,7 @@ def entries_known_at(
     """The entries whose bar had closed by ``now`` ("as known at now"), and the ``driver|tf`` of the others.
 
     The store keeps each driver's latest bar only, so a driver whose latest bar closes after ``now`` has no entry
-    known at ``now``: it is missing, not fresh with a negative age (B5).
+    known at ``now``: it is missing, not fresh with a negative age.
     """
     from regime_tasks.core.levers import entry_age_bars
 
@@ -193,7 +193,7 @@ def _cmd_levers(args: argparse.Namespace) -> int:
 def _add_levers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("levers", help="A, E and size for one bucket and execution timeframe, with contributions")
     p.add_argument("--bucket", choices=BUCKET_CHOICES, default=None)
-    p.add_argument("--exec-tf", required=True, help="execution timeframe: 1m 5m 15m 1h 4h 1d")
+    p.add_argument("--exec-tf", required=True, help=f"execution timeframe: {' '.join(EXEC_TFS)}")
     add_book(p)
     p.add_argument("--intent", action="append", default=[], help="intent metric, e.g. hi_buy=1 (repeatable)")
     add_now(p)

@@ -12,12 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from regime_tasks.core.constants import BUCKETS, REGIME_TIMEFRAMES, TIMEFRAME_SECONDS
+from regime_tasks.core.constants import (
+    BUCKETS,
+    EVALUATION_TIMEFRAMES,
+    EXEC_TF_MULTIPLIERS,
+    REGIME_TIMEFRAMES,
+    TIMEFRAME_SECONDS,
+    TRADABLE_SERIES,
+)
 
 # Every bar length the product reads or writes (1m … 1d), in the order of the constants table.
 TIMEFRAMES = tuple(TIMEFRAME_SECONDS)
 REGIME_TFS = REGIME_TIMEFRAMES
 BUCKET_CHOICES = BUCKETS
+EXEC_TFS = tuple(EXEC_TF_MULTIPLIERS)  # execution timeframes of the levers (plan §4.3)
+EVAL_TFS = EVALUATION_TIMEFRAMES
+TRADABLE_CHOICES = TRADABLE_SERIES
 
 
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
@@ -31,12 +41,12 @@ def utc_time(value: str) -> Any:
     """
     import pandas as pd
 
+    from regime_tasks.core.timeframes import parse_ts
+
     if not _ISO_TIME.match(value.strip()):
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 UTC time such as 2025-07-26T04:00:00Z")
     try:
-        t = pd.Timestamp(value.strip())
-        t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-        return t.as_unit("ns")
+        return parse_ts(value.strip()).as_unit("ns")
     except (ValueError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
         reason = "outside the years 1677–2262" if isinstance(exc, pd.errors.OutOfBoundsDatetime) else str(exc)
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid time: {reason}") from None
@@ -137,6 +147,13 @@ def add_now(p: argparse.ArgumentParser, help: str | None = None) -> None:
         type=utc_time,
         default=None,
         help=help or "as known at this ISO-8601 UTC time: bars closing later are not used (default: the clock)",
+    )
+
+
+def add_files(p: argparse.ArgumentParser) -> None:
+    """``--files``: a data folder in the bundled layout, else the configured one."""
+    p.add_argument(
+        "--files", type=data_folder, default=None, help="data folder in the bundled layout (default REGIME_FILES_DIR)"
     )
 
 

@@ -17,8 +17,9 @@ from typing import Any
 import pandas as pd
 
 from regime_tasks import pipeline, stages
-from regime_tasks.cli.options import REGIME_TFS, add_book, add_json, count, utc_time
+from regime_tasks.cli.options import BUCKET_CHOICES, EXEC_TFS, REGIME_TFS, add_book, add_json, count, utc_time
 from regime_tasks.cli.render import print_json
+from regime_tasks.core import timeframes
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.errors import RegimeError
 from regime_tasks.runtime import get_runtime
@@ -60,7 +61,7 @@ def progress_reporter(title: str) -> Iterator[pipeline.Progress]:
 def run_bootstrap(*, book_id: str | None = None, now: str | dt.datetime | None = None) -> pipeline.BootstrapReport:
     """Run the bootstrap in this process with progress output."""
     rt = get_runtime()
-    clock = stages.parse_ts(now).to_pydatetime() if now is not None else None
+    clock = timeframes.parse_ts(now).to_pydatetime() if now is not None else None
     with progress_reporter("bootstrap") as progress:
         return pipeline.bootstrap(rt, book_id=book_id or rt.book_id, now=clock, progress=progress)
 
@@ -99,7 +100,7 @@ def processed_bar(rt: Any, book_id: str, timeframe: str, driver: str = "BTC") ->
 
     features = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4",)).get((driver, timeframe), {})
     bar_ts = (features.get("uptrend_engine_v4") or {}).get("bar_ts")
-    return stages.parse_ts(bar_ts) if bar_ts else None
+    return timeframes.parse_ts(bar_ts) if bar_ts else None
 
 
 @contextmanager
@@ -125,32 +126,32 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
     """
     from regime_tasks.embedded import in_process_worker, run_tick
 
-    bar = stages.parse_ts(until) if until else stages.last_closed_bar(timeframe, pipeline.utcnow())
-    stages.check_closed(timeframe, bar, pipeline.utcnow())  # a bad --until fails here, before a worker starts
+    bar = timeframes.parse_ts(until) if until else timeframes.last_closed_bar(timeframe, pipeline.utcnow())
+    timeframes.check_closed(timeframe, bar, pipeline.utcnow())  # a bad --until fails here, before a worker starts
     rt = get_runtime()
     book = book_id or rt.book_id
     before = processed_bar(rt, book, timeframe)
-    out: dict[str, Any] = {"timeframe": timeframe, "until": stages.iso(bar)}
+    out: dict[str, Any] = {"timeframe": timeframe, "until": timeframes.iso(bar)}
     if rt.settings.embedded:
         with in_process_worker(), _refusal_reported_here():
-            out.update(run_tick(timeframe, stages.iso(bar), book))
+            out.update(run_tick(timeframe, timeframes.iso(bar), book))
     else:
-        sent = pipeline.send_tick(timeframe, stages.iso(bar), book)
+        sent = pipeline.send_tick(timeframe, timeframes.iso(bar), book)
         if not wait:
             return {**out, "id": sent.id}
         out.update(pipeline.await_tick(sent, lambda r, secs: r.get(timeout=secs), 600.0))
     # a tick that stepped no new bar says so: the source may have ended, or the bar is not closed yet
     after = processed_bar(rt, book, timeframe)
     out["new_bar"] = after is not None and (before is None or after > before)
-    out["last_bar"] = stages.iso(after)
+    out["last_bar"] = timeframes.iso(after)
     if not out["new_bar"]:
         out["message"] = stages.no_new_bar_message(rt, timeframe, after)
     return out
 
 
 # --- demo --------------------------------------------------------------------------------------------
-DEMO_EXEC_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
-DEMO_BUCKETS = ("nano", "small", "mid", "big")
+DEMO_EXEC_TIMEFRAMES = EXEC_TFS
+DEMO_BUCKETS = BUCKET_CHOICES
 
 
 def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
@@ -283,8 +284,8 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     latest = rt.market.latest("1m")  # open time of the newest bundled 1m bar
     if latest is None:
         raise ConfigError(f"no bundled 1m BTC bars under {rt.settings.files_dir}")
-    end = latest + stages.bar_delta("1m")  # the moment that bar closed: the demo's "now"
-    boot_now = end - minutes * stages.bar_delta("1m")
+    end = latest + timeframes.bar_delta("1m")  # the moment that bar closed: the demo's "now"
+    boot_now = end - minutes * timeframes.bar_delta("1m")
     report = run_bootstrap(book_id=book, now=boot_now.to_pydatetime())
     if not report.ok:
         print_bootstrap_report(report)
@@ -292,12 +293,12 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     ticks = []
     with in_process_worker():
         for k in range(1, minutes + 1):
-            clock = boot_now + k * stages.bar_delta("1m")
-            bar = stages.last_closed_bar("1m", clock)
-            ticks.append({"timeframe": "1m", "until": stages.iso(bar), **run_tick("1m", stages.iso(bar), book)})
+            clock = boot_now + k * timeframes.bar_delta("1m")
+            bar = timeframes.last_closed_bar("1m", clock)
+            ticks.append({"timeframe": "1m", "until": timeframes.iso(bar), **run_tick("1m", timeframes.iso(bar), book)})
         for tf in ("1h", "1d"):
-            bar = stages.last_closed_bar(tf, end)
-            ticks.append({"timeframe": tf, "until": stages.iso(bar), **run_tick(tf, stages.iso(bar), book)})
+            bar = timeframes.last_closed_bar(tf, end)
+            ticks.append({"timeframe": tf, "until": timeframes.iso(bar), **run_tick(tf, timeframes.iso(bar), book)})
     now = end.to_pydatetime()
     from regime_tasks.api import invalidate_snapshots
 
@@ -312,7 +313,7 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     summary.pop("contributions", None)
     result = {
         "book_id": book,
-        "now": stages.iso(now),
+        "now": timeframes.iso(now),
         "data": "bundled real data (regime_tasks/data/MANIFEST.json); bucket caps derived as price × CoinGecko "
         "circulating supply of 2025-02-14 (Data provided by CoinGecko); BTC.d/USDT.d below 1d derived from "
         "prices × supplies, calibrated to the published daily close of the previous day (D16)",

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from regime_tasks.cli.options import REGIME_TFS, TIMEFRAMES, cost_bps, data_folder, output_folder, utc_time
+from regime_tasks.cli.options import (
+    EVAL_TFS,
+    EXEC_TFS,
+    REGIME_TFS,
+    TRADABLE_CHOICES,
+    add_files,
+    add_json,
+    add_window,
+    cost_bps,
+    output_folder,
+)
 from regime_tasks.cli.render import print_json
 
 
@@ -18,7 +28,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     s = get_settings()
     source = FileSource(args.files or s.files_dir)
-    tfs = tuple(args.timeframe) if args.timeframe else ("1d", "1h", "1m")
+    tfs = tuple(args.timeframe) if args.timeframe else REGIME_TFS
     with progress_reporter("replay") as progress:
         result = run_replay(
             source,
@@ -26,11 +36,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             end=args.end,
             timeframes=tfs,
             settings=s.engine_settings(),
-            bucket_thresholds={
-                "nano_max_usd": s.bucket_nano_max_usd,
-                "small_max_usd": s.bucket_small_max_usd,
-                "mid_max_usd": s.bucket_mid_max_usd,
-            },
+            bucket_thresholds=s.bucket_thresholds,
             progress=progress,
         )
     paths = write_report(result, args.out)
@@ -49,14 +55,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="run the pipeline bar by bar over history and write a validation report")
-    p.add_argument("--start", type=utc_time, required=True, help="first bar to report, ISO-8601 UTC")
-    p.add_argument("--end", type=utc_time, required=True, help="last bar to report, ISO-8601 UTC (after --start)")
+    add_window(p, "first bar to report, ISO-8601 UTC", "last bar to report, ISO-8601 UTC (after --start)")
     p.add_argument("--timeframe", action="append", choices=REGIME_TFS, help="repeatable; default all")
-    p.add_argument(
-        "--files", type=data_folder, default=None, help="data folder in the bundled layout (default REGIME_FILES_DIR)"
-    )
+    add_files(p)
     p.add_argument("--out", type=output_folder, default="replay_out", help="report folder (default ./replay_out)")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    add_json(p, "machine-readable summary")
     p.set_defaults(handler=_cmd_replay)
 
 
@@ -92,11 +95,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             cost_bps=args.cost_bps,
             exec_tf=args.exec_tf,
             settings=s.engine_settings(),
-            bucket_thresholds={
-                "nano_max_usd": s.bucket_nano_max_usd,
-                "small_max_usd": s.bucket_small_max_usd,
-                "mid_max_usd": s.bucket_mid_max_usd,
-            },
+            bucket_thresholds=s.bucket_thresholds,
             progress=progress,
         )
     paths = write_evaluation(ev, Path(args.out))
@@ -112,16 +111,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="does sizing by the regime help? forward returns with intervals, sizing backtest vs baselines, latency",
     )
-    p.add_argument("--start", type=utc_time, required=True, help="first bar of the window, ISO-8601 UTC")
-    p.add_argument("--end", type=utc_time, required=True, help="last bar of the window, ISO-8601 UTC (after --start)")
-    p.add_argument(
-        "--timeframe", nargs="+", action="extend", choices=["1d", "1h"], help="series timeframes (default both)"
-    )
+    add_window(p, "first bar of the window, ISO-8601 UTC", "last bar of the window, ISO-8601 UTC (after --start)")
+    p.add_argument("--timeframe", nargs="+", action="extend", choices=EVAL_TFS, help="series timeframes (default both)")
     p.add_argument(
         "--series",
         nargs="+",
         action="extend",
-        choices=["BTC", "ALT", "nano", "small", "mid", "big"],
+        choices=TRADABLE_CHOICES,
         help="tradable series (default all)",
     )
     p.add_argument(
@@ -129,16 +125,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--exec-tf",
-        choices=TIMEFRAMES,
+        choices=EXEC_TFS,
         default=None,
         help="execution timeframe of the bucket levers (default: the series' timeframe)",
     )
     p.add_argument("--from-db", action="store_true", help="read the stored history (after regime import-candles)")
-    p.add_argument(
-        "--files", type=data_folder, default=None, help="data folder in the bundled layout (default REGIME_FILES_DIR)"
-    )
+    add_files(p)
     p.add_argument("--out", type=output_folder, default="evaluate_out", help="report folder (default ./evaluate_out)")
-    p.add_argument("--json", action="store_true", help="every number of the report as JSON on stdout")
+    add_json(p, "every number of the report as JSON on stdout")
     p.set_defaults(handler=_cmd_evaluate)
 
 

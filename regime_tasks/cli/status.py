@@ -27,6 +27,7 @@ def status_report(book: str, now: dt.datetime | None) -> dict[str, Any]:
     """The 24 driver rows and the market summary (D2), as ``compute_levers()`` sees them at ``now``."""
     from regime_tasks.cli.pipeline import regime_table
     from regime_tasks.core.levers import entry_age_bars, is_stale, market_summary, regime_book_id
+    from regime_tasks.core.timeframes import iso
 
     entries, source, later, now = _load_known_entries(book, now)
     summary = market_summary(entries, now=now)
@@ -64,7 +65,7 @@ def status_report(book: str, now: dt.datetime | None) -> dict[str, Any]:
     return {
         "book_id": book,
         "regime_book_id": regime_book_id(book),
-        "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "now": iso(now),
         "source": source,
         "drivers": rows,
         "closes_after_now": later,

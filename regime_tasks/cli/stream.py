@@ -22,6 +22,7 @@ import pandas as pd
 
 from regime_tasks.cli.options import seconds
 from regime_tasks.cli.render import print_json
+from regime_tasks.core.timeframes import iso
 from regime_tasks.logs import kv
 from regime_tasks.runtime import Runtime
 from regime_tasks.store import bars as store_bars
@@ -73,7 +74,7 @@ def run_stream(
             n = store_bars.upsert_bars(rt.engine, "majors", {"token_contract": coin}, "1m", frame, source=SOURCE)
         with lock:
             written[coin] += n
-        log.info("streamed %s", kv(coin=coin, bars=n, last=frame.index[-1].strftime("%Y-%m-%dT%H:%M:%SZ")))
+        log.info("streamed %s", kv(coin=coin, bars=n, last=iso(frame.index[-1])))
 
     factory = stream_factory or (lambda c, cb, s: HyperliquidCandleStream(list(c), cb, settings=s))
     stream = factory(coins, on_closed_bar, rt.settings)

@@ -12,23 +12,14 @@ import logging
 import numpy as np
 import pandas as pd
 
-from regime_tasks.core.constants import TIMEFRAME_SECONDS
-from regime_tasks.errors import DataValidationError, UnknownInputError
+from regime_tasks.core.timeframes import ISO_FORMAT, parse_ts
+from regime_tasks.core.timeframes import bar_delta as timeframe_delta  # the sources and core/live import it here
+from regime_tasks.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 
 OHLCV = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-
-
-def timeframe_delta(timeframe: str) -> pd.Timedelta:
-    """The length of one bar of ``timeframe``."""
-    try:
-        return pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
-    except KeyError:
-        raise UnknownInputError(
-            f"unknown timeframe {timeframe!r}; expected one of {sorted(TIMEFRAME_SECONDS)}"
-        ) from None
 
 
 def _to_utc_index(values: pd.Series | pd.Index, *, series: str) -> pd.DatetimeIndex:
@@ -91,7 +82,7 @@ def normalize_bars(df: pd.DataFrame, *, series: str, timeframe: str | None = Non
         # Identical repeats are harmless; repeats with other values are a choice made for the user: say which.
         repeated = out[out.index.duplicated(keep=False)]
         differs = repeated.groupby(level=0).nunique(dropna=False).max(axis=1) > 1
-        conflicting: list[str] = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in differs.index[differs.to_numpy()]]
+        conflicting: list[str] = [t.strftime(ISO_FORMAT) for t in differs.index[differs.to_numpy()]]
         if conflicting:
             log.warning(
                 "%d bar times of %s repeat with different values; the last row of each is kept: %s%s",
@@ -174,8 +165,7 @@ def drop_open_bar(df: pd.DataFrame, timeframe: str, now: pd.Timestamp) -> pd.Dat
     """Drop bars that have not closed at ``now`` (open time + bar length > now)."""
     if df.empty:
         return df
-    now_ts = pd.Timestamp(now)
-    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+    now_ts = parse_ts(now)
     closes = df.index + timeframe_delta(timeframe)
     return df[closes <= now_ts]
 
@@ -224,9 +214,7 @@ def rollup(df: pd.DataFrame, to_timeframe: str, *, now: pd.Timestamp | None = No
     agg.index = agg.index.rename("timestamp")
     ends = agg.index + step
     if now is not None:
-        now_ts = pd.Timestamp(now)
-        now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
-        agg = agg[ends <= now_ts]
+        agg = agg[ends <= parse_ts(now)]
     else:
         src_step = df.index.to_series().diff().min() if len(df) > 1 else pd.Timedelta(0)
         data_end = df.index[-1] + (src_step if pd.notna(src_step) else pd.Timedelta(0))

@@ -19,6 +19,8 @@ REQUIRED_DRIVERS: Final = frozenset(GLOBAL_DRIVERS)  # plan §14.1-4, D8
 # Regime timeframes, slowest first. The plan's tables name them macro/meso/micro.
 REGIME_TIMEFRAMES: Final = ("1d", "1h", "1m")
 TF_ROLE: Final = {"1d": "macro", "1h": "meso", "1m": "micro"}
+# Timeframes `regime evaluate` trades, and the series it trades (docs/EVALUATION.md).
+EVALUATION_TIMEFRAMES: Final = ("1d", "1h")
 
 # Bar lengths of every interval the product reads or writes.
 TIMEFRAME_SECONDS: Final = {
@@ -34,6 +36,10 @@ TIMEFRAME_SECONDS: Final = {
 ALT_CONSTITUENTS: Final = ("SOL", "ETH", "BNB", "HYPE")
 MAJORS: Final = ("BTC", "ETH", "SOL", "BNB", "HYPE")
 MAX_BUCKET_CONSTITUENTS: Final = 64  # D3
+TRADABLE_SERIES: Final = (*GLOBAL_DRIVERS, *BUCKETS)  # the drivers with a price to trade (`regime evaluate`)
+# Market-cap bounds of the buckets, USD (D3): nano < nano_max ≤ small < small_max ≤ mid < mid_max ≤ big. The
+# defaults of REGIME_BUCKET_*_MAX_USD (Settings.bucket_thresholds); the rule that applies them is core.composite.
+DEFAULT_BUCKET_THRESHOLDS_USD: Final = {"nano_max_usd": 10e6, "small_max_usd": 50e6, "mid_max_usd": 200e6}
 
 # --- books (plan §14.3-7, D12) ---------------------------------------------------
 DEFAULT_BOOK_ID: Final = "onchain_crypto"

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from regime_tasks.core.bars import timeframe_delta
+from regime_tasks.core.timeframes import iso
 from regime_tasks.errors import DataValidationError
 
 DOMINANCE_COLUMNS = {"BTC.d": "btc_d", "USDT.d": "usdt_d"}
@@ -108,12 +109,8 @@ def history_to_bars(history: pd.DataFrame, timeframe: str) -> dict[str, pd.DataF
         out[driver].attrs["floored"] = int(off_grid.sum())
         if off_grid.any():
             first = stamps[off_grid].iloc[0]
-            out[driver].attrs["floored_example"] = f"{_iso(first)} → {_iso(first.floor(step))}"
+            out[driver].attrs["floored_example"] = f"{iso(first)} → {iso(first.floor(step))}"
     return out
-
-
-def _iso(t: pd.Timestamp) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def derive_dominance(

@@ -23,7 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from regime_tasks.core.composite import chain_linked_composite, point_in_time_membership, select_bucket_members
-from regime_tasks.core.constants import ALT_CONSTITUENTS, BUCKETS, EXEC_TF_MULTIPLIERS, REGIME_TIMEFRAMES
+from regime_tasks.core.constants import (
+    ALT_CONSTITUENTS,
+    BUCKETS,
+    DEFAULT_BUCKET_THRESHOLDS_USD,
+    EXEC_TF_MULTIPLIERS,
+    REGIME_TIMEFRAMES,
+)
 from regime_tasks.core.mapper import map_engine_payload
 from regime_tasks.core.series import run_series
 from regime_tasks.core.uptrend import EngineSettings
@@ -200,7 +206,7 @@ def replay_drivers(
     result does not depend on it.
     """
     settings = settings or EngineSettings()
-    caps = bucket_thresholds or {"nano_max_usd": 10e6, "small_max_usd": 50e6, "mid_max_usd": 200e6}
+    caps = bucket_thresholds or dict(DEFAULT_BUCKET_THRESHOLDS_USD)
     jobs: list[tuple[tuple[str, str], pd.DataFrame]] = []
     for tf in timeframes:
         for driver, bars in driver_bars(source, caps, tf).items():

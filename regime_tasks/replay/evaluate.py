@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from regime_tasks.core.constants import (
-    BUCKETS,
     DRIVERS,
+    EVALUATION_TIMEFRAMES,
     EXEC_TF_MULTIPLIERS,
     REGIME_TIMEFRAMES,
     STATE_NAMES,
     TIMEFRAME_SECONDS,
+    TRADABLE_SERIES,
 )
 from regime_tasks.core.uptrend import EngineSettings
 from regime_tasks.errors import DataValidationError, UnknownInputError
@@ -42,8 +43,8 @@ from regime_tasks.replay.known import KnownAt, position_keys, position_levers, s
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
-EVAL_TIMEFRAMES = ("1d", "1h")
-TRADABLE = ("BTC", "ALT", *BUCKETS)
+EVAL_TIMEFRAMES = EVALUATION_TIMEFRAMES
+TRADABLE = TRADABLE_SERIES
 HORIZONS = {"1h": (1, 6, 24), "1d": (1, 6, 24, 30)}
 SMA_DAYS = 200
 MAX_GAP = pd.Timedelta(days=7)  # a longer hole in a series is a gap in the data: never filled, never crossed

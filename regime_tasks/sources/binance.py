@@ -19,6 +19,8 @@ import pandas as pd
 
 from regime_tasks.config import Settings, get_settings
 from regime_tasks.core.bars import timeframe_delta
+from regime_tasks.core.timeframes import parse_ts as _utc
+from regime_tasks.core.timeframes import to_ms as _ms
 from regime_tasks.errors import InvalidResponseError
 from regime_tasks.logs import kv
 from regime_tasks.sources.common import validate_response_bars
@@ -157,12 +159,3 @@ class BinanceClient:
                 break  # a short page: the range end or the present was reached (the open kline may be dropped)
         log.info("backfill done %s", kv(source=SOURCE, symbol=symbol, interval=interval, bars=total))
         return total
-
-
-def _utc(ts: pd.Timestamp | dt.datetime | str) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-
-def _ms(ts: pd.Timestamp | dt.datetime) -> int:
-    return int(_utc(ts).timestamp() * 1000)

@@ -22,6 +22,8 @@ import pandas as pd
 
 from regime_tasks.config import Settings, get_settings
 from regime_tasks.core.bars import timeframe_delta
+from regime_tasks.core.timeframes import parse_ts as _utc
+from regime_tasks.core.timeframes import to_ms as _ms
 from regime_tasks.errors import InvalidResponseError, SourceError
 from regime_tasks.logs import kv
 from regime_tasks.sources.common import validate_response_bars
@@ -128,15 +130,6 @@ class HyperliquidClient:
         out = out[~out.index.duplicated(keep="last")]
         out = out[out["close_ms"].to_numpy() < _ms(now)]  # the open candle is not a bar yet
         return out.drop(columns="close_ms")
-
-
-def _utc(ts: pd.Timestamp | dt.datetime | str) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-
-def _ms(ts: pd.Timestamp | dt.datetime) -> int:
-    return int(_utc(ts).timestamp() * 1000)
 
 
 class HyperliquidCandleStream:

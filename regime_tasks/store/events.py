@@ -7,19 +7,17 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from regime_tasks.core.constants import REGIME_DRIVER_CHAIN
+from regime_tasks.core.timeframes import parse_ts
 from regime_tasks.store.db import dumps, upsert_rows
 from regime_tasks.store.schema import uptrend_state_events
 
 
 def _utc(value: Any) -> dt.datetime:
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
+    return parse_ts(value).to_pydatetime()
 
 
 def append_events(

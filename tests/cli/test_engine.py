@@ -83,7 +83,7 @@ def test_host_inputs_switch_silences_every_buy_flag(capsys) -> None:
 
 
 def test_a_timeframe_other_than_the_files_own_spacing_is_refused(capsys) -> None:
-    # B6: the bundled 1d BTC file read as 1h used to run on 96 % invented bars (rc 0)
+    # the bundled 1d BTC file read as 1h used to run on 96 % invented bars (rc 0)
     path = REPO_ROOT / "regime_tasks" / "data" / "majors" / "1d" / "BTC.csv"
 
     assert main(["engine", str(path), "--timeframe", "1h"]) == 2

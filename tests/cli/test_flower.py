@@ -1,4 +1,4 @@
-"""``regime flower`` never serves Flower without authentication outside embedded mode (issue 17 #13)."""
+"""``regime flower`` never serves Flower without authentication outside embedded mode."""
 
 from __future__ import annotations
 

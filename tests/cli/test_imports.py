@@ -1,4 +1,4 @@
-"""``regime import-tokens`` validates like the candle path (issue 17 #9): one line naming line and field, nothing
+"""``regime import-tokens`` validates like the candle path: one line naming line and field, nothing
 written on failure, duplicates reported."""
 
 from __future__ import annotations

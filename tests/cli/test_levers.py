@@ -126,7 +126,7 @@ EARLY = "2025-07-26T04:30:00Z"  # the 1h bar of 04:00 and every 1m bar close aft
 
 
 def test_status_with_an_earlier_now_counts_bars_closing_after_it_as_missing(all_s3, capsys) -> None:
-    # B5: these bars used to count as fresh with negative ages (−0.5 bars, −29 bars) and "stale/missing: none"
+    # these bars used to count as fresh with negative ages (−0.5 bars, −29 bars) and "stale/missing: none"
     rep = run_json(capsys, "status", "--now", EARLY, "--json")
 
     rows = {(r["driver"], r["timeframe"]): r for r in rep["drivers"]}
@@ -158,7 +158,7 @@ def test_levers_with_an_earlier_now_use_only_bars_closed_by_then(all_s3, capsys)
 
 
 def test_status_shows_the_beat_heartbeat_age(all_s3, capsys) -> None:
-    # B7: the README promises it; neither the table nor --json had it
+    # the README promises it; neither the table nor --json had it
     assert run_json(capsys, "status", "--now", NOW, "--json")["beat_heartbeat"] == {
         "at": None,
         "age_secs": None,

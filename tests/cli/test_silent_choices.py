@@ -1,4 +1,4 @@
-"""Choices the product makes for the user are said, not silent (issue 17 #14)."""
+"""Choices the product makes for the user are said, not silent."""
 
 from __future__ import annotations
 

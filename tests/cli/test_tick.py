@@ -6,40 +6,12 @@ Embedded mode (in-memory broker, an in-process worker), a SQLite file and the bu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from regime_tasks.cli import main
-from regime_tasks.config import get_settings
-from regime_tasks.runtime import get_runtime, reset_runtime
+from regime_tasks.runtime import get_runtime
 from regime_tasks.store.positions import read_driver_features
-
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def embedded(tmp_path: Path, files_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The embedded settings on a fresh database; short history windows keep the bootstrap quick."""
-    for name, value in {
-        "REGIME_DATA_DIR": str(tmp_path),
-        "REGIME_FILES_DIR": str(files_dir),
-        "REGIME_SOURCE": "file",
-        "REGIME_BROKER_URL": "memory://",
-        "REGIME_RESULT_BACKEND": "cache+memory://",
-        "REGIME_REDIS_URL": "",
-        "REGIME_HISTORY_1D_DAYS": "30",
-        "REGIME_HISTORY_1H_DAYS": "2",
-        "REGIME_HISTORY_1M_DAYS": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("REGIME_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    reset_runtime()
-    yield tmp_path
-    get_settings.cache_clear()
-    reset_runtime()
 
 
 def _stepped_series() -> dict:
@@ -49,7 +21,8 @@ def _stepped_series() -> dict:
     return {key: f["uptrend_engine_v4"]["bar_ts"] for key, f in features.items() if f.get("uptrend_engine_v4")}
 
 
-def test_tick_before_a_bootstrap_is_refused_with_one_line_and_exit_2_then_runs_after_one(embedded, capsys) -> None:
+@pytest.mark.slow
+def test_tick_before_a_bootstrap_is_refused_with_one_line_and_exit_2_then_runs_after_one(embedded_cli, capsys) -> None:
     assert main(["db", "init"]) == 0
     capsys.readouterr()
 
@@ -69,3 +42,47 @@ def test_tick_before_a_bootstrap_is_refused_with_one_line_and_exit_2_then_runs_a
     assert out["result"]["book_id"] == "onchain_crypto"  # the chain ran to its last task (levers)
     assert out["caught_up"] == []  # the bootstrap published the 1h and 1d bars of that clock
     assert _stepped_series()[("BTC", "1m")] == "2025-07-26T04:52:00Z"
+
+
+class _Sent:
+    """What ``send_tick`` returns, as far as ``await_tick`` reads it: a result with an id."""
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+
+
+def test_waiting_for_a_sent_tick_refuses_before_a_bootstrap_and_waits_for_every_chain_it_launched() -> None:
+    """The wait of `regime tick` on a real broker (no broker here: the results are looked up by task id)."""
+    from regime_tasks.errors import NotBootstrappedError
+    from regime_tasks.pipeline import await_tick
+
+    results = {
+        "refused": {"status": "not_bootstrapped", "book_id": "spot_crypto", "timeframe": "1h"},
+        "tick": {
+            "status": "launched",
+            "id": "chain-1m",
+            "caught_up": [{"timeframe": "1h", "until": "2025-07-26T03:00:00Z", "id": "chain-1h"}],
+        },
+        "chain-1m": {"book_id": "onchain_crypto", "written": 0},
+        "chain-1h": {"book_id": "onchain_crypto", "written": 1},
+    }
+    asked: list[tuple[str, float]] = []
+
+    def get(result, timeout_secs: float) -> dict:
+        asked.append((result.id, timeout_secs))
+        return results[result.id]
+
+    with pytest.raises(NotBootstrappedError, match="the bootstrap of book 'spot_crypto' has not completed"):
+        await_tick(_Sent("refused"), get, 5.0)
+    assert asked == [("refused", 5.0)]  # nothing else is waited for
+
+    asked.clear()
+    out = await_tick(_Sent("tick"), get, 5.0)
+    assert asked == [("tick", 5.0), ("chain-1m", 5.0), ("chain-1h", 5.0)]
+    assert out == {
+        "id": "chain-1m",
+        "result": {"book_id": "onchain_crypto", "written": 0},
+        "caught_up": [
+            {"timeframe": "1h", "until": "2025-07-26T03:00:00Z", "id": "chain-1h", "result": results["chain-1h"]}
+        ],
+    }

@@ -1,6 +1,6 @@
 """The engine's payloads on real series are pinned by hash: speed work must not change a single bit.
 
-The hashes were computed on the commit before the replay-speed changes (issue 18) with the same code below; a
+The hashes were computed on the commit before the replay-speed changes with the same code below; a
 deliberate change of the engine's outputs (parity fixes, new inputs) re-pins them in the same commit and says so.
 """
 
@@ -47,9 +47,10 @@ CASES = {
     ),
 }
 
-# computed on 7990e3f (main before issue 18) with payload_hash below; re-pinned for issue 13 (no S1 buy check on
-# the S2→S1 bar): btc_1h_2019, eth_1h_2024_26, eth_btc_5m_gaps and hype_1m differ from 7990e3f on their S2→S1 bars
-# only (3, 37, 66 and 13 bars: the s1_buy diagnostics, and 2 + 35 buy signals gone)
+# computed on 7990e3f (main before the replay-speed work) with payload_hash below; re-pinned for host parity (no
+# S1 buy check on the S2→S1 bar, docs/ENGINE.md): btc_1h_2019, eth_1h_2024_26, eth_btc_5m_gaps and hype_1m differ
+# from 7990e3f on their S2→S1 bars only (3, 37, 66 and 13 bars: the s1_buy diagnostics, and 2 + 35 buy signals
+# gone)
 PINNED = {
     "btc_1d_2020_21": "06b306749455e870b32c8ec343e944f48a00f79cdc5602c3c9e8f755df0fd366",
     "btc_1d_2020_21_host": "614922ad28c32ac3dfb547420e4a5ddc3ca96f24dc6abd20b99f10a5fcc965ad",

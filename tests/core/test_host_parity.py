@@ -1,4 +1,4 @@
-"""Parity with the host system's engine (issue 13).
+"""Parity with the host system's engine (docs/ENGINE.md, "Differences from the host").
 
 - The host's own outputs on real BTCUSDT 1d 2017–22 (``tests/data/reference/``) against the engine in
   host-compatible mode: states and flags on every bar, OX and DX to 1e-6, EDX within its documented gap.
@@ -95,7 +95,7 @@ def test_host_reference_ox_and_dx_equal_to_1e6(host_vs_engine) -> None:
 def test_host_reference_edx_windows_and_remaining_gap(host_vs_engine) -> None:
     ref, payloads = host_vs_engine
     s3 = [(p, row) for p, (_, row) in zip(payloads, ref.iterrows(), strict=True) if p["state"] == "S3"]
-    # issue 13 item 3: 12 bars into the 2019-06-22 episode the windows were 288/192/96 bars back to 2018-09-20;
+    # the host's EDX windows: 12 bars into the 2019-06-22 episode the windows were 288/192/96 bars back to 2018-09-20;
     # the host read the 13 bars from the S3 start bar on
     at = next(p for p, _ in s3 if p["bar_ts"] == "2019-07-04T00:00:00Z")
     assert at["meta"]["bars_since_s3"] == 12 and at["diagnostics"]["edx"]["windows"] == [13, 13, 13]

@@ -183,7 +183,7 @@ def test_market_summary_uses_fixed_timeframe_weights() -> None:
     assert STATE_DELTAS["S3"]["delta_a"] == 0.20
 
 
-# --- issue 17: no NaN leaves the levers ------------------------------------------------------------------------
+# --- no NaN leaves the levers ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["nan", float("nan"), float("inf"), "-inf", 10**400])
 def test_non_finite_intent_metric_is_an_error_naming_the_metric(value: object) -> None:
     with pytest.raises(UnknownInputError, match=r"intent_metrics\.hi_buy"):

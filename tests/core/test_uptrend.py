@@ -585,7 +585,8 @@ def test_edx_windows_never_reach_into_the_warm_up() -> None:
 
 @pytest.mark.slow
 def test_no_s1_buy_on_s2_to_s1_bars_of_btc_hourly_2017_2022() -> None:
-    # issue 13: before the fix 19 of the 261 S1 buy signals of this file fell on S2→S1 bars
+    # no S1 buy check on the S2→S1 bar (docs/ENGINE.md): before, 19 of the 261 S1 buy signals of this file fell on
+    # S2→S1 bars
     from regime_tasks.cli.engine import run_file
     from tests.conftest import real_file
 

@@ -1,4 +1,4 @@
-"""The README's "Try the production setup offline", run as written (issue 12).
+"""The README's "Try the production setup offline", run as written.
 
 The first code block of that section is read from README.md and its lines run one by one with bash: the exports,
 `regime db init`, `regime bootstrap`, the worker, beat and Flower in the background and `regime status`. Only the

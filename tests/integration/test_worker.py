@@ -317,7 +317,7 @@ def test_redis_restart_between_ticks_repopulates_the_cache(stack: Stack) -> None
     fields = cache.read(BOOK)
     assert fields["BTC|1m"]["bar_ts"] == "2025-07-26T03:04:00Z"
     # The tick published its 8 fields into the empty Redis; the other 16 are read from the database field by field
-    # (issue 17 #2: a partial hash is never trusted as complete) and written back, by the tick's own levers task or
+    # (a partial hash is never trusted as complete) and written back, by the tick's own levers task or
     # by this call, whichever reads first
     lev = compute_levers({}, "1d", "small", cache=cache, now=pd.Timestamp("2025-07-26T03:05:30Z").to_pydatetime())
     assert lev["diagnostics"]["source"] in {"cache", "cache+database"}
@@ -490,7 +490,7 @@ def test_beat_goes_on_scheduling_after_a_redis_restart(stack: Stack) -> None:
 
 
 def test_a_tick_dropped_by_a_postgres_outage_longer_than_the_budget_is_rerun_by_bar_time(stack: Stack) -> None:
-    """Issue 17 #7: the 1h tick gives up during the outage; the first tick after it launches the 1h bar again."""
+    """Bar-time catch-up: the 1h tick gives up during the outage; the first tick after it launches the 1h bar again."""
     from regime_tasks.runtime import get_runtime
     from regime_tasks.store.meta import get_meta, set_meta
 

@@ -463,7 +463,8 @@ class HyperliquidWsServer:
                 pass
         # the feed is over: let the last candle close by time, and keep the connection open (answering pings)
         # until the test stops the server. Hanging up here would be a second outage the client rightly counts as
-        # a reconnect whenever it has not stored the last minute yet (issue 12, B8: on a loaded machine it had not).
+        # a reconnect whenever it has not stored the last minute yet (on a loaded machine it had not, and the stream
+        # test failed).
         self._set_clock(int(self.feed["t"].iloc[-1]) + 61_000)
         self.finished.set()
         while not self._closing.is_set():

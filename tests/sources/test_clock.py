@@ -1,4 +1,4 @@
-"""The replay clock (issue 12): the file source's last hours played as if live, at a chosen speed."""
+"""The replay clock: the file source's last hours played as if live, at a chosen speed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The file source never reads outside REGIME_FILES_DIR (issue 17 #12)."""
+"""The file source never reads outside REGIME_FILES_DIR."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def test_stream_writes_every_closed_minute_once_through_a_drop(venues, tmp_path:
 
 @pytest.mark.slow
 def test_stream_counts_one_reconnect_when_the_last_minute_is_stored_late(venues, tmp_path: Path, monkeypatch) -> None:
-    """B8 (issue 12): on a loaded machine the last minute was stored after the test server had hung up, and the
+    """On a loaded machine the last minute was stored after the test server had hung up, and the
     client's second (rightful) reconnect failed the test. The server now stays connected; a slow store must not
     change what the stream does."""
     deliver = HyperliquidCandleStream._deliver
