@@ -624,3 +624,25 @@ def test_edx_1d_count_as_run_keeps_the_edx_of_the_first_500_bars_after_the_s3_st
     assert at(500, host)["scores"]["edx"] == 0.777 and at(800, host)["diagnostics"]["edx"]["frozen"]
     assert at(499, host)["scores"]["edx"] != 0.777  # 500 bars fetched: computed
     assert at(800, EngineSettings())["scores"]["edx"] != 0.777  # counted in bars: never frozen
+
+
+def test_edx_structure_running_counts_equal_a_scan_of_the_known_pivots() -> None:
+    """EngineHistory.structure (running counts, a replay) equals the structure of the pivots known at the bar with
+    index ≥ the window start, counted from scratch, on every bar of a real series and several window starts."""
+    from regime_tasks.core.bars import fill_gaps, normalize_bars
+    from regime_tasks.core.ta import compute_ta_frame, pivots_known_at
+    from regime_tasks.core.uptrend.edx import _structure
+    from tests.conftest import real_file
+
+    raw = pd.read_csv(real_file("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv")).dropna()
+    bars = fill_gaps(normalize_bars(raw, series="BTC", timeframe="1d"), "1d")[0].drop(columns="filled")
+    h = EngineHistory(compute_ta_frame(bars), EngineSettings())
+    versions = h.pivots
+    seen = set()
+    for t in range(h.n):
+        for back in (10, 40, 150, t + 1):
+            s = max(0, t - back + 1)
+            expected = _structure(pivots_known_at(versions, t, start=s))
+            assert h.structure(t, s) == expected, (t, s)
+            seen.add(expected)
+    assert len(seen) > 10  # many different values, not a constant 0.5
