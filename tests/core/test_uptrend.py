@@ -646,3 +646,35 @@ def test_edx_structure_running_counts_equal_a_scan_of_the_known_pivots() -> None
             assert h.structure(t, s) == expected, (t, s)
             seen.add(expected)
     assert len(seen) > 10  # many different values, not a constant 0.5
+
+
+@pytest.mark.parametrize(
+    ("parts", "timeframe", "rows"),
+    [
+        (("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz"), "1h", (12_000, 16_000)),
+        (("hyperliquid_snapshot_2025-07-26", "perp", "1m", "BTC.csv.gz"), "1m", (0, None)),
+    ],
+)
+def test_replay_indexes_give_the_bar_by_bar_payloads(parts: tuple[str, ...], timeframe: str, rows: tuple) -> None:
+    """A replay's per-series indexes (S/R levels by block, EDX structure from running counts, EDX windows of an
+    episode computed ahead) give exactly the payloads of the bar-by-bar code on the same history, diagnostics
+    included, on real series with long S3 episodes."""
+    from regime_tasks.core.bars import fill_gaps, normalize_bars
+    from regime_tasks.core.ta import compute_ta_frame
+    from tests.conftest import real_file
+
+    raw = pd.read_csv(real_file(*parts)).dropna(subset=["close"]).iloc[rows[0] : rows[1]]
+    bars = fill_gaps(normalize_bars(raw, series="X", timeframe=timeframe), timeframe)[0].drop(columns="filled")
+    frame = compute_ta_frame(bars)
+    fast, slow = EngineHistory(frame, EngineSettings()), EngineHistory(frame, EngineSettings())
+    assert fast._replay
+    slow._replay = False  # the path a live history takes
+    p_fast = p_slow = None
+    s3_bars = 0
+    for i in range(len(frame)):
+        p_fast, _ = step(fast, i, p_fast, EngineSettings())
+        p_slow, _ = step(slow, i, p_slow, EngineSettings())
+        assert p_fast == p_slow, i
+        s3_bars += p_fast["state"] == "S3" and p_fast["scores"]["edx"] != 0.5
+    assert s3_bars > 200  # EDX was computed on many bars, not only the 0.5 of short episodes
+    assert fast._edx_ahead is not None and slow._edx_ahead is None

@@ -6,6 +6,7 @@ import bisect
 import functools
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ class EngineHistory:
     _rows_from = -1
     _replay = False  # many bars stepped in order: S/R levels by block, EDX structure from running counts
     _levels: LevelBlock | None = None
+    _edx_ahead: Any = None  # the S3 episode's EDX inputs computed ahead (uptrend/edx.py)
     _level_numbers: tuple[list[float], list[float], list[int]] = ([], [], [])
     _scalar_levels: tuple[tuple[int, float, float, str] | None, list[dict[str, float]]] = (None, [])
 
