@@ -678,3 +678,44 @@ def test_replay_indexes_give_the_bar_by_bar_payloads(parts: tuple[str, ...], tim
         s3_bars += p_fast["state"] == "S3" and p_fast["scores"]["edx"] != 0.5
     assert s3_bars > 200  # EDX was computed on many bars, not only the 0.5 of short episodes
     assert fast._edx_ahead is not None and slow._edx_ahead is None
+
+
+@pytest.mark.parametrize(
+    ("parts", "timeframe", "rows", "settings"),
+    [
+        (("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv"), "1d", (0, None), EngineSettings()),
+        (
+            ("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv"),
+            "1d",
+            (0, None),
+            EngineSettings(bootstrap="as_run", sr_levels="none", inputs="as_run", edx_1d_count="as_run", edx="as_run"),
+        ),
+        (("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz"), "1h", (-8_760, None), EngineSettings()),
+        (("alts_2018_5m", "ETH_BTC-5m.csv"), "5m", (0, 4_000), EngineSettings(gaps="keep")),
+        (("hyperliquid_snapshot_2025-07-26", "perp", "1m", "HYPE.csv.gz"), "1m", (0, None), EngineSettings()),
+    ],
+)
+def test_diagnostics_are_built_json_ready(parts: tuple, timeframe: str, rows: tuple, settings: EngineSettings) -> None:
+    """The diagnostics are built JSON-ready (NaN mapped to None where a value is set, Python types only), so the
+    step does not walk them afterwards: on real series with the spec and the host's settings, every bar's
+    diagnostics equal their cleaned copy and serialise as strict JSON."""
+    import json
+
+    from regime_tasks.core.bars import fill_gaps, normalize_bars
+    from regime_tasks.core.ta import compute_ta_frame
+    from regime_tasks.core.uptrend import run_engine_frame
+    from regime_tasks.core.uptrend.transitions import _clean
+    from tests.conftest import real_file
+
+    raw = pd.read_csv(real_file(*parts)).dropna(subset=["close"]).iloc[rows[0] : rows[1]]
+    bars = normalize_bars(raw, series="X", timeframe=timeframe)
+    if settings.gaps == "fill":
+        bars = fill_gaps(bars, timeframe)[0].drop(columns="filled")
+    payloads, _ = run_engine_frame(compute_ta_frame(bars), settings)
+    checked = 0
+    for p in payloads:
+        diag = p["diagnostics"]
+        assert diag == _clean(diag)  # == is False for a NaN left inside
+        json.dumps(diag, allow_nan=False)
+        checked += "s3_dx_buy" in diag or "s1_buy" in diag
+    assert checked > 100
