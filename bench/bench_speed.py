@@ -2,6 +2,17 @@
 
 Run: ``.venv/bin/python bench/bench_speed.py [--baseline DIR] [--repeat 5] [--big]``
 
+The engine figures of issue 18 in one command, each printed as a median with its ratio to the target (target /
+median: ≥ 1 is met) and, with ``--baseline``, the baseline's median from the same interleaved run:
+- ``engine``: replay of the last 8,760 real BTC 1h bars in-process, TA included, default settings (≤ 0.35 s),
+  with full payloads (every bar's diagnostics) and with ``diagnostics="none"`` (what ``--jsonl`` and replay use);
+- ``regime engine FILE --jsonl`` on the same bars, wall time of the whole process (≤ 0.9 s), and the import floor
+  of the command (``-X importtime`` of building the ``regime`` parser, the first thing every command does);
+- per-bar cost flat in history length: the same last 6,808 chained 1m bars (one copy of the real snapshot, see
+  below) stepped at the end of a 20,424-bar and of a 102,120-bar history (ratio within 10 %), and the plain
+  replay_series cost per bar of 10k and 100k chained bars (their state mix differs);
+- with ``--big``: ``regime engine --jsonl`` on 3.4 M chained 1m bars, wall time and peak RSS (≤ 2 GB).
+
 Every measurement runs in a fresh Python process (``--one NAME``), so memory figures start from a clean process
 and two code trees can be measured in turn: with ``--baseline DIR`` (a plain checkout of an earlier commit, e.g.
 ``git archive <commit> | tar -x -C DIR``) each measurement alternates baseline / this tree ``--repeat`` times and
@@ -55,6 +66,8 @@ def chained_1m(n_bars: int) -> pd.DataFrame:
     price_cols = ["open", "high", "low", "close"]
     block = real[price_cols].to_numpy()
     vol = real["volume"].to_numpy()
+    if n_bars <= 1:  # the snapshot itself, one copy
+        return real
     copies = -(-n_bars // len(real))
     # each copy scaled to open at the previous copy's last close: ratio = last close / first open
     step = block[-1, 3] / block[0, 0]
@@ -88,7 +101,7 @@ def one(name: str, arg: str | None) -> dict:
         t0 = time.perf_counter()
         run_engine_frame(compute_ta_frame(year))
         return {"seconds": time.perf_counter() - t0}
-    if name == "engine_none":  # what replay and --jsonl ask for (this tree only)
+    if name == "engine_none":  # what replay and --jsonl ask for
         year = btc_1h_year()
         t0 = time.perf_counter()
         run_engine_frame(compute_ta_frame(year), diagnostics="none")
@@ -118,6 +131,20 @@ def one(name: str, arg: str | None) -> dict:
             "base_mb": base,
             "above_base_mb": peak_mb() - base,
         }
+    if name == "tail_per_bar":  # the last copy of the chained snapshot, stepped after `arg` copies in all
+        from regime_tasks.core.uptrend import iter_engine_frame
+
+        copies = int(arg or 3)
+        one_copy = len(chained_1m(1))  # the snapshot's length on its grid
+        frame = compute_ta_frame(chained_1m(copies * one_copy))
+        steps = iter_engine_frame(frame, diagnostics="none")
+        for _ in range(len(frame) - one_copy):
+            next(steps)
+        t0 = time.perf_counter()
+        for _ in steps:
+            pass
+        secs = time.perf_counter() - t0
+        return {"seconds": secs, "us_per_bar": secs / one_copy * 1e6, "bars": copies * one_copy}
     raise SystemExit(f"unknown measurement {name}")
 
 
@@ -162,26 +189,27 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_speed_"))
     year_csv = tmp / "btc_1h_8760.csv"
     btc_1h_year().reset_index().to_csv(year_csv, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
-    import_cmd = [sys.executable, "-X", "importtime", "-c", "import regime_tasks.cli"]
+    parser_cmd = [sys.executable, "-X", "importtime", "-c", "from regime_tasks.cli import build_parser; build_parser()"]
 
-    cases: dict[str, object] = {
-        "import regime_tasks.cli (s)": lambda code: {
-            "seconds": int(
-                subprocess.run(
-                    import_cmd, env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True, check=True
-                )
-                .stderr.strip()
-                .splitlines()[-1]
-                .split("|")[1]
-            )
-            / 1e6
-        },
-        "engine: 8,760 1h bars in-process, TA + full payloads (s)": lambda code: in_child(code, "engine"),
-        "regime engine FILE --jsonl, 8,760 1h bars, wall (s)": lambda code: cli_run(code, year_csv, "1h"),
-        "regime replay: 1 year, all drivers, 1d + 1h (s)": lambda code: in_child(code, "replay_year"),
-    }
+    def import_floor(code: Path) -> dict:
+        """Seconds of imports to build the ``regime`` parser: the sum of the top-level modules' cumulative times."""
+        env = {**os.environ, "PYTHONPATH": str(code)}
+        err = subprocess.run(parser_cmd, env=env, capture_output=True, text=True, check=True).stderr
+        rows = [line.split("|") for line in err.splitlines() if line.startswith("import time:") and "|" in line]
+        top = [r for r in rows[1:] if not r[2].startswith("  ")]  # the header row first; nested names are indented
+        return {"seconds": sum(int(r[1]) for r in top) / 1e6}
+
+    # (label, measurement, target seconds or None)
+    cases: list[tuple[str, object, float | None]] = [
+        ("engine: 8,760 1h bars in-process, TA + full payloads (s)", lambda code: in_child(code, "engine"), 0.35),
+        ("engine: 8,760 1h bars in-process, diagnostics none (s)", lambda code: in_child(code, "engine_none"), 0.35),
+        ("regime engine FILE --jsonl, 8,760 1h bars, wall (s)", lambda code: cli_run(code, year_csv, "1h"), 0.9),
+        ("imports to build the regime parser (s)", import_floor, 0.5),
+        ("last 6,808 chained 1m bars after 20,424 (s)", lambda code: in_child(code, "tail_per_bar", "3"), None),
+        ("last 6,808 chained 1m bars after 102,120 (s)", lambda code: in_child(code, "tail_per_bar", "15"), None),
+        ("regime replay: 1 year, all drivers, 1d + 1h (s)", lambda code: in_child(code, "replay_year"), 5.0),
+    ]
     this_only = {
-        "engine: 8,760 1h bars in-process, diagnostics none (s)": lambda code: in_child(code, "engine_none"),
         "replay_series, 10k chained 1m bars (µs/bar)": lambda code: in_child(code, "per_bar", "10000"),
         "replay_series, 100k chained 1m bars (µs/bar, MB above base)": lambda code: in_child(
             code, "replay_mem_100k", "100000"
@@ -192,7 +220,8 @@ def main() -> None:
     def wanted(label: str) -> bool:
         return not selected or any(s in label for s in selected)
 
-    for label, fn in cases.items():
+    tails: dict[str, dict[str, float]] = {}
+    for label, fn, target in cases:
         if not wanted(label):
             continue
         results: dict[str, list[dict]] = {t: [] for t in trees}
@@ -201,12 +230,24 @@ def main() -> None:
                 results[tree].append(fn(code))  # type: ignore[operator]
         med = {t: statistics.median(r["seconds"] for r in rs) for t, rs in results.items()}
         line = f"{label:62s} this {med['this']:8.3f}"
+        if target is not None:
+            verdict = "met" if med["this"] <= target else "MISSED"
+            line += f" (target {target:g}: ratio {target / med['this']:5.2f}x {verdict})"
         if "baseline" in med:
             line += f"   baseline {med['baseline']:8.3f}   speed-up {med['baseline'] / med['this']:5.2f}x"
+        if "last 6,808" in label:
+            tails[label] = med
         peaks = {t: max(r.get("peak_mb", 0) for r in rs) for t, rs in results.items()}
         if peaks["this"]:
             line += "   peak RSS " + ", ".join(f"{t} {p:.0f} MB" for t, p in peaks.items())
         print(line, flush=True)
+    if len(tails) == 2:  # per-bar cost of the same bars after a 5x longer history
+        short, long_ = tails.values()
+        for tree in trees:
+            growth = long_[tree] / short[tree] - 1.0
+            verdict = "met" if abs(growth) <= 0.10 else "MISSED"
+            label = f"per-bar cost, 102k vs 20k history ({tree})"
+            print(f"{label:62s} {growth:+8.1%} (target within 10 %: {verdict})")
     for label, fn in this_only.items():
         if not wanted(label):
             continue
@@ -219,7 +260,8 @@ def main() -> None:
         chained_1m(3_400_000).reset_index().to_csv(big_csv, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
         r = cli_run(REPO, big_csv, "1m")
         label = "regime engine --jsonl, 3.4 M chained 1m bars"
-        print(f"{label:62s} this {r['seconds']:8.1f}   peak RSS {r['peak_mb']:.0f} MB")
+        verdict = "met" if r["peak_mb"] <= 2048 else "MISSED"
+        print(f"{label:62s} this {r['seconds']:8.1f} s   peak RSS {r['peak_mb']:.0f} MB (target 2,048 MB: {verdict})")
 
 
 if __name__ == "__main__":

@@ -9,18 +9,17 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, TextIO
 
 from regime_tasks.cli.options import TIMEFRAMES, add_json, count, input_file
-from regime_tasks.cli.render import print_json
 from regime_tasks.core.constants import TIMEFRAME_SECONDS
-from regime_tasks.core.payloads import EnginePayload
-from regime_tasks.core.series import run_series
-from regime_tasks.core.uptrend import Diagnostics, EngineSettings
 from regime_tasks.errors import DataValidationError
-from regime_tasks.sources.files import read_candle_file as read_bars_file
+
+if TYPE_CHECKING:  # pandas and the engine load when the command runs, not when the parser is built
+    import pandas as pd
+
+    from regime_tasks.core.payloads import EnginePayload
+    from regime_tasks.core.uptrend import Diagnostics, EngineSettings
 
 log = logging.getLogger(__name__)
 FLAG_KEYS = ("buy_signal", "buy_flag", "rebuy_flag", "trim_flag", "emergency_exit", "reclaimed_ema333", "exit_position")
@@ -30,6 +29,8 @@ MAX_FILLED_SHARE = 0.05
 
 def check_spacing(bars: pd.DataFrame, timeframe: str, path: str | Path) -> None:
     """Refuse a file whose median bar spacing is not ``timeframe`` (a 1d file read as 1h is 96 % filled bars)."""
+    import pandas as pd
+
     if len(bars) < 2:
         raise DataValidationError(f"need at least two candles, found {len(bars)}", series=str(path))
     spacing = bars.index.to_series().diff().median()
@@ -71,6 +72,9 @@ def stream_file(
 ) -> tuple[Iterator[EnginePayload], int, int]:
     """The payloads of the file's bars one at a time (a long file is never held as payloads), the number of bars
     and how many were filled flat. The file is read and checked before this returns."""
+    from regime_tasks.core.series import run_series
+    from regime_tasks.sources.files import read_candle_file as read_bars_file
+
     raw = read_bars_file(path, timeframe)
     check_spacing(raw, timeframe, path)
 
@@ -172,6 +176,9 @@ def print_table(
 
 # --- the command ------------------------------------------------------------------------------------
 def _cmd_engine(args: argparse.Namespace) -> int:
+    from regime_tasks.cli.render import print_json
+    from regime_tasks.core.uptrend import EngineSettings
+
     settings = EngineSettings(
         bootstrap=args.bootstrap,
         sr_levels=args.sr_levels,

@@ -216,3 +216,34 @@ def test_ema_and_rsi_are_the_ta_packages_indicators_bit_for_bit(btc_1h: pd.DataF
         expected = EMAIndicator(bars["close"], window=n).ema_indicator().to_numpy()
         np.testing.assert_array_equal(frame[f"ema{n}"].to_numpy(), expected)
     np.testing.assert_array_equal(frame["rsi"].to_numpy(), RSIIndicator(bars["close"], window=14).rsi().to_numpy())
+
+
+def test_level_block_equals_sr_levels_bar_by_bar(btc_1h: pd.DataFrame) -> None:
+    """The replay's S/R levels of a block of bars (core/ta/levels.py) are, bar for bar and bit for bit, what
+    sr_levels gives on the pivot versions known at that bar within the last 3,000 bars; so are the S/R boosts at
+    EMA60/EMA333 and the count of levels within 1 ATR that the engine reads from the block."""
+    from regime_tasks.core.ta.levels import level_block
+    from regime_tasks.core.uptrend import sr_boost
+
+    frame = compute_ta_frame(btc_1h.iloc[-6_000:])
+    high, low, atr, close = (frame[k].to_numpy() for k in ("high", "low", "atr", "close"))
+    versions = swing_pivots(high, low, atr, keep_versions=True)
+    conf = np.array([p.confirmed_at for p in versions])
+    until = np.minimum(np.array([p.superseded_at for p in versions]), np.array([p.index for p in versions]) + 3_000)
+    prices = np.array([p.price for p in versions])
+    start, stop = 3_500, 4_700  # well past the first pivots, and a block that is not a multiple of anything
+    block = level_block(conf, until, prices, start, stop, close[start:stop], atr[start:stop])
+    ema60, ema333 = frame["ema60"].to_numpy()[start:stop], frame["ema333"].to_numpy()[start:stop]
+    boost60, boost333 = block.boost(ema60, atr[start:stop]), block.boost(ema333, atr[start:stop])
+    near = block.near(close[start:stop], atr[start:stop])
+    n_levels = 0
+    for t in range(start, stop):
+        expected = sr_levels(pivots_known_at(versions, t, start=max(0, t - 2_999)), close[t], atr[t])
+        got = block.levels(t)
+        assert got == expected, t  # floats compared exactly
+        r = t - start
+        assert boost60[r] == sr_boost(ema60[r], expected, atr[t])
+        assert boost333[r] == sr_boost(ema333[r], expected, atr[t])
+        assert near[r] == sum(1 for lv in expected if abs(close[t] - lv["price"]) <= atr[t])
+        n_levels += len(expected)
+    assert n_levels > 5 * (stop - start)  # the bars do have levels (not an empty comparison)

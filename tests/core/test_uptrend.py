@@ -625,3 +625,98 @@ def test_edx_1d_count_as_run_keeps_the_edx_of_the_first_500_bars_after_the_s3_st
     assert at(500, host)["scores"]["edx"] == 0.777 and at(800, host)["diagnostics"]["edx"]["frozen"]
     assert at(499, host)["scores"]["edx"] != 0.777  # 500 bars fetched: computed
     assert at(800, EngineSettings())["scores"]["edx"] != 0.777  # counted in bars: never frozen
+
+
+def test_edx_structure_running_counts_equal_a_scan_of_the_known_pivots() -> None:
+    """EngineHistory.structure (running counts, a replay) equals the structure of the pivots known at the bar with
+    index ≥ the window start, counted from scratch, on every bar of a real series and several window starts."""
+    from regime_tasks.core.bars import fill_gaps, normalize_bars
+    from regime_tasks.core.ta import compute_ta_frame, pivots_known_at
+    from regime_tasks.core.uptrend.edx import _structure
+    from tests.conftest import real_file
+
+    raw = pd.read_csv(real_file("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv")).dropna()
+    bars = fill_gaps(normalize_bars(raw, series="BTC", timeframe="1d"), "1d")[0].drop(columns="filled")
+    h = EngineHistory(compute_ta_frame(bars), EngineSettings())
+    versions = h.pivots
+    seen = set()
+    for t in range(h.n):
+        for back in (10, 40, 150, t + 1):
+            s = max(0, t - back + 1)
+            expected = _structure(pivots_known_at(versions, t, start=s))
+            assert h.structure(t, s) == expected, (t, s)
+            seen.add(expected)
+    assert len(seen) > 10  # many different values, not a constant 0.5
+
+
+@pytest.mark.parametrize(
+    ("parts", "timeframe", "rows"),
+    [
+        (("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz"), "1h", (12_000, 16_000)),
+        (("hyperliquid_snapshot_2025-07-26", "perp", "1m", "BTC.csv.gz"), "1m", (0, None)),
+    ],
+)
+def test_replay_indexes_give_the_bar_by_bar_payloads(parts: tuple[str, ...], timeframe: str, rows: tuple) -> None:
+    """A replay's per-series indexes (S/R levels by block, EDX structure from running counts, EDX windows of an
+    episode computed ahead) give exactly the payloads of the bar-by-bar code on the same history, diagnostics
+    included, on real series with long S3 episodes."""
+    from regime_tasks.core.bars import fill_gaps, normalize_bars
+    from regime_tasks.core.ta import compute_ta_frame
+    from tests.conftest import real_file
+
+    raw = pd.read_csv(real_file(*parts)).dropna(subset=["close"]).iloc[rows[0] : rows[1]]
+    bars = fill_gaps(normalize_bars(raw, series="X", timeframe=timeframe), timeframe)[0].drop(columns="filled")
+    frame = compute_ta_frame(bars)
+    fast, slow = EngineHistory(frame, EngineSettings()), EngineHistory(frame, EngineSettings())
+    assert fast._replay
+    slow._replay = False  # the path a live history takes
+    p_fast = p_slow = None
+    s3_bars = 0
+    for i in range(len(frame)):
+        p_fast, _ = step(fast, i, p_fast, EngineSettings())
+        p_slow, _ = step(slow, i, p_slow, EngineSettings())
+        assert p_fast == p_slow, i
+        s3_bars += p_fast["state"] == "S3" and p_fast["scores"]["edx"] != 0.5
+    assert s3_bars > 200  # EDX was computed on many bars, not only the 0.5 of short episodes
+    assert fast._edx_ahead is not None and slow._edx_ahead is None
+
+
+@pytest.mark.parametrize(
+    ("parts", "timeframe", "rows", "settings"),
+    [
+        (("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv"), "1d", (0, None), EngineSettings()),
+        (
+            ("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv"),
+            "1d",
+            (0, None),
+            EngineSettings(bootstrap="as_run", sr_levels="none", inputs="as_run", edx_1d_count="as_run", edx="as_run"),
+        ),
+        (("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz"), "1h", (-8_760, None), EngineSettings()),
+        (("alts_2018_5m", "ETH_BTC-5m.csv"), "5m", (0, 4_000), EngineSettings(gaps="keep")),
+        (("hyperliquid_snapshot_2025-07-26", "perp", "1m", "HYPE.csv.gz"), "1m", (0, None), EngineSettings()),
+    ],
+)
+def test_diagnostics_are_built_json_ready(parts: tuple, timeframe: str, rows: tuple, settings: EngineSettings) -> None:
+    """The diagnostics are built JSON-ready (NaN mapped to None where a value is set, Python types only), so the
+    step does not walk them afterwards: on real series with the spec and the host's settings, every bar's
+    diagnostics equal their cleaned copy and serialise as strict JSON."""
+    import json
+
+    from regime_tasks.core.bars import fill_gaps, normalize_bars
+    from regime_tasks.core.ta import compute_ta_frame
+    from regime_tasks.core.uptrend import run_engine_frame
+    from regime_tasks.core.uptrend.transitions import _clean
+    from tests.conftest import real_file
+
+    raw = pd.read_csv(real_file(*parts)).dropna(subset=["close"]).iloc[rows[0] : rows[1]]
+    bars = normalize_bars(raw, series="X", timeframe=timeframe)
+    if settings.gaps == "fill":
+        bars = fill_gaps(bars, timeframe)[0].drop(columns="filled")
+    payloads, _ = run_engine_frame(compute_ta_frame(bars), settings)
+    checked = 0
+    for p in payloads:
+        diag = p["diagnostics"]
+        assert diag == _clean(diag)  # == is False for a NaN left inside
+        json.dumps(diag, allow_nan=False)
+        checked += "s3_dx_buy" in diag or "s1_buy" in diag
+    assert checked > 100

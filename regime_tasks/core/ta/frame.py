@@ -39,7 +39,12 @@ def compute_ta_frame_and_state(bars: pd.DataFrame) -> tuple[pd.DataFrame, TAStat
     """``compute_ta_frame`` plus the recurrences' state after the last bar, from which :class:`TAStream` goes on."""
     close = pd.Series(bars["close"].to_numpy(dtype=np.float64))
     h, lo, c = (bars[k].to_numpy(dtype=np.float64) for k in ("high", "low", "close"))
-    cols: dict[str, np.ndarray] = {}
+    numeric = all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in bars.dtypes)
+    n_bar_cols = len(bars.columns) if numeric else 0
+    # each column goes into the result's block as it is computed (a long series holds the block and a few
+    # temporaries, not every column twice); column-major, so a column's pages are its own
+    block = np.empty((len(bars), n_bar_cols + len(TA_COLUMNS)), order="F")
+    cols = _BlockColumns(block, n_bar_cols)
     for n in EMA_PERIODS:
         cols[f"ema{n}"] = ema(close, n)
     for n in SLOPE_EMAS:
@@ -79,26 +84,30 @@ def compute_ta_frame_and_state(bars: pd.DataFrame) -> tuple[pd.DataFrame, TAStat
         vo_mean=vo_mean,
         vo_var=vo_var,
     )
-    names = [*map(str, bars.columns), *TA_COLUMNS]
     del close, h, lo, c, atr, adx, s_tr, s_p, s_m, rsi_values, avg_up, avg_down, volume
-    if all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in bars.dtypes):
-        n_bar_cols = len(bars.columns)
-        block = _fill_block(cols, len(bars), n_bar_cols)
-        block[:, :n_bar_cols] = bars.to_numpy(dtype=np.float64)
+    if numeric:
+        for j, name in enumerate(bars.columns):
+            block[:, j] = bars[name].to_numpy(dtype=np.float64)
+        names = [*map(str, bars.columns), *TA_COLUMNS]
         return pd.DataFrame(block, index=bars.index, columns=names, copy=False), state
     # a non-numeric column (e.g. the grid's ``filled`` flag) keeps its dtype: slower, but exact
-    ta_frame = pd.DataFrame(_fill_block(cols, len(bars), 0), index=bars.index, columns=list(TA_COLUMNS), copy=False)
+    ta_frame = pd.DataFrame(block, index=bars.index, columns=list(TA_COLUMNS), copy=False)
     return pd.concat([bars.copy(), ta_frame], axis=1), state
 
 
-def _fill_block(cols: dict[str, np.ndarray], n: int, offset: int) -> np.ndarray:
-    """One float64 block of ``offset`` leading columns (left to the caller) then the TA columns; each column leaves
-    ``cols`` as it is copied in, so a long series holds about one block at a time, not the columns and the block
-    (the pages of ``np.empty`` are only touched as they are written)."""
-    block = np.empty((n, offset + len(TA_COLUMNS)))
-    for j, name in enumerate(TA_COLUMNS):
-        block[:, offset + j] = cols.pop(name)
-    return block
+class _BlockColumns:
+    """The TA columns by name, stored in their columns of ``block`` (after ``offset`` leading ones): setting one
+    copies it in, reading one gives the block's column (a view)."""
+
+    def __init__(self, block: np.ndarray, offset: int) -> None:
+        self.block = block
+        self.where = {name: offset + j for j, name in enumerate(TA_COLUMNS)}
+
+    def __setitem__(self, name: str, values: np.ndarray) -> None:
+        self.block[:, self.where[name]] = values
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.block[:, self.where[name]]
 
 
 def _last(values: np.ndarray) -> float:

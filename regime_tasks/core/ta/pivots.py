@@ -5,6 +5,8 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -55,13 +57,20 @@ def swing_pivots(
     """
     atr = np.asarray(atr, dtype=np.float64)
     zz = ZigZag(threshold_atr=threshold_atr, backstep=backstep, min_leg_bars=min_leg_bars, keep_versions=keep_versions)
+    # memoryviews of the arrays: indexing one gives a Python float, as a list would, without a float object per
+    # bar held for the whole pass (a long 1m file's three lists were hundreds of MB)
     zz.feed(
-        np.asarray(high, dtype=np.float64).tolist(),
-        np.asarray(low, dtype=np.float64).tolist(),
-        swing_thresholds(atr, threshold_atr).tolist(),
+        _floats(high),
+        _floats(low),
+        _floats(swing_thresholds(atr, threshold_atr)),
         len(atr),
     )
     return zz.result()
+
+
+def _floats(values: np.ndarray) -> Sequence[float]:
+    """A read-only sequence of Python floats over ``values`` (no copy when already contiguous float64)."""
+    return cast("Sequence[float]", memoryview(np.ascontiguousarray(values, dtype=np.float64)))  # type: ignore[arg-type]
 
 
 def swing_thresholds(atr: np.ndarray, threshold_atr: float = SWING_THRESHOLD_ATR) -> np.ndarray:
@@ -101,8 +110,8 @@ class ZigZag:
             return sorted([*pivots, *self.versions], key=lambda p: (p.index, p.confirmed_at))
         return pivots
 
-    def feed(self, high: list[float], low: list[float], thresholds: list[float], stop: int) -> None:
-        """Run bars ``next_t .. stop−1`` (lists indexed by bar; ``thresholds`` from :func:`swing_thresholds`)."""
+    def feed(self, high: Sequence[float], low: Sequence[float], thresholds: Sequence[float], stop: int) -> None:
+        """Run bars ``next_t .. stop−1`` (sequences indexed by bar; ``thresholds`` from :func:`swing_thresholds`)."""
         backstep, min_leg_bars, keep_versions = self.backstep, self.min_leg_bars, self.keep_versions
         pivots, versions = self.done, self.versions
         hi_i, lo_i, t = self.hi_i, self.lo_i, self.next_t

@@ -16,7 +16,8 @@ Interpretations where the spec is terse (each documented in docs/ENGINE.md):
   the S1→S2 bar runs no S2 check because the spec names none; the S2→S1 bar runs no S1 buy check, spec §3).
 
 Layout: :mod:`.settings` (settings, host-compatibility constants), :mod:`.scores` (orders and scores),
-:mod:`.history` (:class:`EngineHistory`), :mod:`.edx` (EDX), :mod:`.step` (the step), :mod:`.engine` (the runners).
+:mod:`.history` (:class:`EngineHistory`), :mod:`.edx` (EDX), :mod:`.transitions` (``step``), :mod:`.engine`
+(the runners).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from regime_tasks.core.uptrend.settings import (
     EngineSettings,
     host_inputs,
 )
-from regime_tasks.core.uptrend.step import step
+from regime_tasks.core.uptrend.transitions import step
 
 __all__ = [
     "BUY_THRESHOLD",

@@ -88,6 +88,10 @@ def edx_score(h: EngineHistory, t: int, bars_since_s3: int, since: int | None = 
     ``since``: the first bar a window may read (the host's ``edx_1d_count = as_run``: it fetched the bars from the
     S3 start on, so a window longer than those is all of them; fewer than 10 give 0.5, as the host's did).
     """
+    if since is None and h._replay:  # a replay: the episode's windows computed ahead, a block of bars at once
+        ahead = _edx_ahead(h, t, bars_since_s3)
+        if ahead is not None:
+            return ahead
     # an episode older than the history (a live window) uses the bars whose slow inputs are all defined
     n = min(bars_since_s3, t + 1 - h.defined_from)
     if n < 10:
@@ -105,6 +109,141 @@ def edx_score(h: EngineHistory, t: int, bars_since_s3: int, since: int | None = 
     comps = [_window_components(h, t, length) for length in lengths]
     combined = {
         k: combine_windows([c[k] for c in comps]) for k in ("slow", "structure", "participation", "compression")
+    }
+    edx = clamp(
+        0.30 * combined["slow"]
+        + 0.25 * combined["structure"]
+        + 0.20 * combined["participation"]
+        + 0.10 * combined["compression"]
+    )
+    return edx, {"n": n, "windows": lengths, "components": combined}
+
+
+EDX_AHEAD_MIN, EDX_AHEAD_MAX = 64, 1_024  # bars of an S3 episode whose EDX windows a replay computes at once
+EDX_AHEAD_MAX_N = 100_000  # longer episodes take the bar-by-bar path (n·(n−1)·(2n−1) stays exact in int64 below)
+
+
+class _EdxAhead:
+    """EDX inputs of bars ``t0 .. t1 − 1`` of an S3 episode whose bar count is ``t − anchor`` (the episode goes on
+    through the block; a bar whose count differs is not read from it): per bar the window lengths and the
+    slow, participation and compression components combined over the windows. Structure depends on the pivots
+    known at each bar and is added bar by bar (``EngineHistory.structure``)."""
+
+    def __init__(self, h: EngineHistory, anchor: int, t0: int, t1: int) -> None:
+        self.anchor, self.t0, self.t1 = anchor, t0, t1
+        t = np.arange(t0, t1)
+        n = np.minimum(t - anchor, t + 1 - h.defined_from)  # as edx_score
+        lengths = [n, (2 * n) // 3, n // 3]
+        has = [n >= 10]
+        has.append(has[0] & (lengths[1] >= 10))
+        has.append(has[1] & (lengths[2] >= 10))
+        parts = {k: [np.full(len(t), 0.5) for _ in range(3)] for k in ("slow", "participation", "compression")}
+        for w in range(3):
+            rows = np.flatnonzero(has[w])
+            if len(rows):
+                slow, part, comp = _window_parts(h, t[rows], lengths[w][rows])
+                parts["slow"][w][rows], parts["participation"][w][rows] = slow, part
+                parts["compression"][w][rows] = comp
+        k = has[0].astype(int) + has[1] + has[2]
+        combined = {name: _combine(values, k).tolist() for name, values in parts.items()}
+        self.slow, self.participation, self.compression = (
+            combined["slow"],
+            combined["participation"],
+            combined["compression"],
+        )
+        self.n = n.tolist()
+        cols = [x.tolist() for x in lengths]
+        self.lengths = [
+            cols[0][r : r + 1] + cols[1][r : r + 1] * (kr > 1) + cols[2][r : r + 1] * (kr > 2)
+            for r, kr in enumerate(k.tolist())
+        ]
+
+
+def _sigmoids(x: np.ndarray) -> np.ndarray:
+    """``sigmoid`` of each element, with ``math.exp`` (numpy's ``exp`` may differ in the last bit)."""
+    return np.array([sigmoid(v) for v in x.tolist()], dtype=np.float64)
+
+
+def _window_slopes(h: EngineHistory, name: str, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """``EngineHistory.window_slope`` of many windows, the same operations element-wise (windows ≥ 10 bars)."""
+    p0, p1, _ = h._prefix[name]
+    n = end - start + 1
+    sy = p0[end + 1] - p0[start]
+    sky = p1[end + 1] - p1[start]
+    sxy = sky - start * sy
+    sx = n * (n - 1) / 2.0
+    sxx = (n - 1) * n * (2 * n - 1) / 6.0
+    return (n * sxy - sx * sy) / (n * sxx - sx * sx)
+
+
+def _window_parts(h: EngineHistory, t: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Slow, participation and compression of the windows of ``length`` bars ending at bars ``t``
+    (``_window_components`` without the structure, element-wise)."""
+    s = t - length + 1
+    e250, e333 = h.cols["ema250"][t], h.cols["ema333"][t]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        norm = (_window_slopes(h, "ema250", s, t) / e250 + _window_slopes(h, "ema333", s, t) / e333) / 2.0
+        slow = (
+            _sigmoids(1000.0 * norm)
+            + _sigmoids(_window_slopes(h, "rsi", s, t) / 5.0)
+            + _sigmoids(_window_slopes(h, "adx", s, t) / 2.0)
+        ) / 3.0
+        participation = np.full(len(t), 0.5)
+        if h.has_volume:  # as _participation: the AVWAP anchored at s over bars t − 9 .. t
+            base_v = np.where(s > 0, h.cum_v[s - 1], 0.0)
+            base_cv = np.where(s > 0, h.cum_cv[s - 1], 0.0)
+            bars = t[:, None] + np.arange(-9, 1)[None, :]
+            v = h.cum_v[bars] - base_v[:, None]
+            av = (h.cum_cv[bars] - base_cv[:, None]) / v
+            ok = np.all(v > 0, axis=1) & np.all(np.isfinite(av), axis=1) & (av[:, 9] > 0)
+            w = np.array(_X10)[None, :] * av
+            total = ((w[:, 0] + w[:, 1]) + (w[:, 2] + w[:, 3])) + ((w[:, 4] + w[:, 5]) + (w[:, 6] + w[:, 7]))
+            total = total + w[:, 8]
+            total = total + w[:, 9]
+            rows = np.flatnonzero(ok)
+            participation[rows] = _sigmoids(-1000.0 * (total[rows] / _SUM_X10_SQ) / av[rows, 9])
+        comp = h.compression_slope[t]
+        use = (length >= 144) & np.isfinite(comp)
+        compression = np.full(len(t), 0.5)
+        compression[use] = _sigmoids(-100.0 * comp[use])
+    return slow, participation, compression
+
+
+def _combine(values: list[np.ndarray], k: np.ndarray) -> np.ndarray:
+    """``combine_windows`` of the first ``k`` windows of each bar, element-wise (the same operations)."""
+    w1, w2, w3 = values
+    two = np.where(w2 > w1, 0.3 * w1 + 0.7 * w2, (w1 + w2) / 2.0)
+    three = np.where((w3 > w2) & (w2 > w1), 0.2 * w1 + 0.3 * w2 + 0.5 * w3, two)
+    return np.where(k >= 3, three, np.where(k == 2, two, w1))
+
+
+def _edx_ahead(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dict[str, Any]] | None:
+    """EDX of bar ``t`` from the episode's block of bars computed ahead (None: take the bar-by-bar path)."""
+    if bars_since_s3 > EDX_AHEAD_MAX_N:
+        return None
+    anchor = t - bars_since_s3
+    block = h._edx_ahead
+    if block is None or block.anchor != anchor or not block.t0 <= t < block.t1:
+        same = block is not None and block.anchor == anchor and t == block.t1
+        size = min(2 * (block.t1 - block.t0), EDX_AHEAD_MAX) if same and block is not None else EDX_AHEAD_MIN
+        block = _EdxAhead(h, anchor, t, min(h.n, t + size))
+        h._edx_ahead = block
+    r = t - block.t0
+    n = block.n[r]
+    if n < 10:
+        return 0.5, {"n": n, "windows": []}
+    lengths = block.lengths[r]
+    structures = []
+    for length in lengths:
+        structure = h.structure(t, t - length + 1)
+        if structure is None:
+            return None
+        structures.append(structure)
+    combined = {
+        "slow": block.slow[r],
+        "structure": combine_windows(structures),
+        "participation": block.participation[r],
+        "compression": block.compression[r],
     }
     edx = clamp(
         0.30 * combined["slow"]

@@ -10,7 +10,7 @@ import pandas as pd
 from regime_tasks.core.payloads import EnginePayload
 from regime_tasks.core.uptrend.history import EngineHistory
 from regime_tasks.core.uptrend.settings import EngineSettings
-from regime_tasks.core.uptrend.step import step
+from regime_tasks.core.uptrend.transitions import step
 
 # --- runners --------------------------------------------------------------------------------------------------
 Diagnostics = Literal["all", "last", "none"]

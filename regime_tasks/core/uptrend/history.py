@@ -6,6 +6,7 @@ import bisect
 import functools
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ class EngineHistory:
     _rows_from = -1
     _replay = False  # many bars stepped in order: S/R levels by block, EDX structure from running counts
     _levels: LevelBlock | None = None
+    _edx_ahead: Any = None  # the S3 episode's EDX inputs computed ahead (uptrend/edx.py)
     _level_numbers: tuple[list[float], list[float], list[int]] = ([], [], [])
     _scalar_levels: tuple[tuple[int, float, float, str] | None, list[dict[str, float]]] = (None, [])
 
@@ -119,9 +121,11 @@ class EngineHistory:
         self._piv_until = np.minimum(self._piv_sup, idx + SR_LOOKBACK)
         self._piv_high = [p.kind == "high" for p in pivots]
         # the known set follows the bars: at bar t the versions confirmed at t join it, those superseded at t
-        # leave it (events by bar, built once, vectorised), so a replay pays O(changes) per bar, not O(versions)
-        self._joins = _events_by_bar(self._piv_conf, self.n)
-        self._leaves = _events_by_bar(self._piv_sup, self.n)
+        # leave it (events sorted by bar, built once, vectorised; arrays, not a dict per bar, for long files), so
+        # a replay pays O(changes) per bar, not O(versions)
+        self._joins = _events_sorted(self._piv_conf, self.n)
+        self._leaves = _events_sorted(self._piv_sup, self.n)
+        self._next_join = self._next_leave = 0
         self._known: list[int] = []  # positions in ``pivots`` (sorted by index, confirmed_at) known at _known_t
         self._known_t = -1
         self._dirty = 0  # first position of ``_known`` changed since the structure counts were last brought up
@@ -204,17 +208,28 @@ class EngineHistory:
         last bar asked for; asked for an earlier bar, it starts again from bar 0."""
         if t < self._known_t:
             self._known, self._known_t, self._dirty = [], -1, 0
+            self._next_join = self._next_leave = 0
         known = self._known
         dirty = self._dirty
-        for b in range(self._known_t + 1, t + 1):
-            for j in self._joins.get(b, ()):
-                q = bisect.bisect_left(known, j)
-                known.insert(q, j)
-                dirty = min(dirty, q)
-            for j in self._leaves.get(b, ()):
-                q = bisect.bisect_left(known, j)
-                del known[q]
-                dirty = min(dirty, q)
+        # the joins up to bar t, then the leaves up to bar t: a version joins before it leaves (confirmed_at <
+        # superseded_at), so the set is the same as bar by bar
+        bars, positions = self._joins
+        k = self._next_join
+        while k < len(bars) and bars.item(k) <= t:
+            j = positions.item(k)
+            q = bisect.bisect_left(known, j)
+            known.insert(q, j)
+            dirty = min(dirty, q)
+            k += 1
+        self._next_join = k
+        bars, positions = self._leaves
+        k = self._next_leave
+        while k < len(bars) and bars.item(k) <= t:
+            q = bisect.bisect_left(known, positions.item(k))
+            del known[q]
+            dirty = min(dirty, q)
+            k += 1
+        self._next_leave = k
         self._dirty = dirty
         self._known_t = max(self._known_t, t)
         return known
@@ -333,10 +348,9 @@ def _parse_ns(ts: str) -> int:
     return int(pd.Timestamp(ts).value)
 
 
-def _events_by_bar(bars: np.ndarray, n: int) -> dict[int, list[int]]:
-    """``{bar: [positions whose bar it is]}`` for the positions whose bar falls inside ``0..n−1``."""
+def _events_sorted(bars: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bars, positions) of the positions whose bar falls inside ``0..n−1``, by bar (positions ascending within
+    a bar)."""
     inside = np.flatnonzero(bars < n)
-    out: dict[int, list[int]] = {}
-    for j, b in zip(inside.tolist(), bars[inside].tolist(), strict=True):
-        out.setdefault(b, []).append(j)
-    return out
+    order = inside[np.argsort(bars[inside], kind="stable")]
+    return bars[order], order

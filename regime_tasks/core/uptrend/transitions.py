@@ -188,10 +188,10 @@ def step(
         if diagnostics:
             diag["s1_buy"] = {
                 "near_ema60": near,
-                "distance_atr": abs(v["price"] - v["ema60"]) / atr,
+                "distance_atr": _json_num(abs(v["price"] - v["ema60"]) / atr),
                 "slope_ok": slope_ok,
-                "ema60_slope": v["ema60_slope"],
-                "ema144_slope": v["ema144_slope"],
+                "ema60_slope": _json_num(v["ema60_slope"]),
+                "ema144_slope": _json_num(v["ema144_slope"]),
                 "ts_plus_boost": ts + boost,
                 "strength_ok": strength_ok,
                 "result": flags["buy_signal"],
@@ -217,7 +217,7 @@ def step(
             else:
                 edx, edx_diag = edx_score(h, i, n_bars)
             if diagnostics:
-                diag["edx"] = edx_diag
+                diag["edx"] = _clean(edx_diag)  # small; the host's EDX may hold anything
             ox = clamp(ob * (1.0 + 0.33 * clamp(edx - 0.5, 0.0, 0.5)))
             scores["edx"] = edx
         else:
@@ -248,7 +248,7 @@ def step(
             if diagnostics:
                 diag["s2_retest_buy"] = {
                     "near_ema333": near,
-                    "distance_atr": abs(v["price"] - v["ema333"]) / atr,
+                    "distance_atr": _json_num(abs(v["price"] - v["ema333"]) / atr),
                     **gate,
                     "slope_ok": slope_ok,
                     "ts_plus_boost": ts + boost,
@@ -284,7 +284,7 @@ def step(
                     "emergency_exit": flags["emergency_exit"],
                     "dx": dx,
                     "threshold": threshold,
-                    **thr_parts,
+                    **{k: _json_num(x) for k, x in thr_parts.items()},  # q is NaN above EMA144
                     "dx_parts": dx_parts,
                     "result": flags["buy_flag"],
                 }
@@ -316,7 +316,9 @@ def step(
         "exit_position": flags["exit_position"],
         "exit_reason": exit_reason,
         "scores": {k: (x if x is None or isfinite(x) else None) for k, x in scores.items()},
-        "diagnostics": _clean(diag) if diagnostics else None,
+        # built JSON-ready: every value that can be NaN is mapped where it is set (tests/core/test_uptrend.py
+        # checks the diagnostics of real series are clean), so no per-bar walk of the whole tree
+        "diagnostics": diag if diagnostics else None,
         "meta": meta,
     }
     event = None
