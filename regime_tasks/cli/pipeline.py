@@ -12,17 +12,17 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from regime_tasks import pipeline, stages
 from regime_tasks.cli.options import BUCKET_CHOICES, EXEC_TFS, REGIME_TFS, add_book, add_json, count, utc_time
 from regime_tasks.cli.render import print_json
-from regime_tasks.core import timeframes
 from regime_tasks.core.constants import DRIVERS, REGIME_TIMEFRAMES
 from regime_tasks.errors import RegimeError
-from regime_tasks.runtime import get_runtime
+
+if TYPE_CHECKING:  # the pipeline, pandas and the runtime load when a command runs, not when the parser is built
+    import pandas as pd
+
+    from regime_tasks import pipeline
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ def progress_reporter(title: str) -> Iterator[pipeline.Progress]:
 
 def run_bootstrap(*, book_id: str | None = None, now: str | dt.datetime | None = None) -> pipeline.BootstrapReport:
     """Run the bootstrap in this process with progress output."""
+    from regime_tasks import pipeline
+    from regime_tasks.core import timeframes
+    from regime_tasks.runtime import get_runtime
+
     rt = get_runtime()
     clock = timeframes.parse_ts(now).to_pydatetime() if now is not None else None
     with progress_reporter("bootstrap") as progress:
@@ -96,6 +100,7 @@ def print_bootstrap_report(report: pipeline.BootstrapReport) -> None:
 
 def processed_bar(rt: Any, book_id: str, timeframe: str, driver: str = "BTC") -> pd.Timestamp | None:
     """Open time of the last bar the engine stepped for ``driver`` × ``timeframe`` (None before any)."""
+    from regime_tasks.core import timeframes
     from regime_tasks.store.positions import read_driver_features
 
     features = read_driver_features(rt.engine, book_id, keys=("uptrend_engine_v4",)).get((driver, timeframe), {})
@@ -124,7 +129,10 @@ def run_tick_command(timeframe: str, *, until: str | None, book_id: str | None, 
 
     The task refuses before a bootstrap of the book completed; waiting, that is a :class:`NotBootstrappedError`.
     """
+    from regime_tasks import pipeline, stages
+    from regime_tasks.core import timeframes
     from regime_tasks.embedded import in_process_worker, run_tick
+    from regime_tasks.runtime import get_runtime
 
     bar = timeframes.parse_ts(until) if until else timeframes.last_closed_bar(timeframe, pipeline.utcnow())
     timeframes.check_closed(timeframe, bar, pipeline.utcnow())  # a bad --until fails here, before a worker starts
@@ -157,6 +165,7 @@ DEMO_BUCKETS = BUCKET_CHOICES
 def regime_table(book_id: str, now: dt.datetime) -> list[dict[str, Any]]:
     """The 24 driver rows: state, flags, deltas, bar time, age in bars, stale, simulated input."""
     from regime_tasks.core.levers import entry_age_bars, is_stale
+    from regime_tasks.runtime import get_runtime
     from regime_tasks.store.positions import read_driver_features
 
     rt = get_runtime()
@@ -209,6 +218,8 @@ def bucket_caps_source(rt: Any) -> str:
 
 def bucket_last_bar(rt: Any, driver: str, tf: str, caps_source: str) -> dict[str, Any]:
     """How many members formed the bucket's last bar, and the source of its caps."""
+    import pandas as pd
+
     from regime_tasks.store import bars as store_bars
 
     last = store_bars.read_bars(rt.engine, "regime", {"driver": driver}, tf, limit=1)
@@ -272,8 +283,10 @@ def run_demo(*, as_json: bool, minutes: int) -> int:
     """Bootstrap on bundled data, run live-like ticks through the Celery graph, print the regime and levers."""
     import time
 
+    from regime_tasks.core import timeframes
     from regime_tasks.embedded import in_process_worker, run_tick
     from regime_tasks.errors import ConfigError
+    from regime_tasks.runtime import get_runtime
 
     if minutes < 0:
         raise ConfigError("--minutes must be ≥ 0")

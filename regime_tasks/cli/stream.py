@@ -16,16 +16,14 @@ import argparse
 import logging
 import threading
 import time
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from regime_tasks.cli.options import seconds
 from regime_tasks.cli.render import print_json
-from regime_tasks.core.timeframes import iso
 from regime_tasks.logs import kv
-from regime_tasks.runtime import Runtime
-from regime_tasks.store import bars as store_bars
+
+if TYPE_CHECKING:  # pandas and the store load when the command runs, not when the parser is built
+    from regime_tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +53,11 @@ def run_stream(
     tests pass one with a pinned clock). ``members``: today's bucket members of the lowcap universe instead
     (``stages.member_stream_targets``), written to ``lowcap_price_data_ohlc``.
     """
+    import pandas as pd
+
+    from regime_tasks.core.timeframes import iso
     from regime_tasks.sources.hyperliquid import HyperliquidCandleStream
+    from regime_tasks.store import bars as store_bars
 
     targets: dict[str, dict[str, str]] = {}
     if members:
