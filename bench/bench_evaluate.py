@@ -1,8 +1,8 @@
 """regime evaluate: one year of 1h bars for BTC, ALT and the four buckets; target ≤ 20 s.
 
 Run: ``.venv/bin/python bench/bench_evaluate.py`` (bundled data: real bucket members, caps derived from price ×
-supply; ``include_simulated=True`` only makes sure no series is left out should a user's files be simulated). Every driver
-timeframe the bundle has (1d, 1h, 1m) is replayed, as the levers read all of them. ``bench_replay.py`` runs
+supply; ``include_simulated=True`` only makes sure no series is left out should a user's files be simulated).
+Every driver timeframe the bundle has (1d, 1h, 1m) is replayed, as the levers read all of them. ``bench_replay.py`` runs
 interleaved as the baseline: the machine is shared, compare ratios.
 """
 
