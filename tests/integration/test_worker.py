@@ -249,9 +249,24 @@ def test_bootstrap_then_1m_and_1h_ticks_end_to_end(stack: Stack) -> None:
     assert by[("BTC", "1m")]["bar_ts"] == "2025-07-26T03:00:00Z" and by[("BTC", "1h")]["status"] == "ok"
 
 
-def test_rerunning_a_tick_changes_nothing(stack: Stack) -> None:
+def test_regime_tick_from_the_cli_runs_on_a_worker_and_rerunning_it_changes_nothing(stack: Stack) -> None:
+    import json
+
     stack.venues.now = pd.Timestamp("2025-07-26T03:02:30Z")
-    stack.tick("1m", "2025-07-26T03:01:00Z")
+    ticks_before = stack.workers[-1].log().count("Task regime.tick[")
+    # `regime tick` sends the regime.tick task beat sends (bootstrap guard included) and waits for its chain
+    cli = subprocess.run(
+        [sys.executable, "-m", "regime_tasks.cli", "tick", "1m", "--until", "2025-07-26T03:01:00Z", "--json"],
+        cwd=REPO_ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert cli.returncode == 0, cli.stderr
+    out = json.loads(cli.stdout)
+    assert out["new_bar"] is True and out["last_bar"] == "2025-07-26T03:01:00Z", out
+    assert stack.workers[-1].log().count("Task regime.tick[") > ticks_before  # run by the worker, not the CLI
     before = _features(stack)
     stack.tick("1m", "2025-07-26T03:01:00Z")
     after = _features(stack)
