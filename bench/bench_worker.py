@@ -1,5 +1,6 @@
 """The Celery graph through a real worker: send ``regime.tick`` (what beat sends) → cache updated, p50 over
-20 1m ticks (target ≤ 0.3 s; it was 1.5 s before the replay-speed work); worker RSS after the bootstrap ran inside the worker (target ≤ 400 MB).
+20 1m ticks (target ≤ 0.3 s; 1.5 s before the replay-speed work); worker RSS after the bootstrap ran inside
+the worker (target ≤ 400 MB).
 
 Run: ``.venv/bin/python bench/bench_worker.py`` from the repository root (PostgreSQL at 127.0.0.1:5432 needed; it
 starts its own redis-server, venue server and worker on loopback). History: 365 days of 1h (the local server has
