@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -106,6 +107,8 @@ def upsert_bars(
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql" and len(frame) >= copy_threshold_rows:
                 _copy_upsert(conn, tbl, table, key, timeframe, frame, source, pk, update_cols)
+            elif conn.dialect.name == "sqlite":
+                _sqlite_upsert(conn, tbl, table, key, timeframe, frame, source, pk, update_cols)
             else:
                 rows = _records(table, key, timeframe, frame, source)
                 upsert_rows(conn, tbl, rows, conflict_cols=pk, update_cols=update_cols, batch_rows=batch_rows)
@@ -113,6 +116,56 @@ def upsert_bars(
         raise StoreError(f"upsert of {len(frame)} bars into {label} failed: {exc}") from exc
     log.debug("bars upserted %s", kv(series=label, rows=len(frame), first=frame.index[0], last=frame.index[-1]))
     return len(frame)
+
+
+# How SQLAlchemy's SQLite dialect stores a DATETIME (naive UTC after UTCDateTime): the same text must be written
+# and compared, or a bar written by one path would not meet the same bar written by the other on the primary key.
+SQLITE_STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def sqlite_stamps(index: pd.DatetimeIndex) -> list[str]:
+    """UTC bar times as the text SQLite holds them (tests/store: equal to what SQLAlchemy writes)."""
+    return list(index.tz_convert("UTC").tz_localize(None).strftime(SQLITE_STAMP_FORMAT))
+
+
+def _sqlite_upsert(
+    conn: sa.Connection,
+    tbl: sa.Table,
+    table: str,
+    key: Mapping[str, str],
+    timeframe: str,
+    frame: pd.DataFrame,
+    source: str | None,
+    pk: tuple[str, ...],
+    update_cols: tuple[str, ...],
+) -> None:
+    """The rows as plain tuples through the driver's ``executemany`` (same statement and values as
+    :func:`upsert_rows`, without a bind processor per value: the bootstrap writes ~10⁶ bars on SQLite)."""
+    names = [*key, "timeframe", "timestamp", *_DB_PRICE_COLUMNS, "source"]
+    columns: list[list[Any]] = [
+        *([value] * len(frame) for value in key.values()),
+        [timeframe] * len(frame),
+        sqlite_stamps(frame.index),
+        *(frame[c].to_numpy(dtype=np.float64).tolist() for c in BAR_COLUMNS),
+        [source] * len(frame),
+    ]
+    if table == "regime":
+        names.append("constituents")
+        if "constituents" in frame.columns:
+            columns.append([int(v) for v in frame["constituents"].to_numpy()])
+        else:
+            columns.append([None] * len(frame))
+    quoted = ", ".join(f'"{n}"' for n in names)
+    sql = (
+        f'INSERT INTO "{tbl.name}" ({quoted}) VALUES ({", ".join("?" * len(names))}) '
+        f"ON CONFLICT ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in pk)}) DO UPDATE SET "
+        + ", ".join(f'"{c}" = excluded."{c}"' for c in update_cols)
+    )
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, list(zip(*columns, strict=True)))
+    finally:
+        cursor.close()
 
 
 def _copy_upsert(
@@ -180,24 +233,26 @@ def read_bars(
     # SQLite keeps times as naive UTC text: read the text and parse the column at once (vectorised) instead of a
     # datetime per row through SQLAlchemy's processors (most of a read's time on a long series)
     raw_text = engine.dialect.name == "sqlite"
-    ts_col = sa.type_coerce(tbl.c.timestamp, sa.String()).label("timestamp") if raw_text else tbl.c.timestamp
-    cols = [ts_col, *(tbl.c[c] for c in _DB_PRICE_COLUMNS)]
-    if table == "regime":
-        cols.append(tbl.c.constituents)
-    query = sa.select(*cols).where(tbl.c.timeframe == timeframe)
-    for k, v in key.items():
-        query = query.where(tbl.c[k] == v)
-    if start is not None:
-        query = query.where(tbl.c.timestamp >= pd.Timestamp(start).to_pydatetime())
-    if end is not None:
-        query = query.where(tbl.c.timestamp <= pd.Timestamp(end).to_pydatetime())
-    query = query.order_by(tbl.c.timestamp.desc())
-    if limit is not None:
-        query = query.limit(limit)
     try:
-        with engine.connect() as conn:
-            rows = list(conn.execute(query).all())
-    except sa.exc.SQLAlchemyError as exc:
+        if raw_text:
+            rows = _sqlite_rows(engine, tbl, table, key, timeframe, limit=limit, start=start, end=end)
+        else:
+            cols = [tbl.c.timestamp, *(tbl.c[c] for c in _DB_PRICE_COLUMNS)]
+            if table == "regime":
+                cols.append(tbl.c.constituents)
+            query = sa.select(*cols).where(tbl.c.timeframe == timeframe)
+            for k, v in key.items():
+                query = query.where(tbl.c[k] == v)
+            if start is not None:
+                query = query.where(tbl.c.timestamp >= pd.Timestamp(start).to_pydatetime())
+            if end is not None:
+                query = query.where(tbl.c.timestamp <= pd.Timestamp(end).to_pydatetime())
+            query = query.order_by(tbl.c.timestamp.desc())
+            if limit is not None:
+                query = query.limit(limit)
+            with engine.connect() as conn:
+                rows = [tuple(r) for r in conn.execute(query).all()]
+    except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
         raise StoreError(f"read of {series_label(table, key, timeframe)} failed: {exc}") from exc
     rows.reverse()
     names = ["timestamp", *BAR_COLUMNS] + (["constituents"] if table == "regime" else [])
@@ -217,6 +272,44 @@ def read_bars(
         else:
             frame["constituents"] = frame["constituents"].astype("Int64")
     return frame
+
+
+def _sqlite_rows(
+    engine: Engine,
+    tbl: sa.Table,
+    table: str,
+    key: Mapping[str, str],
+    timeframe: str,
+    *,
+    limit: int | None,
+    start: pd.Timestamp | None,
+    end: pd.Timestamp | None,
+) -> list[tuple[Any, ...]]:
+    """The query of :func:`read_bars` on the driver's cursor, newest first, bar times as stored text (the same
+    statement SQLAlchemy builds, without a result processor per row)."""
+    names = ["timestamp", *_DB_PRICE_COLUMNS, *(("constituents",) if table == "regime" else ())]
+    where = ['"timeframe" = ?', *(f'"{k}" = ?' for k in key)]
+    params: list[Any] = [timeframe, *key.values()]
+    if start is not None:
+        where.append('"timestamp" >= ?')
+        params.append(sqlite_stamps(pd.DatetimeIndex([pd.Timestamp(start)]))[0])
+    if end is not None:
+        where.append('"timestamp" <= ?')
+        params.append(sqlite_stamps(pd.DatetimeIndex([pd.Timestamp(end)]))[0])
+    sql = (
+        f'SELECT {", ".join(f"{chr(34)}{n}{chr(34)}" for n in names)} FROM "{tbl.name}" '
+        f'WHERE {" AND ".join(where)} ORDER BY "timestamp" DESC'
+    )
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    with engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
 
 def last_bar_ts(engine: Engine, table: TableName, key: Mapping[str, str], timeframe: str) -> pd.Timestamp | None:

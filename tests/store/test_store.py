@@ -268,3 +268,47 @@ def test_large_postgres_upsert_uses_copy_path_and_is_idempotent(pg_url: str) -> 
     assert store_bars.count_bars(eng, "majors", {"token_contract": "ETH"}, "1m") == 30_000
     np.testing.assert_allclose(back["close"].to_numpy(), frame["close"].to_numpy()[-5:] + 0.1)
     eng.dispose()
+
+
+def test_sqlite_fast_path_writes_the_text_sqlalchemy_writes_so_both_meet_on_the_key(tmp_path) -> None:
+    """SQLite bars go through the driver's executemany with pre-formatted times; a bar written that way and the
+    same bar written through SQLAlchemy's DATETIME processor must be one row, and read back alike."""
+    from regime_tasks.store.db import upsert_rows
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'fast.db'}", cached=False)
+    init_db(engine)
+    idx = pd.date_range("2025-07-26T00:00:00Z", periods=4, freq="1h")
+    bars = pd.DataFrame(
+        {"open": [1.0, 2.0, 3.0, 4.0], "high": [2.0, 3.0, 4.0, 5.0], "low": [0.5, 1.5, 2.5, 3.5]}, index=idx
+    ).assign(close=[1.5, 2.5, 3.5, 4.5], volume=[10.0, 0.0, 1e-9, 1e12], constituents=[3, 4, 5, 6])
+    store_bars.upsert_bars(engine, "regime", {"driver": "BTC"}, "1h", bars, source="fast")
+    rows = [
+        {
+            "driver": "BTC",
+            "timeframe": "1h",
+            "timestamp": ts.to_pydatetime(),
+            "open_usd": 9.0,
+            "high_usd": 9.0,
+            "low_usd": 9.0,
+            "close_usd": 9.0,
+            "volume": 9.0,
+            "source": "orm",
+            "constituents": 1,
+        }
+        for ts in idx
+    ]
+    with engine.begin() as conn:
+        upsert_rows(
+            conn,
+            regime_price_data_ohlc,
+            rows,
+            conflict_cols=("driver", "timeframe", "timestamp"),
+            update_cols=("close_usd", "source"),
+        )
+        stored = conn.execute(sa.text("SELECT timestamp, source FROM regime_price_data_ohlc ORDER BY 1")).all()
+    assert [s for _, s in stored] == ["orm"] * 4  # every ORM write met the fast path's row: no duplicates
+    assert stored[0][0] == "2025-07-26 00:00:00.000000" and stored[-1][0] == "2025-07-26 03:00:00.000000"
+    back = store_bars.read_bars(engine, "regime", {"driver": "BTC"}, "1h", start=idx[1], end=idx[2])
+    assert list(back.index) == list(idx[1:3]) and back["close"].tolist() == [9.0, 9.0]
+    assert back["open"].tolist() == [2.0, 3.0] and back["constituents"].tolist() == [4, 5]
+    engine.dispose()
