@@ -258,12 +258,8 @@ def read_bars(
     names = ["timestamp", *BAR_COLUMNS] + (["constituents"] if table == "regime" else [])
     # columns from plain tuples: from_records probes every SQLAlchemy Row for attributes (a raised KeyError each)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    frame = pd.DataFrame({name: list(col) for name, col in zip(names, columns, strict=True)}, columns=names)
-    if raw_text and rows:  # microseconds, as from the datetimes SQLAlchemy would have made
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601").dt.as_unit("us")
-    else:
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    frame = frame.set_index("timestamp")
+    frame = pd.DataFrame({name: list(col) for name, col in zip(names[1:], columns[1:], strict=True)}, columns=names[1:])
+    frame.index = _stamp_index(columns[0], raw_text)
     for c in BAR_COLUMNS:
         frame[c] = frame[c].astype("float64")
     if "constituents" in frame.columns:
@@ -272,6 +268,18 @@ def read_bars(
         else:
             frame["constituents"] = frame["constituents"].astype("Int64")
     return frame
+
+
+def _stamp_index(values: tuple[Any, ...], raw_text: bool) -> pd.DatetimeIndex:
+    """Bar times read back as a UTC index in microseconds (what SQLAlchemy's datetimes would give)."""
+    if not raw_text:
+        return pd.DatetimeIndex(pd.to_datetime(list(values), utc=True), name="timestamp")
+    if all(type(v) is str and len(v) == 26 and v[10] == " " for v in values):  # the text SQLAlchemy writes
+        stamps = np.array(values, dtype="datetime64[us]")  # numpy's ISO parser: ~20× pandas' on this shape
+        return pd.DatetimeIndex(stamps, name="timestamp").tz_localize("UTC")
+    # text another program wrote (an offset, a "T", no fraction): pandas' ISO-8601 parser takes every form
+    parsed = pd.to_datetime(pd.Series(list(values), dtype=object), utc=True, format="ISO8601")
+    return pd.DatetimeIndex(parsed, name="timestamp").as_unit("us")
 
 
 def _sqlite_rows(
