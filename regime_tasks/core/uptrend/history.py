@@ -317,8 +317,8 @@ class EngineHistory:
             return []
         if self._replay:
             return self._level_block(i).levels(i)
-        if self._scalar_levels[0] == (i, price, atr, mode):  # sr_numbers() just computed them
-            return self._scalar_levels[1]
+        if self._scalar_levels[0] == (i, price, atr, mode):  # sr_numbers() just computed them (a copy: the
+            return [dict(lv) for lv in self._scalar_levels[1]]  # step's diagnostics and the TA payload hold them)
         return sr_levels(self.pivots_at(i, start=max(0, i - (SR_LOOKBACK - 1))), price, atr)
 
     def values(self, i: int) -> dict[str, float]:

@@ -15,14 +15,10 @@ from regime_tasks.core.uptrend.edx import _bars_between, _host_edx_at, edx_score
 from regime_tasks.core.uptrend.history import EngineHistory
 from regime_tasks.core.uptrend.scores import (
     _json_num,
-    all_below_333,
     clamp,
     dx_score,
     dx_threshold,
-    fast_band_above_60,
     ox_base,
-    s0_order,
-    s3_order,
     trend_strength,
 )
 from regime_tasks.core.uptrend.settings import (
@@ -49,38 +45,22 @@ def step(
     v = h.values(i)
     bar_ts = h.stamp(i)
     prev_state = prev.get("state") if prev else None
-    prev_meta = dict(prev.get("meta") or {}) if prev else {}
+    prev_meta = (prev.get("meta") or {}) if prev else {}  # read only
     ema = {k: v[k] for k in EMA_KEYS}
-    base: dict[str, Any] = {
-        "state": WARMING_UP,
-        "prev_state": prev_state,
-        "bar_ts": bar_ts,
-        "price": v["price"],
-        "ema": {k: (x if isfinite(x) else None) for k in _PAYLOAD_EMAS for x in (v[k],)},
-        "buy_signal": False,
-        "buy_flag": False,
-        "rebuy_flag": False,
-        "trim_flag": False,
-        "emergency_exit": False,
-        "reclaimed_ema333": False,
-        "exit_position": False,
-        "exit_reason": None,
-        "scores": {"ts": None, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None},
-        "diagnostics": {},
-        "meta": {"s3_start_ts": None, "trimmed_in_episode": False, "bars_since_s3": None, "episode_start_ts": None},
-    }
+    ema_json = {k: (x if isfinite(x) else None) for k in _PAYLOAD_EMAS for x in (v[k],)}
     if i + 1 < MIN_BARS_FOR_STATE or any(math.isnan(x) for x in ema.values()) or math.isnan(v["atr"]):
-        base["diagnostics"] = {"warming_up": {"bars": i + 1, "needed": MIN_BARS_FOR_STATE}} if diagnostics else None
-        return base, None
+        return _warming_up(i, prev_state, bar_ts, v["price"], ema_json, diagnostics), None
 
     prev_known = prev_state if prev_state in STATES else None
+    # the EMA orders of spec §2 (scores.s3_order etc., written out on locals: this runs on every bar)
+    e20, e30, e60, e144, e250, e333 = v["ema20"], v["ema30"], v["ema60"], v["ema144"], v["ema250"], v["ema333"]
     order = {
-        "s3_order": s3_order(ema),
-        "s0_order": s0_order(ema),
-        "fast_band_above_60": fast_band_above_60(ema),
-        "all_below_333": all_below_333(ema),
-        "price_above_ema60": v["price"] > v["ema60"],
-        "price_above_ema333": v["price"] > v["ema333"],
+        "s3_order": e20 > e60 and e30 > e60 and e60 > e144 > e250 > e333,
+        "s0_order": e20 < e60 and e30 < e60 and e60 < e144 < e250 < e333,
+        "fast_band_above_60": e20 > e60 and e30 > e60,
+        "all_below_333": e20 < e333 and e30 < e333 and e60 < e333 and e144 < e333 and e250 < e333,
+        "price_above_ema60": v["price"] > e60,
+        "price_above_ema333": v["price"] > e333,
     }
     # the diagnostics are built only when asked for (a replay's bars before the last never are); nothing else
     # depends on them
@@ -305,8 +285,11 @@ def step(
             diag.setdefault(name, {"result": False, "why": f"not checked in {state}"})
 
     payload = {
-        **base,
         "state": state,
+        "prev_state": prev_state,
+        "bar_ts": bar_ts,
+        "price": v["price"],
+        "ema": ema_json,
         "buy_signal": flags["buy_signal"],
         "buy_flag": flags["buy_flag"],
         "rebuy_flag": flags["rebuy_flag"],
@@ -335,6 +318,30 @@ def step(
             "exit_reason": exit_reason,
         }
     return payload, event
+
+
+def _warming_up(
+    i: int, prev_state: Any, bar_ts: str, price: float, ema_json: dict[str, float | None], diagnostics: bool
+) -> dict[str, Any]:
+    """The payload of a bar before a state exists (fewer than 333 bars, or an EMA or the ATR undefined)."""
+    return {
+        "state": WARMING_UP,
+        "prev_state": prev_state,
+        "bar_ts": bar_ts,
+        "price": price,
+        "ema": ema_json,
+        "buy_signal": False,
+        "buy_flag": False,
+        "rebuy_flag": False,
+        "trim_flag": False,
+        "emergency_exit": False,
+        "reclaimed_ema333": False,
+        "exit_position": False,
+        "exit_reason": None,
+        "scores": {"ts": None, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None},
+        "diagnostics": {"warming_up": {"bars": i + 1, "needed": MIN_BARS_FOR_STATE}} if diagnostics else None,
+        "meta": {"s3_start_ts": None, "trimmed_in_episode": False, "bars_since_s3": None, "episode_start_ts": None},
+    }
 
 
 _PLAIN = frozenset({bool, int, str, type(None)})
