@@ -591,6 +591,11 @@ def _read_members(
     return frames
 
 
+# How far back an extension looks for member bars that arrived after the index passed them (a deferred member's
+# REST catch-up, a websocket bar stored late, a host writing behind): bars of the last N stored index bars.
+LATE_BAR_WINDOW = {"1m": 120, "1h": 48, "1d": 7}
+
+
 def _composite_series(
     rt: Runtime,
     driver: str,
@@ -604,9 +609,12 @@ def _composite_series(
     """Extend the stored chain-linked index of ``driver`` up to ``until``; returns bars written.
 
     With nothing stored, or ``rebuild`` (the bootstrap, whose members may have gained older bars), the whole
-    history is built (base 100). Otherwise the index continues from its stored
-    close: each member's ratio on the new bars is taken against its own last traded close, read from the store,
-    and the sums run in the same order as a rebuild, so the extension equals a rebuild bit for bit (tested).
+    history is built (base 100). Otherwise the index is recomputed from the stored close ``LATE_BAR_WINDOW`` bars
+    back (the anchor): each member's ratio is taken against its own last traded close, read from the store, and
+    the sums run in the same order as a rebuild. Bars of that window that come out different from the stored ones
+    — a member bar stored after the index had passed it changes the bar's constituents and the member's next
+    ratio — are rewritten from the earliest such bar on, with the new bars; so the extension equals a rebuild bit
+    for bit (tested) as long as a late bar is at most the window old. An older late bar waits for a rebuild.
     """
     from regime_tasks.core.composite import chain_linked_composite
 
@@ -621,19 +629,48 @@ def _composite_series(
         if not frames:
             return 0
         comp = chain_linked_composite(frames, membership=membership)
-    else:
-        stored = store_bars.read_bars(rt.engine, "regime", key, timeframe, start=last, end=last)
-        start = last + bar_delta(timeframe)
-        if membership is not None and not membership.empty:  # only who can count on the new bars
-            recent = membership[membership.index >= last.floor("1D")]
-            current = {n for n in recent.columns if recent[n].any()}
-            members = [m for m in members if m[0] != "lowcap" or _token_name(m[1]) in current]
-        frames = _read_members(rt, members, timeframe, start, until)
-        if not frames:
-            return 0
-        level = float(stored["close"].iloc[-1])
-        comp = chain_linked_composite(frames, membership=membership, after=last, level=level)
-    return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp, source="composite")
+        return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp, source="composite")
+    window = LATE_BAR_WINDOW.get(timeframe, 1)
+    stored = store_bars.read_bars(rt.engine, "regime", key, timeframe, limit=window + 1, end=last)
+    anchor = stored.index[0]  # its close is the level the recomputed window chains from
+    if membership is not None and not membership.empty:  # only who can count on the recomputed bars
+        recent = membership[membership.index >= anchor.floor("1D")]
+        current = {n for n in recent.columns if recent[n].any()}
+        members = [m for m in members if m[0] != "lowcap" or _token_name(m[1]) in current]
+    frames = _read_members(rt, members, timeframe, anchor + bar_delta(timeframe), until)
+    if not frames:
+        return 0
+    level = float(stored["close"].iloc[0])
+    comp = chain_linked_composite(frames, membership=membership, after=anchor, level=level)
+    restart = _first_changed_bar(comp, stored.iloc[1:], anchor, last)
+    if restart < last:
+        log.info(
+            "late member bars: index rewritten from the first changed bar %s",
+            kv(driver=driver, timeframe=timeframe, restart=iso(restart), last=iso(last)),
+        )
+    return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp[comp.index > restart], source="composite")
+
+
+def _first_changed_bar(
+    comp: pd.DataFrame, stored: pd.DataFrame, anchor: pd.Timestamp, last: pd.Timestamp
+) -> pd.Timestamp:
+    """The time before the earliest bar of ``comp`` (recomputed after ``anchor``, up to ``last``) that differs
+    from ``stored`` in any bit of its prices or constituents, or that ``stored`` lacks; ``last`` when the window
+    is unchanged."""
+    cols = ["open", "high", "low", "close", "constituents"]
+    old = comp[comp.index <= last]
+    if old.empty:
+        return last
+    held = stored.reindex(old.index)
+    same = np.ones(len(old), dtype=bool)
+    for c in cols:
+        a = old[c].to_numpy(dtype=np.float64)
+        b = held[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        same &= a == b  # NaN (a bar the store lacks) is never equal
+    if same.all():
+        return last
+    first = int(np.argmin(same))
+    return old.index[first - 1] if first > 0 else anchor
 
 
 def _copy_major(rt: Runtime, symbol: str, timeframe: str, until: pd.Timestamp, *, rebuild: bool = False) -> int:
