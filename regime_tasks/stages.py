@@ -491,11 +491,46 @@ def bucket_membership(rt: Runtime, until: pd.Timestamp) -> dict[str, pd.DataFram
     with no cap history but a cap in ``tokens`` (a host's single current cap) counts with that cap on every day:
     not point in time, the plan's host path.
     """
+    day = pd.Timestamp(until).floor("1D")
+    s = rt.settings
+    key = (str(rt.engine.url), day, s.bucket_nano_max_usd, s.bucket_small_max_usd, s.bucket_mid_max_usd)
+    stamp = _caps_stamp(rt, day)
+    hit = _MEMBERSHIP.get(key)
+    if hit is None or hit[0] != stamp:
+        hit = (stamp, _bucket_membership(rt, day))
+        _MEMBERSHIP[key] = hit
+        while len(_MEMBERSHIP) > 16:
+            _MEMBERSHIP.pop(next(iter(_MEMBERSHIP)))
+    return dict(hit[1])
+
+
+# Membership by (database, day, thresholds), kept while the caps it was computed from are unchanged
+# (``_caps_stamp``): reading
+# 256 members' daily caps and ranking them was ~170 ms of every 1m tick, twice (collect and composites).
+_MEMBERSHIP: dict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, pd.DataFrame]]] = {}
+
+
+def _caps_stamp(rt: Runtime, day: pd.Timestamp) -> tuple[Any, ...]:
+    """What membership on ``day`` is computed from, summed up: caps up to d−1 and the host's single caps (rows,
+    newest day, sum of caps); a cap written, rewritten or removed changes it."""
+    import sqlalchemy as sa
+
+    from regime_tasks.store.schema import token_caps, tokens
+
+    c = token_caps.c
+    caps = sa.select(sa.func.count(), sa.func.max(c.day), sa.func.sum(c.market_cap_usd)).where(
+        c.day <= (day - pd.Timedelta(days=1)).to_pydatetime()
+    )
+    host = sa.select(sa.func.count(), sa.func.sum(tokens.c.market_cap_usd))
+    with rt.engine.connect() as conn:
+        return (*conn.execute(caps).one(), *conn.execute(host).one())
+
+
+def _bucket_membership(rt: Runtime, day: pd.Timestamp) -> dict[str, pd.DataFrame]:
     from regime_tasks.core.composite import point_in_time_membership
     from regime_tasks.store.positions import read_tokens
     from regime_tasks.store.tokens import read_caps
 
-    day = pd.Timestamp(until).floor("1D")
     caps = read_caps(rt.engine, until=day - pd.Timedelta(days=1))
     host = {
         _token_name(t): float(t["market_cap_usd"])
@@ -541,16 +576,115 @@ def _read_members(
 ) -> dict[str, pd.DataFrame]:
     """Each member's bars from ``start``, reaching back to its own last traded bar before ``start`` (D3)."""
     frames = {}
+    lowcaps = [mkey for table, mkey in members if table == "lowcap"]
+    if lowcaps:
+        frames.update(_read_lowcap_members(rt, lowcaps, timeframe, start, until))
     for table, mkey in members:
+        if table == "lowcap":
+            continue
         frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=start, end=until)  # type: ignore[arg-type]
         if start is not None and not frame.empty:
             before = start - pd.Timedelta(seconds=1)
             prior = store_bars.last_traded_bar(rt.engine, table, mkey, timeframe, before)  # type: ignore[arg-type]
             frame = pd.concat([prior, frame]) if not prior.empty else frame
         if not frame.empty:
-            name = _token_name(mkey) if table == "lowcap" else "/".join(mkey.values())
-            frames[name] = frame[["open", "high", "low", "close", "volume"]]
+            frames["/".join(mkey.values())] = frame[["open", "high", "low", "close", "volume"]]
     return frames
+
+
+_PRIOR_LOOKBACK_BARS = 10  # most members traded in the last 10 bars; the others' last close costs one more query
+
+
+def _read_lowcap_members(
+    rt: Runtime, keys: list[dict[str, str]], timeframe: str, start: pd.Timestamp | None, until: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """``_read_members`` for lowcap series in one query (a bucket has up to 64 members; one read per member was
+    most of a 1m tick): the bars from ``_PRIOR_LOOKBACK_BARS`` bars before ``start`` to ``until``, of which each
+    member keeps those from ``start`` and its last traded bar before; the members with no traded bar in that
+    lookback get theirs from one more query (``_last_traded_bars``)."""
+    import sqlalchemy as sa
+
+    from regime_tasks.store.schema import lowcap_price_data_ohlc as t
+
+    wanted = {_token_name(k): k for k in keys}
+    lookback = None if start is None else start - bar_delta(timeframe) * _PRIOR_LOOKBACK_BARS
+    cols = [t.c.token_contract, t.c.token_chain, t.c.timestamp, t.c.open_usd, t.c.high_usd, t.c.low_usd]
+    q = sa.select(*cols, t.c.close_usd, t.c.volume).where(
+        t.c.timeframe == timeframe,
+        t.c.token_contract.in_(sorted({k["token_contract"] for k in keys})),
+        t.c.token_chain.in_(sorted({k["token_chain"] for k in keys})),
+        t.c.timestamp <= until.to_pydatetime(),
+    )
+    if lookback is not None:
+        q = q.where(t.c.timestamp >= lookback.to_pydatetime())
+    with rt.engine.connect() as conn:
+        rows = conn.execute(q.order_by(t.c.token_contract, t.c.token_chain, t.c.timestamp)).all()
+    frames: dict[str, pd.DataFrame] = {}
+    cols_out = list(store_bars.BAR_COLUMNS)
+    if rows:
+        contract, chain, stamps, *values = zip(*rows, strict=True)
+        names = np.array([f"{a}@{b}" for a, b in zip(contract, chain, strict=True)])
+        text = isinstance(stamps[0], str)  # SQLite keeps times as text
+        index = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps), utc=True, format="ISO8601" if text else None))
+        index = index.rename("timestamp")
+        prices = np.array(values, dtype=np.float64).T  # rows × open, high, low, close, volume
+        new = np.ones(len(names), dtype=bool) if start is None else index >= start
+        traded_before = ~new & (prices[:, 4] > 0)
+        bounds = np.flatnonzero(names[1:] != names[:-1]) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(names)], strict=True):
+            name = str(names[lo])
+            if name not in wanted or not new[hi - 1]:  # rows sorted by time: no bar from ``start`` on
+                continue
+            first = lo + int(np.argmax(new[lo:hi]))
+            prior = np.flatnonzero(traded_before[lo:first])
+            pos = np.r_[lo + prior[-1], first:hi] if len(prior) else np.arange(first, hi)
+            frames[name] = pd.DataFrame(prices[pos], index=index.take(pos), columns=cols_out)
+    if start is not None:  # members with no traded bar in the lookback: their own last one, in one query
+        alone = [n for n, f in frames.items() if f.index[0] >= start]
+        for name, prior in _last_traded_bars(rt, [wanted[n] for n in alone], timeframe, start).items():
+            frames[name] = pd.concat([prior, frames[name]])
+    return frames
+
+
+def _last_traded_bars(
+    rt: Runtime, keys: list[dict[str, str]], timeframe: str, start: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """``contract@chain`` → its newest bar with volume > 0 before ``start`` (one frame row; absent if none)."""
+    import sqlalchemy as sa
+
+    from regime_tasks.store.schema import lowcap_price_data_ohlc as t
+
+    if not keys:
+        return {}
+    cols = [t.c.token_contract, t.c.token_chain, t.c.timestamp, t.c.open_usd, t.c.high_usd, t.c.low_usd]
+    parts = [
+        sa.select(*cols, t.c.close_usd, t.c.volume)
+        .where(
+            t.c.token_contract == k["token_contract"],
+            t.c.token_chain == k["token_chain"],
+            t.c.timeframe == timeframe,
+            t.c.volume > 0,
+            t.c.timestamp < start.to_pydatetime(),
+        )
+        .order_by(t.c.timestamp.desc())
+        .limit(1)
+        .subquery()
+        for k in keys
+    ]
+    out = {}
+    for i in range(0, len(parts), 100):  # SQLite's compound SELECT limit is 500 terms
+        q = sa.union_all(*(sa.select(p) for p in parts[i : i + 100]))
+        with rt.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        for contract, chain, ts, *values in rows:
+            stamp = pd.DatetimeIndex(pd.to_datetime([ts], utc=True), name="timestamp")
+            out[f"{contract}@{chain}"] = pd.DataFrame([values], index=stamp, columns=list(store_bars.BAR_COLUMNS))
+    return out
+
+
+# How far back an extension looks for member bars that arrived after the index passed them (a deferred member's
+# REST catch-up, a websocket bar stored late, a host writing behind): bars of the last N stored index bars.
+LATE_BAR_WINDOW = {"1m": 30, "1h": 24, "1d": 7}
 
 
 def _composite_series(
@@ -566,9 +700,12 @@ def _composite_series(
     """Extend the stored chain-linked index of ``driver`` up to ``until``; returns bars written.
 
     With nothing stored, or ``rebuild`` (the bootstrap, whose members may have gained older bars), the whole
-    history is built (base 100). Otherwise the index continues from its stored
-    close: each member's ratio on the new bars is taken against its own last traded close, read from the store,
-    and the sums run in the same order as a rebuild, so the extension equals a rebuild bit for bit (tested).
+    history is built (base 100). Otherwise the index is recomputed from the stored close ``LATE_BAR_WINDOW`` bars
+    back (the anchor): each member's ratio is taken against its own last traded close, read from the store, and
+    the sums run in the same order as a rebuild. Bars of that window that come out different from the stored ones
+    — a member bar stored after the index had passed it changes the bar's constituents and the member's next
+    ratio — are rewritten from the earliest such bar on, with the new bars; so the extension equals a rebuild bit
+    for bit (tested) as long as a late bar is at most the window old. An older late bar waits for a rebuild.
     """
     from regime_tasks.core.composite import chain_linked_composite
 
@@ -583,19 +720,48 @@ def _composite_series(
         if not frames:
             return 0
         comp = chain_linked_composite(frames, membership=membership)
-    else:
-        stored = store_bars.read_bars(rt.engine, "regime", key, timeframe, start=last, end=last)
-        start = last + bar_delta(timeframe)
-        if membership is not None and not membership.empty:  # only who can count on the new bars
-            recent = membership[membership.index >= last.floor("1D")]
-            current = {n for n in recent.columns if recent[n].any()}
-            members = [m for m in members if m[0] != "lowcap" or _token_name(m[1]) in current]
-        frames = _read_members(rt, members, timeframe, start, until)
-        if not frames:
-            return 0
-        level = float(stored["close"].iloc[-1])
-        comp = chain_linked_composite(frames, membership=membership, after=last, level=level)
-    return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp, source="composite")
+        return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp, source="composite")
+    window = LATE_BAR_WINDOW.get(timeframe, 1)
+    stored = store_bars.read_bars(rt.engine, "regime", key, timeframe, limit=window + 1, end=last)
+    anchor = stored.index[0]  # its close is the level the recomputed window chains from
+    if membership is not None and not membership.empty:  # only who can count on the recomputed bars
+        recent = membership[membership.index >= anchor.floor("1D")]
+        current = set(recent.columns[recent.to_numpy(dtype=bool).any(axis=0)])
+        members = [m for m in members if m[0] != "lowcap" or _token_name(m[1]) in current]
+    frames = _read_members(rt, members, timeframe, anchor + bar_delta(timeframe), until)
+    if not frames:
+        return 0
+    level = float(stored["close"].iloc[0])
+    comp = chain_linked_composite(frames, membership=membership, after=anchor, level=level)
+    restart = _first_changed_bar(comp, stored.iloc[1:], anchor, last)
+    if restart < last:
+        log.info(
+            "late member bars: index rewritten from the first changed bar %s",
+            kv(driver=driver, timeframe=timeframe, restart=iso(restart), last=iso(last)),
+        )
+    return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp[comp.index > restart], source="composite")
+
+
+def _first_changed_bar(
+    comp: pd.DataFrame, stored: pd.DataFrame, anchor: pd.Timestamp, last: pd.Timestamp
+) -> pd.Timestamp:
+    """The time before the earliest bar of ``comp`` (recomputed after ``anchor``, up to ``last``) that differs
+    from ``stored`` in any bit of its prices or constituents, or that ``stored`` lacks; ``last`` when the window
+    is unchanged."""
+    cols = ["open", "high", "low", "close", "constituents"]
+    old = comp[comp.index <= last]
+    if old.empty:
+        return last
+    held = stored.reindex(old.index)
+    same = np.ones(len(old), dtype=bool)
+    for c in cols:
+        a = old[c].to_numpy(dtype=np.float64)
+        b = held[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        same &= a == b  # NaN (a bar the store lacks) is never equal
+    if same.all():
+        return last
+    first = int(np.argmin(same))
+    return old.index[first - 1] if first > 0 else anchor
 
 
 def _copy_major(rt: Runtime, symbol: str, timeframe: str, until: pd.Timestamp, *, rebuild: bool = False) -> int:

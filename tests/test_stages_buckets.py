@@ -71,3 +71,56 @@ def test_bucket_members_come_from_derived_caps_of_the_previous_close(tmp_path) -
             }[bucket]
             assert lo <= cap < hi
     assert all(len(v) >= 3 for v in members.values())
+
+
+def _delete_bar(rt: Runtime, symbol: str, chain: str, ts: pd.Timestamp) -> None:
+    import sqlalchemy as sa
+
+    from regime_tasks.store.schema import lowcap_price_data_ohlc as t
+
+    with rt.engine.begin() as conn:
+        gone = conn.execute(
+            sa.delete(t).where(
+                t.c.token_contract == symbol,
+                t.c.token_chain == chain,
+                t.c.timeframe == "1h",
+                t.c.timestamp == ts.to_pydatetime(),
+            )
+        ).rowcount
+    assert gone == 1
+
+
+def test_a_late_member_bar_rewrites_the_index_from_that_bar_and_equals_a_rebuild(tmp_path) -> None:
+    """A member's bar stored after the index passed it (a deferred REST catch-up, a late websocket bar): the next
+    extension recomputes from the earliest bar whose constituents changed, and the index equals a rebuild."""
+    live = _runtime(tmp_path, "late.db")
+    stages.collect(live, "1d", T1.floor("1D") - pd.Timedelta(days=1))
+    stages.collect(live, "1h", T1)
+    late_at = {T1 - pd.Timedelta(hours=5): "nano", T1 - pd.Timedelta(hours=2): "mid"}
+    held = {}
+    for ts, bucket in late_at.items():  # one traded member bar per bucket is held back: not stored yet
+        for m in stages.bucket_members(live, ts)[bucket]:
+            key = dict(m)
+            bar = store_bars.read_bars(live.engine, "lowcap", key, "1h", start=ts, end=ts)
+            if not bar.empty and bar["volume"].iloc[0] > 0:
+                held[ts] = (bucket, key, bar)
+                _delete_bar(live, key["token_contract"], key["token_chain"], ts)
+                break
+    assert len(held) == 2
+    stages.build_driver_series(live, "1h", T1)  # the index passes the missing bars
+    before = {b: store_bars.read_bars(live.engine, "regime", {"driver": b}, "1h") for b in ("nano", "mid")}
+    for _, key, bar in held.values():  # the late bars arrive
+        store_bars.upsert_bars(live.engine, "lowcap", key, "1h", bar, source="late")
+    until = T1 + pd.Timedelta(hours=1)
+    stages.collect(live, "1h", until)
+    stages.build_driver_series(live, "1h", until)
+    rebuilt = _runtime(tmp_path, "late_rebuilt.db")
+    _advance(rebuilt, until)
+    for ts, (bucket, _, _) in held.items():
+        a = store_bars.read_bars(live.engine, "regime", {"driver": bucket}, "1h")
+        b = store_bars.read_bars(rebuilt.engine, "regime", {"driver": bucket}, "1h")
+        assert a.index[-1] == until
+        # the held-back bar was missing from the index when it was first extended, and counts now
+        assert before[bucket].loc[ts, "constituents"] + 1 == a.loc[ts, "constituents"]
+        assert before[bucket].loc[: ts - pd.Timedelta(hours=1)].equals(a.loc[: ts - pd.Timedelta(hours=1)])
+        pd.testing.assert_frame_equal(a, b, check_exact=True)

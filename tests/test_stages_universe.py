@@ -272,3 +272,48 @@ def test_the_host_setting_keeps_the_plans_path_and_asks_no_venue(venues, tmp_pat
     assert market.collect_lowcaps(rt, "1d", stages.last_closed_bar("1d", NOW), repair=True) == 0
     assert market.collect_dominance(rt, "1h", stages.last_closed_bar("1h", NOW), repair=True) == 0
     assert venues.requests == []  # no listing, no supply, no candle request: the host writes lowcap bars itself
+
+
+# The join measured on real data (docs/COMPOSITES.md "Where the published series meets /global"): the published
+# TradingView series (bundled, cut to end on 2024-05-22) and the one real CoinGecko /global answer in the repository
+# (2024-05-23 15:04:40 UTC, tests/data/api_samples). Figures in percentage points, rounded as in the docs.
+JOIN_STEP_PP = {"BTC.d": -4.31, "USDT.d": -0.25}
+
+
+def test_the_level_step_where_the_published_series_meets_the_first_global_daily_bar(tmp_path) -> None:
+    """The stored 1d dominance (the calibration target) is the imported published series up to its end, then daily
+    bars rolled up from live ``/global`` samples. At the join the level steps: TradingView's BTC.D runs above
+    CoinGecko's. Measured through the product's own path (import, samples → 1m → 1h → 1d), not hidden."""
+    import json
+
+    from regime_tasks.config import BUNDLED_DATA_DIR
+    from regime_tasks.importers import import_dominance
+    from regime_tasks.sources.coingecko import parse_global
+    from regime_tasks.store.dominance import insert_samples
+    from tests.conftest import API_SAMPLES
+
+    settings = load_settings(source="file", database_url=f"sqlite:///{tmp_path / 'join.db'}")
+    engine = make_engine(settings.effective_database_url, cached=False)
+    init_db(engine)
+    rt = Runtime(settings=settings, engine=engine)
+    published = pd.read_csv(BUNDLED_DATA_DIR / "dominance" / "1d.csv")
+    end = "2024-05-22T00:00:00Z"  # the published series ends here; the first live sample comes the next day
+    published[published["timestamp"] <= end].to_csv(tmp_path / "published.csv", index=False)
+    import_dominance(engine, tmp_path / "published.csv", timeframe="1d")
+    recorded = json.loads((API_SAMPLES / "coingecko_api_v3_global_recorded_2024-05-23.json").read_text())
+    fetched = pd.Timestamp(recorded["response"]["data"]["updated_at"], unit="s", tz="UTC")
+    sample = parse_global(recorded["response"], fetched_at=fetched.to_pydatetime())
+    insert_samples(engine, pd.DataFrame([sample.as_record()]))
+    day = pd.Timestamp("2024-05-23T00:00:00Z")
+    stages.build_dominance_series(rt, "1m", day + pd.Timedelta(hours=23, minutes=59))
+    stages.build_dominance_series(rt, "1h", day + pd.Timedelta(hours=23))
+    stages.build_dominance_series(rt, "1d", day)
+    steps = {}
+    for driver in ("BTC.d", "USDT.d"):
+        daily = store_bars.read_bars(engine, "regime", {"driver": driver}, "1d", start=day - pd.Timedelta(days=1))
+        assert daily.index.tolist() == [day - pd.Timedelta(days=1), day]  # the last published bar, the first live one
+        live_close = sample.btc_d if driver == "BTC.d" else sample.usdt_d
+        assert daily["close"].iloc[1] == pytest.approx(live_close)  # the live bar is CoinGecko's level
+        steps[driver] = float(daily["close"].iloc[1] - daily["close"].iloc[0])
+    # TradingView 54.38 % → CoinGecko 50.07 % for BTC.d; 4.44 % → 4.19 % for USDT.d
+    assert {k: round(v, 2) for k, v in steps.items()} == JOIN_STEP_PP
