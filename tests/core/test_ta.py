@@ -232,7 +232,7 @@ def test_level_block_equals_sr_levels_bar_by_bar(btc_1h: pd.DataFrame) -> None:
     until = np.minimum(np.array([p.superseded_at for p in versions]), np.array([p.index for p in versions]) + 3_000)
     prices = np.array([p.price for p in versions])
     start, stop = 3_500, 4_700  # well past the first pivots, and a block that is not a multiple of anything
-    block = level_block(conf, until, prices, start, stop, close[start:stop], atr[start:stop])
+    block = level_block(conf, until, prices, np.arange(start, stop), close[start:stop], atr[start:stop])
     ema60, ema333 = frame["ema60"].to_numpy()[start:stop], frame["ema333"].to_numpy()[start:stop]
     boost60, boost333 = block.boost(ema60, atr[start:stop]), block.boost(ema333, atr[start:stop])
     near = block.near(close[start:stop], atr[start:stop])

@@ -720,3 +720,26 @@ def test_diagnostics_are_built_json_ready(parts: tuple, timeframe: str, rows: tu
         json.dumps(diag, allow_nan=False)
         checked += "s3_dx_buy" in diag or "s1_buy" in diag
     assert checked > 100
+
+
+@pytest.mark.parametrize("bootstrap", ["spec", "as_run"])
+def test_trend_bars_known_ahead_are_the_replays_s1_to_s3_bars(bootstrap: str) -> None:
+    """The replay computes S/R levels only for the bars that will be in S1–S3, known ahead from the EMA orders
+    with the step's own transition rule: on real BTC 1h, from several bars on, they are exactly the replay's."""
+    from regime_tasks.core.bars import fill_gaps, normalize_bars
+    from regime_tasks.core.ta import compute_ta_frame
+    from regime_tasks.core.uptrend import run_engine_frame
+    from regime_tasks.core.uptrend.states import TREND_STATES, trend_bars_ahead
+    from tests.conftest import real_file
+
+    raw = pd.read_csv(real_file("binance_spot_2017-2022", "majors", "1h", "BTCUSDT.csv.gz")).iloc[-8_760:]
+    bars = fill_gaps(normalize_bars(raw, series="BTC", timeframe="1h"), "1h")[0].drop(columns="filled")
+    frame = compute_ta_frame(bars)
+    settings = EngineSettings(bootstrap=bootstrap)  # type: ignore[arg-type]
+    states = [p["state"] for p in run_engine_frame(frame, settings, diagnostics="none")[0]]
+    cols = {k: frame[k].to_numpy() for k in frame.columns}
+    starts = [i for i in range(400, len(states) - 1, 97) if states[i] in TREND_STATES]
+    assert len(starts) > 20
+    for i in starts:
+        ahead = trend_bars_ahead(cols, states[i], i, min(i + 2_048, len(states)), bootstrap)
+        assert ahead.tolist() == [s in TREND_STATES for s in states[i : i + 2_048]], i

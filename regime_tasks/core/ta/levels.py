@@ -22,16 +22,22 @@ from regime_tasks.core.ta.indicators import SR_CLUSTER_ATR, SR_MAX_LEVELS
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LevelBlock:
-    """Levels of bars ``start .. start + len(count) − 1``: row ``r`` holds ``count[r]`` levels (nearest first)."""
+    """Levels of the bars ``bars`` (ascending): row ``r`` holds ``count[r]`` levels of bar ``bars[r]``, nearest
+    first."""
 
-    start: int
-    price: np.ndarray  # (bars, max_levels), NaN past count
-    strength: np.ndarray  # (bars, max_levels)
-    count: np.ndarray  # (bars,) int
+    bars: np.ndarray  # (rows,) int
+    price: np.ndarray  # (rows, max_levels), NaN past count
+    strength: np.ndarray  # (rows, max_levels)
+    count: np.ndarray  # (rows,) int
+
+    def row(self, i: int) -> int:
+        """Row of bar ``i``, or −1 when the block does not hold it."""
+        r = int(np.searchsorted(self.bars, i))
+        return r if r < len(self.bars) and self.bars[r] == i else -1
 
     def levels(self, i: int) -> list[dict[str, float]]:
-        """Bar ``i``'s levels as ``sr_levels`` returns them."""
-        r = i - self.start
+        """Bar ``i``'s levels as ``sr_levels`` returns them (a bar the block holds)."""
+        r = self.row(i)
         k = int(self.count[r])
         return [
             {"price": p, "strength": s}
@@ -58,19 +64,18 @@ def level_block(
     confirmed_at: np.ndarray,
     active_until: np.ndarray,
     pivot_price: np.ndarray,
-    start: int,
-    stop: int,
+    bars: np.ndarray,
     price: np.ndarray,
     atr: np.ndarray,
     *,
     cluster_atr: float = SR_CLUSTER_ATR,
     max_levels: int = SR_MAX_LEVELS,
 ) -> LevelBlock:
-    """Levels of bars ``start .. stop − 1``; a version ``v`` is active at the bars ``confirmed_at[v] ≤ t <
-    active_until[v]``; ``price``/``atr`` are the bars' close and ATR (indexed from ``start``)."""
-    bars = np.arange(start, stop)
+    """Levels of the bars ``bars`` (ascending, not empty); a version ``v`` is active at the bars ``confirmed_at[v]
+    ≤ t < active_until[v]``; ``price``/``atr`` are those bars' close and ATR."""
+    bars = np.asarray(bars, dtype=np.int64)
     n_rows = len(bars)
-    sel = np.flatnonzero((confirmed_at < stop) & (active_until > start))
+    sel = np.flatnonzero((confirmed_at <= bars[-1]) & (active_until > bars[0]))
     sel = sel[np.argsort(pivot_price[sel], kind="stable")]
     p_sorted = pivot_price[sel]
     active = (confirmed_at[sel][None, :] <= bars[:, None]) & (bars[:, None] < active_until[sel][None, :])
@@ -82,7 +87,7 @@ def level_block(
     out_price = np.full((n_rows, max_levels), np.nan)
     out_strength = np.full((n_rows, max_levels), np.nan)
     if width == 0:
-        return LevelBlock(start, out_price, out_strength, np.zeros(n_rows, dtype=np.int64))
+        return LevelBlock(bars, out_price, out_strength, np.zeros(n_rows, dtype=np.int64))
     rows, cols = np.nonzero(active)  # row-major: each row's versions in ascending price
     row_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     grid = np.full((n_rows, width), np.nan)
@@ -146,4 +151,4 @@ def level_block(
     blank = np.arange(max_levels)[None, :] >= shown[:, None]
     out_price[blank] = np.nan
     out_strength[blank] = np.nan
-    return LevelBlock(start, out_price, out_strength, shown)
+    return LevelBlock(bars, out_price, out_strength, shown)

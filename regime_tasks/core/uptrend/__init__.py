@@ -16,8 +16,8 @@ Interpretations where the spec is terse (each documented in docs/ENGINE.md):
   the S1→S2 bar runs no S2 check because the spec names none; the S2→S1 bar runs no S1 buy check, spec §3).
 
 Layout: :mod:`.settings` (settings, host-compatibility constants), :mod:`.scores` (orders and scores),
-:mod:`.history` (:class:`EngineHistory`), :mod:`.edx` (EDX), :mod:`.transitions` (``step``), :mod:`.engine`
-(the runners).
+:mod:`.history` (:class:`EngineHistory`), :mod:`.edx` (EDX), :mod:`.states` (the transition rule),
+:mod:`.transitions` (``step``), :mod:`.engine` (the runners).
 """
 
 from __future__ import annotations

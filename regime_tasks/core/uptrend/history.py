@@ -48,6 +48,7 @@ class EngineHistory:
         self.first_step = first_step  # the first bar the runner will step: earlier bars are history only
         self.n = len(ta_frame)
         self._replay = self.n - first_step >= REPLAY_MIN_STEPS
+        self._bootstrap = settings.bootstrap
         numeric = ta_frame.drop(columns="filled") if "filled" in ta_frame.columns else ta_frame
         block = numeric.to_numpy(dtype=np.float64)  # a view when the frame is one float block (compute_ta_frame)
         self.cols = {str(c): block[:, j] for j, c in enumerate(numeric.columns)}
@@ -278,15 +279,14 @@ class EngineHistory:
         total = hh + lh + hl + ll
         return 0.5 if total == 0 else 1.0 - (hh + hl) / total
 
-    def sr_numbers(self, i: int, v: Mapping[str, float], mode: str) -> tuple[float, float, int]:
+    def sr_numbers(self, i: int, v: Mapping[str, float], mode: str, state: str) -> tuple[float, float, int]:
         """``sr_boost`` at EMA60 and at EMA333 and the number of levels within 1 ATR of the price, for bar ``i``
-        (``v``: its values); a replay reads them from the block of bars computed at once."""
+        (``v``: its values, ``state``: its state); a replay reads them from the block of bars computed at once."""
         if mode == "none":
             return 0.0, 0.0, 0
         if self._replay:
-            block = self._level_block(i)
+            r = self._level_block(i, state)[1]
             b60, b333, n_near = self._level_numbers
-            r = i - block.start
             return b60[r], b333[r], n_near[r]
         from regime_tasks.core.uptrend.scores import sr_boost
 
@@ -296,27 +296,38 @@ class EngineHistory:
         near = sum(1 for lv in levels if abs(v["price"] - lv["price"]) <= 1.0 * atr)
         return sr_boost(v["ema60"], levels, atr), sr_boost(v["ema333"], levels, atr), near
 
-    def _level_block(self, i: int) -> LevelBlock:
+    def _level_block(self, i: int, state: str) -> tuple[LevelBlock, int]:
+        """The block holding bar ``i``'s levels and its row there. A new block covers the bars from ``i`` on (up to
+        LEVEL_CHUNK) that will be in S1–S3, known ahead from the EMA orders (``states.trend_bars_ahead``; a bar
+        left out that asks anyway starts a block of its own)."""
         block = self._levels
-        if block is None or not block.start <= i < block.start + len(block.count):
+        r = block.row(i) if block is not None else -1
+        if block is None or r < 0:
+            from regime_tasks.core.uptrend.states import trend_bars_ahead
+
             self.pivots  # noqa: B018 - builds the version index on first use
             stop = min(i + LEVEL_CHUNK, self.n)
-            price, atr = self.price[i:stop], self.cols["atr"][i:stop]
-            block = level_block(self._piv_conf, self._piv_until, self._piv_price, i, stop, price, atr)
+            bars = i + np.flatnonzero(trend_bars_ahead(self.cols, state, i, stop, self._bootstrap))
+            price, atr = self.price[bars], self.cols["atr"][bars]
+            block = level_block(self._piv_conf, self._piv_until, self._piv_price, bars, price, atr)
             self._levels = block
             self._level_numbers = (
-                block.boost(self.cols["ema60"][i:stop], atr).tolist(),
-                block.boost(self.cols["ema333"][i:stop], atr).tolist(),
+                block.boost(self.cols["ema60"][bars], atr).tolist(),
+                block.boost(self.cols["ema333"][bars], atr).tolist(),
                 block.near(price, atr).tolist(),
             )
-        return block
+            r = 0
+        return block, r
 
     def levels_at(self, i: int, price: float, atr: float, mode: str) -> list[dict[str, float]]:
         """S/R levels (spec §7) from the pivots known at bar ``i`` within the last 3,000 bars; none under ``none``."""
         if mode == "none" or not (atr > 0):
             return []
         if self._replay:
-            return self._level_block(i).levels(i)
+            block = self._levels
+            if block is None or block.row(i) < 0:  # levels asked outside a step (the step fills the block)
+                block = self._level_block(i, "S1")[0]
+            return block.levels(i)
         if self._scalar_levels[0] == (i, price, atr, mode):  # sr_numbers() just computed them (a copy: the
             return [dict(lv) for lv in self._scalar_levels[1]]  # step's diagnostics and the TA payload hold them)
         return sr_levels(self.pivots_at(i, start=max(0, i - (SR_LOOKBACK - 1))), price, atr)

@@ -31,6 +31,7 @@ from regime_tasks.core.uptrend.settings import (
     EngineSettings,
     host_inputs,
 )
+from regime_tasks.core.uptrend.states import next_state
 
 
 # --- the step --------------------------------------------------------------------------------------------
@@ -54,13 +55,18 @@ def step(
     prev_known = prev_state if prev_state in STATES else None
     # the EMA orders of spec §2 (scores.s3_order etc., written out on locals: this runs on every bar)
     e20, e30, e60, e144, e250, e333 = v["ema20"], v["ema30"], v["ema60"], v["ema144"], v["ema250"], v["ema333"]
+    s3o = e20 > e60 and e30 > e60 and e60 > e144 > e250 > e333
+    s0o = e20 < e60 and e30 < e60 and e60 < e144 < e250 < e333
+    fast_band = e20 > e60 and e30 > e60
+    all_below = e20 < e333 and e30 < e333 and e60 < e333 and e144 < e333 and e250 < e333
+    above60, above333 = v["price"] > e60, v["price"] > e333
     order = {
-        "s3_order": e20 > e60 and e30 > e60 and e60 > e144 > e250 > e333,
-        "s0_order": e20 < e60 and e30 < e60 and e60 < e144 < e250 < e333,
-        "fast_band_above_60": e20 > e60 and e30 > e60,
-        "all_below_333": e20 < e333 and e30 < e333 and e60 < e333 and e144 < e333 and e250 < e333,
-        "price_above_ema60": v["price"] > e60,
-        "price_above_ema333": v["price"] > e333,
+        "s3_order": s3o,
+        "s0_order": s0o,
+        "fast_band_above_60": fast_band,
+        "all_below_333": all_below,
+        "price_above_ema60": above60,
+        "price_above_ema333": above333,
     }
     # the diagnostics are built only when asked for (a replay's bars before the last never are); nothing else
     # depends on them
@@ -86,40 +92,17 @@ def step(
     }
 
     # --- transition (spec §3): exactly one per step
-    if prev_known in (None, "S4"):  # bootstrap and S4 follow the same rule (S3 only under "spec")
-        if settings.bootstrap == "spec" and order["s3_order"]:
-            state = "S3"
-        elif order["s0_order"]:
-            state = "S0"
-        else:
-            state = "S4"
-        if prev_known is None and diagnostics:
-            diag["transition"] = f"bootstrap ({settings.bootstrap})"
-    elif prev_known == "S0":
-        state = "S1" if order["fast_band_above_60"] and order["price_above_ema60"] else "S0"
-    elif prev_known == "S1":
-        if order["s0_order"]:
-            state = "S0"
-            flags["exit_position"] = flags["emergency_exit"] = True
-            exit_reason = "s1_to_s0_bearish_order"
-        elif order["price_above_ema333"]:
-            state = "S2"
-        else:
-            state = "S1"
-    elif prev_known == "S2":
-        if v["price"] < v["ema333"]:
-            state = "S1"
-        elif order["s3_order"]:
-            state = "S3"
-        else:
-            state = "S2"
-    else:  # S3
-        if order["all_below_333"]:
-            state = "S0"
-            flags["exit_position"] = True
-            exit_reason = "all_emas_below_333"
-        else:
-            state = "S3"
+    state = next_state(
+        prev_known, s3o, s0o, fast_band, all_below, above60, above333, v["price"] < e333, settings.bootstrap
+    )
+    if prev_known is None and diagnostics:
+        diag["transition"] = f"bootstrap ({settings.bootstrap})"
+    if state == "S0" and prev_known == "S1":
+        flags["exit_position"] = flags["emergency_exit"] = True
+        exit_reason = "s1_to_s0_bearish_order"
+    elif state == "S0" and prev_known == "S3":
+        flags["exit_position"] = True
+        exit_reason = "all_emas_below_333"
 
     # --- episode metadata
     if state == "S3" and prev_known != "S3":
@@ -141,7 +124,7 @@ def step(
     vs = host_inputs(v, h.bar_seconds, h.host_vo_z(i)) if settings.inputs == "as_run" else v
     ts = trend_strength(vs["rsi_slope_10"], vs["adx_slope_10"])
     in_trend = state in ("S1", "S2", "S3")  # S/R levels count only there
-    boost60, boost333, n_near = h.sr_numbers(i, v, settings.sr_levels) if in_trend else (0.0, 0.0, 0)
+    boost60, boost333, n_near = h.sr_numbers(i, v, settings.sr_levels, state) if in_trend else (0.0, 0.0, 0)
     scores: dict[str, Any] = {"ts": ts, "ts_with_boost": None, "sr_boost": None, "ox": None, "dx": None, "edx": None}
     if diagnostics:
         diag["ts"] = {
