@@ -165,3 +165,35 @@ def test_members_read_in_one_query_equal_the_per_member_reads(tmp_path) -> None:
     assert got["NEW@hyperliquid"].index[0] == start
     full = stages._read_members(rt, keys, "1m", None, until)  # a rebuild's read: every stored bar
     assert all(len(full[f"{s}@hyperliquid"]) == len(f) for s, f in frames.items())
+
+
+def test_membership_kept_per_day_follows_a_cap_written_later_that_day(tmp_path) -> None:
+    """Bucket membership is kept per day while the caps it was computed from are unchanged; a cap written or
+    rewritten afterwards (the 1d collect after midnight, a host) is seen by the next call."""
+    from regime_tasks.store.tokens import read_caps, upsert_caps
+
+    rt = _runtime(tmp_path, "memb.db")
+    day = pd.Timestamp("2025-07-25T00:00:00Z")
+    stages.collect(rt, "1d", day - pd.Timedelta(days=1))
+    first = stages.bucket_members(rt, day)
+    nano = first["nano"][0]
+    name = f"{nano['token_contract']}@{nano['token_chain']}"
+    assert read_caps(rt.engine).loc[day - pd.Timedelta(days=1), name] < rt.settings.bucket_nano_max_usd
+    upsert_caps(  # the close of d−1 re-derived: now a big cap
+        rt.engine,
+        [
+            {
+                **nano,
+                "day": (day - pd.Timedelta(days=1)).to_pydatetime(),
+                "market_cap_usd": 1e12,
+                "close_usd": 1.0,
+                "circulating_supply": 1e12,
+                "supply_as_of": None,
+                "source": "test",
+            }
+        ],
+    )
+    again = stages.bucket_members(rt, day)
+    assert nano not in again["nano"] and nano in again["big"]
+    stages._MEMBERSHIP.clear()
+    assert stages.bucket_members(rt, day) == again  # what a fresh process computes
