@@ -127,12 +127,15 @@ def test_a_late_member_bar_rewrites_the_index_from_that_bar_and_equals_a_rebuild
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
-def test_members_read_in_one_query_equal_the_per_member_reads(tmp_path) -> None:
+def test_members_read_in_one_query_equal_the_per_member_reads(tmp_path, db_url) -> None:
     """``_read_members`` reads a bucket's lowcap members in one query (and the last traded closes that fall before
     its lookback in one more): each member's frame equals its own ``read_bars`` from ``start`` preceded by its
     ``last_traded_bar`` before ``start`` — for a member that traded just before, one whose last trade is far
     behind the lookback (quotes since), one that never traded before, and one with nothing new."""
-    rt = _runtime(tmp_path, "read.db")
+    settings = load_settings(database_url=db_url, source="file", files_dir=BUNDLED_DATA_DIR)
+    engine = make_engine(settings.effective_database_url, cached=False)
+    init_db(engine)
+    rt = Runtime(settings=settings, engine=engine)  # SQLite keeps times as text, PostgreSQL as timestamptz
     t0 = pd.Timestamp("2025-07-20T00:00:00Z")
     index = pd.date_range(t0, periods=200, freq="1min", tz="UTC", name="timestamp")
     close = pd.Series(range(1, 201), index=index, dtype="float64")
