@@ -608,7 +608,9 @@ def _read_lowcap_members(
 
     wanted = {_token_name(k): k for k in keys}
     lookback = None if start is None else start - bar_delta(timeframe) * _PRIOR_LOOKBACK_BARS
-    cols = [t.c.token_contract, t.c.token_chain, t.c.timestamp, t.c.open_usd, t.c.high_usd, t.c.low_usd]
+    # SQLite keeps times as text: parsed below as one column, not a datetime per row (as store.bars.read_bars)
+    ts = sa.type_coerce(t.c.timestamp, sa.String()) if rt.engine.dialect.name == "sqlite" else t.c.timestamp
+    cols = [t.c.token_contract, t.c.token_chain, ts, t.c.open_usd, t.c.high_usd, t.c.low_usd]
     q = sa.select(*cols, t.c.close_usd, t.c.volume).where(
         t.c.timeframe == timeframe,
         t.c.token_contract.in_(sorted({k["token_contract"] for k in keys})),
@@ -624,7 +626,7 @@ def _read_lowcap_members(
     if rows:
         contract, chain, stamps, *values = zip(*rows, strict=True)
         names = np.array([f"{a}@{b}" for a, b in zip(contract, chain, strict=True)])
-        text = isinstance(stamps[0], str)  # SQLite keeps times as text
+        text = isinstance(stamps[0], str)
         index = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps), utc=True, format="ISO8601" if text else None))
         index = index.rename("timestamp")
         prices = np.array(values, dtype=np.float64).T  # rows × open, high, low, close, volume

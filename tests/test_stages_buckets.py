@@ -3,6 +3,7 @@ point-in-time members, and an index extended tick by tick that equals a rebuild 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -124,3 +125,78 @@ def test_a_late_member_bar_rewrites_the_index_from_that_bar_and_equals_a_rebuild
         assert before[bucket].loc[ts, "constituents"] + 1 == a.loc[ts, "constituents"]
         assert before[bucket].loc[: ts - pd.Timedelta(hours=1)].equals(a.loc[: ts - pd.Timedelta(hours=1)])
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_members_read_in_one_query_equal_the_per_member_reads(tmp_path, db_url) -> None:
+    """``_read_members`` reads a bucket's lowcap members in one query (and the last traded closes that fall before
+    its lookback in one more): each member's frame equals its own ``read_bars`` from ``start`` preceded by its
+    ``last_traded_bar`` before ``start`` — for a member that traded just before, one whose last trade is far
+    behind the lookback (quotes since), one that never traded before, and one with nothing new."""
+    settings = load_settings(database_url=db_url, source="file", files_dir=BUNDLED_DATA_DIR)
+    engine = make_engine(settings.effective_database_url, cached=False)
+    init_db(engine)
+    rt = Runtime(settings=settings, engine=engine)  # SQLite keeps times as text, PostgreSQL as timestamptz
+    t0 = pd.Timestamp("2025-07-20T00:00:00Z")
+    index = pd.date_range(t0, periods=200, freq="1min", tz="UTC", name="timestamp")
+    close = pd.Series(range(1, 201), index=index, dtype="float64")
+    base = pd.DataFrame({"open": close, "high": close + 0.5, "low": close - 0.5, "close": close, "volume": 1.0})
+    start = index[150]
+    frames = {
+        "ACTIVE": base,
+        "QUIET": base.assign(volume=[1.0 if i < 20 else 0.0 for i in range(200)]),  # last trade 130 bars back
+        "NEW": base.assign(volume=[0.0 if i < 150 else 1.0 for i in range(200)]),  # never traded before start
+        "STOPPED": base.iloc[:100],  # no bar from start on
+    }
+    keys = []
+    for symbol, frame in frames.items():
+        key = {"token_contract": symbol, "token_chain": "hyperliquid"}
+        store_bars.upsert_bars(rt.engine, "lowcap", key, "1m", frame)
+        keys.append(("lowcap", key))
+    until = index[-1]
+    got = stages._read_members(rt, keys, "1m", start, until)
+    assert sorted(got) == ["ACTIVE@hyperliquid", "NEW@hyperliquid", "QUIET@hyperliquid"]
+    for _, key in keys:
+        name = f"{key['token_contract']}@{key['token_chain']}"
+        if name not in got:
+            continue
+        own = store_bars.read_bars(rt.engine, "lowcap", key, "1m", start=start, end=until)
+        prior = store_bars.last_traded_bar(rt.engine, "lowcap", key, "1m", start - pd.Timedelta(seconds=1))
+        expected = pd.concat([prior, own]) if not prior.empty else own
+        assert got[name].index.equals(expected.index), name
+        np.testing.assert_array_equal(got[name].to_numpy(), expected[list(got[name].columns)].to_numpy())
+    assert got["QUIET@hyperliquid"].index[0] == index[19]  # from the second query, far behind the lookback
+    assert got["NEW@hyperliquid"].index[0] == start
+    full = stages._read_members(rt, keys, "1m", None, until)  # a rebuild's read: every stored bar
+    assert all(len(full[f"{s}@hyperliquid"]) == len(f) for s, f in frames.items())
+
+
+def test_membership_kept_per_day_follows_a_cap_written_later_that_day(tmp_path) -> None:
+    """Bucket membership is kept per day while the caps it was computed from are unchanged; a cap written or
+    rewritten afterwards (the 1d collect after midnight, a host) is seen by the next call."""
+    from regime_tasks.store.tokens import read_caps, upsert_caps
+
+    rt = _runtime(tmp_path, "memb.db")
+    day = pd.Timestamp("2025-07-25T00:00:00Z")
+    stages.collect(rt, "1d", day - pd.Timedelta(days=1))
+    first = stages.bucket_members(rt, day)
+    nano = first["nano"][0]
+    name = f"{nano['token_contract']}@{nano['token_chain']}"
+    assert read_caps(rt.engine).loc[day - pd.Timedelta(days=1), name] < rt.settings.bucket_nano_max_usd
+    upsert_caps(  # the close of d−1 re-derived: now a big cap
+        rt.engine,
+        [
+            {
+                **nano,
+                "day": (day - pd.Timedelta(days=1)).to_pydatetime(),
+                "market_cap_usd": 1e12,
+                "close_usd": 1.0,
+                "circulating_supply": 1e12,
+                "supply_as_of": None,
+                "source": "test",
+            }
+        ],
+    )
+    again = stages.bucket_members(rt, day)
+    assert nano not in again["nano"] and nano in again["big"]
+    stages._MEMBERSHIP.clear()
+    assert stages.bucket_members(rt, day) == again  # what a fresh process computes
