@@ -146,7 +146,7 @@ def setup(db_url: str, clock: Clock):
     )
     # the universe's share of the per-IP 1,200 (default 900: HYPE's own candles, a major, are fetched outside it)
     budget = WeightBudget(settings.hyperliquid_weight_budget_per_min, clock=clock, sleep=clock.sleep)
-    stages.weight_budget = lambda rt: budget  # type: ignore[assignment]
+    stages.universe.weight_budget = lambda rt: budget  # type: ignore[assignment]
     engine = make_engine(settings.effective_database_url, cached=False)
     init_db(engine)
     return Runtime(settings=settings, engine=engine), venues, budget, source

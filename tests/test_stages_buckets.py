@@ -153,7 +153,7 @@ def test_members_read_in_one_query_equal_the_per_member_reads(tmp_path, db_url) 
         store_bars.upsert_bars(rt.engine, "lowcap", key, "1m", frame)
         keys.append(("lowcap", key))
     until = index[-1]
-    got = stages._read_members(rt, keys, "1m", start, until)
+    got = stages.series._read_members(rt, keys, "1m", start, until)
     assert sorted(got) == ["ACTIVE@hyperliquid", "NEW@hyperliquid", "QUIET@hyperliquid"]
     for _, key in keys:
         name = f"{key['token_contract']}@{key['token_chain']}"
@@ -166,7 +166,7 @@ def test_members_read_in_one_query_equal_the_per_member_reads(tmp_path, db_url) 
         np.testing.assert_array_equal(got[name].to_numpy(), expected[list(got[name].columns)].to_numpy())
     assert got["QUIET@hyperliquid"].index[0] == index[19]  # from the second query, far behind the lookback
     assert got["NEW@hyperliquid"].index[0] == start
-    full = stages._read_members(rt, keys, "1m", None, until)  # a rebuild's read: every stored bar
+    full = stages.series._read_members(rt, keys, "1m", None, until)  # a rebuild's read: every stored bar
     assert all(len(full[f"{s}@hyperliquid"]) == len(f) for s, f in frames.items())
 
 
@@ -198,5 +198,5 @@ def test_membership_kept_per_day_follows_a_cap_written_later_that_day(tmp_path) 
     )
     again = stages.bucket_members(rt, day)
     assert nano not in again["nano"] and nano in again["big"]
-    stages._MEMBERSHIP.clear()
+    stages.series._MEMBERSHIP.clear()
     assert stages.bucket_members(rt, day) == again  # what a fresh process computes

@@ -54,14 +54,14 @@ def _events(rt: Runtime) -> list[dict]:
 
 def _run(rt: Runtime, bars: pd.DataFrame, bootstrap_bars: int, steps_at: list[int], *, warm: bool) -> list[dict]:
     store_bars.upsert_bars(rt.engine, "regime", KEY, "1h", bars.iloc[:bootstrap_bars])
-    stages._LIVE.clear()
+    stages.drivers._LIVE.clear()
     stages.update_driver(rt, BOOK, "BTC", "1h", bars.index[bootstrap_bars - 1])
     out = []
     done = bootstrap_bars
     for upto in steps_at:
         store_bars.upsert_bars(rt.engine, "regime", KEY, "1h", bars.iloc[done:upto])
         if not warm:
-            stages._LIVE.clear()
+            stages.drivers._LIVE.clear()
         result = stages.update_driver(rt, BOOK, "BTC", "1h", bars.index[upto - 1])
         grid_bars = int((bars.index[upto - 1] - bars.index[done - 1]) / pd.Timedelta(hours=1))  # gaps are filled
         assert result["status"] == "ok" and result["stepped"] == grid_bars
@@ -87,16 +87,16 @@ def test_warm_and_cold_workers_store_identical_payloads_and_events(tmp_path: Pat
 def test_a_corrected_bar_inside_the_window_forces_a_rebuild(tmp_path: Path, btc_1h: pd.DataFrame) -> None:
     rts = [_runtime(tmp_path / "a.db"), _runtime(tmp_path / "b.db")]
     _run(rts[0], btc_1h, 1_000, [1_001, 1_002], warm=True)
-    warm_history = stages._LIVE.copy()  # rts[0]'s history, built before the correction
+    warm_history = stages.drivers._LIVE.copy()  # rts[0]'s history, built before the correction
     _run(rts[1], btc_1h, 1_000, [1_001, 1_002], warm=True)
     corrected = btc_1h.iloc[[1_001 - 50]].assign(close=lambda f: f["close"] * 1.01, high=lambda f: f["high"] * 1.01)
     results = []
     for rt, keep_warm in zip(rts, (True, False), strict=True):
         store_bars.upsert_bars(rt.engine, "regime", KEY, "1h", corrected)
         store_bars.upsert_bars(rt.engine, "regime", KEY, "1h", btc_1h.iloc[1_002:1_003])
-        stages._LIVE.clear()
+        stages.drivers._LIVE.clear()
         if keep_warm:
-            stages._LIVE.update(warm_history)
+            stages.drivers._LIVE.update(warm_history)
         stages.update_driver(rt, BOOK, "BTC", "1h", btc_1h.index[1_002])
         results.append(_payload(rt))
     assert results[0] == results[1]

@@ -55,7 +55,7 @@ def budget(monkeypatch) -> WeightBudget:
     clock = FakeClock()
     shared = WeightBudget(1_200, clock=clock, sleep=clock.sleep)
     shared.fake_clock = clock  # type: ignore[attr-defined]
-    monkeypatch.setattr(stages, "weight_budget", lambda rt: shared)
+    monkeypatch.setattr(stages.universe, "weight_budget", lambda rt: shared)
     return shared
 
 
@@ -126,7 +126,7 @@ def test_a_tight_weight_budget_defers_members_and_the_next_run_catches_up(venues
     stages.collect_universe(rt, "1d", until, repair=True)
     clock = [0.0]
     budget = WeightBudget(200, clock=lambda: clock[0], sleep=lambda s: None)
-    monkeypatch.setattr(stages, "weight_budget", lambda rt: budget)
+    monkeypatch.setattr(stages.universe, "weight_budget", lambda rt: budget)
     until_1m = stages.last_closed_bar("1m", NOW - pd.Timedelta(minutes=30))
     rt_tick = Runtime(settings=rt.settings.model_copy(update={"universe_tick_wait_secs": 0.0}), engine=rt.engine)
     first = stages.collect_universe(rt_tick, "1m", until_1m)

@@ -1,0 +1,248 @@
+"""Per driver: TA → engine → mapper, stepped bar by bar from the last processed bar (warm live histories)."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kombu.exceptions
+import numpy as np
+import pandas as pd
+import redis.exceptions
+import sqlalchemy as sa
+
+from regime_tasks.core.payloads import EnginePayload
+from regime_tasks.core.timeframes import bar_delta, iso, parse_ts
+from regime_tasks.errors import StoreError
+from regime_tasks.logs import kv
+from regime_tasks.runtime import Runtime
+from regime_tasks.store import bars as store_bars
+from regime_tasks.store.cache import CacheUnavailable
+
+log = logging.getLogger(__name__)
+
+
+# --- per driver: TA → engine → mapper ------------------------------------------------------------------
+
+
+def _driver_row(rt: Runtime, book_id: str, driver: str, timeframe: str) -> tuple[int, dict[str, Any]]:
+    from regime_tasks.store.positions import driver_row_ids, ensure_driver_rows, get_features
+
+    ids = driver_row_ids(rt.engine, book_id)
+    if (driver, timeframe) not in ids:
+        ensure_driver_rows(rt.engine, book_id)
+        ids = driver_row_ids(rt.engine, book_id)
+    row_id = ids[(driver, timeframe)]
+    return row_id, get_features(rt.engine, row_id)
+
+
+def update_driver(
+    rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp, *, replay: bool = False
+) -> dict[str, Any]:
+    """Advance one driver × timeframe to ``until``: every closed bar after the last processed one is stepped.
+
+    - No previous engine payload, or ``replay`` (the bootstrap): the whole stored history up to ``until`` is
+      replayed bar by bar (D15) and the series' state-change events are replaced by the replay's, so a
+      bootstrap gives the state its (possibly repaired) history implies, whatever ran before.
+    - Otherwise each new bar is stepped on its anchored TA window (``core.live.window_start``): a warm
+      ``LiveHistory`` kept by this process appends the bar, or one is built from the window's bars first; both
+      give the same bits, so the result does not depend on which worker runs the task (bars are computed by bar
+      time, not run time).
+    - Re-running for a bar already processed changes nothing and returns the stored payload.
+    """
+    from regime_tasks.core.bars import validate_bars
+    from regime_tasks.core.live import ta_payload_of_history, window_start
+    from regime_tasks.core.mapper import map_engine_payload
+    from regime_tasks.core.series import lay_bars, run_series
+    from regime_tasks.core.uptrend import EngineHistory
+    from regime_tasks.store.events import append_events, delete_events
+    from regime_tasks.store.positions import set_features_bulk
+
+    key = {"driver": driver}
+    row_id, features = _driver_row(rt, book_id, driver, timeframe)
+    prev = None if replay else features.get("uptrend_engine_v4") or None
+    prev_bar = parse_ts(prev["bar_ts"]) if prev and prev.get("bar_ts") else None
+    base = {"driver": driver, "timeframe": timeframe, "until": iso(until)}
+    if prev is not None and prev_bar is not None and prev_bar >= until:
+        return {
+            **base,
+            "status": "unchanged",
+            "state": prev.get("state"),
+            "bars": store_bars.count_bars(rt.engine, "regime", key, timeframe),
+            "payload": features.get("regime_engine_v4"),
+        }
+
+    s = rt.settings
+    start = None
+    if prev_bar is not None:
+        start = window_start(prev_bar + bar_delta(timeframe), timeframe, s.ta_window_bars, s.ta_window_slack_bars)
+    bars = store_bars.read_bars(rt.engine, "regime", key, timeframe, start=start, end=until)
+    if bars.empty:
+        return {**base, "status": "missing", "state": None, "bars": 0, "payload": None}
+    series = f"{driver}:{timeframe}"
+    # rows may have been written by other programs sharing the database: re-check before computing
+    validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
+    engine_settings = s.engine_settings()
+    if prev_bar is None:
+        run = run_series(bars, timeframe, engine_settings, diagnostics="last")
+        filled, ta_frame = run.bars, run.ta
+        # only the last payload is stored: the bars before it are streamed, without diagnostics, and dropped
+        payloads: list[Any] = []
+        state_events: list[dict[str, Any]] = []
+        for payload, event in run.payloads:
+            payloads[:] = [payload]
+            if event is not None:
+                state_events.append(event)
+        stepped = len(ta_frame)  # every bar of the history
+        window = ta_frame.iloc[-s.ta_window_bars :]
+        window_filled = filled["filled"].to_numpy()[-len(window) :]
+        history = EngineHistory(window, engine_settings, first_step=len(window) - 1, filled=window_filled)
+    else:
+        assert prev is not None  # prev_bar was read from it
+        filled, _ = lay_bars(bars, timeframe)
+        cache_key = (str(rt.engine.url), book_id, driver, timeframe)
+        payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
+        stepped = len(payloads)
+    if not payloads:
+        return {
+            **base,
+            "status": "unchanged",
+            "state": prev.get("state") if prev else None,
+            "bars": len(bars),
+            "payload": features.get("regime_engine_v4"),
+        }
+    now_iso = iso(pd.Timestamp.now(tz="UTC"))
+    regime = map_engine_payload(payloads[-1])
+    last_engine = {**payloads[-1], "ts": now_iso}
+    regime = {**regime, "ts": now_iso}
+    ta_payload = ta_payload_of_history(history, series, timeframe, s.engine_sr_levels)
+    ta_payload["ts"] = now_iso
+    set_features_bulk(
+        rt.engine,
+        [(row_id, "ta", ta_payload), (row_id, "uptrend_engine_v4", last_engine), (row_id, "regime_engine_v4", regime)],
+    )
+    if prev_bar is None:  # a whole-history replay recomputes every event of the series
+        delete_events(rt.engine, book_id=book_id, driver=driver, timeframe=timeframe)
+    if state_events:
+        append_events(rt.engine, state_events, book_id=book_id, driver=driver, timeframe=timeframe)
+    return {
+        **base,
+        "status": "ok",
+        "state": regime["state"],
+        "bars": len(bars),
+        "stepped": stepped,
+        "payload": regime,
+    }
+
+
+# Warm live histories of this process, most recently used last (see core/live.py). A cache only: every entry is
+# checked against the database's bars before use, and a miss rebuilds the same history from them.
+_LIVE: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
+
+
+def _step_live(
+    rt: Runtime,
+    cache_key: tuple[str, str, str, str],
+    timeframe: str,
+    filled: pd.DataFrame,
+    prev: Mapping[str, Any],
+    prev_bar: pd.Timestamp,
+    settings: Any,
+) -> tuple[list[EnginePayload], list[dict[str, Any]], Any]:
+    """Step every bar of ``filled`` after ``prev_bar``, each on its anchored window."""
+    from regime_tasks.core.live import LiveHistory, window_start
+    from regime_tasks.core.ta import StreamBreak, compute_ta_frame
+    from regime_tasks.core.uptrend import EngineHistory, step
+
+    s = rt.settings
+    live = _LIVE.pop(cache_key, None)
+    payloads: list[EnginePayload] = []
+    events: list[dict[str, Any]] = []
+    history: Any = None
+    payload: Mapping[str, Any]
+    previous: Mapping[str, Any] | None = prev
+    checked = False  # a history from the cache is compared with the database once; after that this call feeds it
+    for ts in filled.index[filled.index > prev_bar]:
+        anchor = window_start(ts, timeframe, s.ta_window_bars, s.ta_window_slack_bars)
+        window = filled[(filled.index >= anchor) & (filled.index < ts)]
+        try:
+            if live is None or live.window_start != anchor or not (checked or _resume(live, window)):
+                capacity = s.ta_window_bars + s.ta_window_slack_bars
+                live = LiveHistory(window, settings, capacity=capacity, window_start=anchor)
+            checked = True
+            live.append(ts, filled.loc[ts])
+            payload, event = live.step_last(previous)
+            history = live
+        except StreamBreak as why:  # a window too short to stream, or a bar that changes it: compute it whole
+            log.debug("live history rebuilt whole %s", kv(series=cache_key[2:], bar_ts=iso(ts), why=why))
+            live = None
+            frame = compute_ta_frame(filled[(filled.index >= anchor) & (filled.index <= ts)].drop(columns="filled"))
+            window_filled = filled.loc[frame.index, "filled"].to_numpy()
+            history = EngineHistory(frame, settings, first_step=len(frame) - 1, filled=window_filled)
+            payload, event = step(history, history.n - 1, previous, settings)
+        payloads.append(cast(EnginePayload, payload))  # step()'s dict; its shape: tests/core/test_payloads.py
+        if event is not None:
+            events.append(event)
+        previous = payload
+    if live is not None and s.live_cache_series > 0:
+        _LIVE[cache_key] = live
+        while len(_LIVE) > s.live_cache_series:
+            _LIVE.popitem(last=False)
+    return payloads, events, history
+
+
+def _resume(live: Any, window: pd.DataFrame) -> bool:
+    """Bring a cached history up to the end of ``window`` (the window's bars before the bar to step), if it holds
+    exactly the bars the database holds now: a corrected bar anywhere in the window means a rebuild (False)."""
+    n = live.n
+    if n > len(window) or not np.array_equal(live.timestamps(), window.index.asi8[:n]):
+        return False
+    for name in ("open", "high", "low", "close", "volume"):
+        if not np.array_equal(live.cols[name][:n], window[name].to_numpy(dtype=np.float64)[:n]):
+            return False
+    if not np.array_equal(live.filled[:n], window["filled"].to_numpy(dtype=bool)[:n]):
+        return False
+    for ts in window.index[n:]:  # bars another worker process stepped since: add them without stepping
+        live.append(ts, window.loc[ts])
+    return True
+
+
+# Infrastructure errors: the database, the cache or the broker failed, not the computation. A step re-raises them
+# (update_driver_safely) and the tasks retry exactly these (tasks.RETRYABLE_ERRORS, where the policy is described).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    StoreError,
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    CacheUnavailable,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+    ConnectionError,
+)
+
+
+def update_driver_safely(
+    rt: Runtime, book_id: str, driver: str, timeframe: str, until: pd.Timestamp, *, replay: bool = False
+) -> dict[str, Any]:
+    """``update_driver`` that turns a computation failure into an ``error`` status (logged with traceback).
+
+    Infrastructure failures (:data:`TRANSIENT_ERRORS`) still raise so that Celery retries the task.
+    """
+    try:
+        return update_driver(rt, book_id, driver, timeframe, until, replay=replay)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        log.exception("driver update failed %s", kv(driver=driver, timeframe=timeframe, until=iso(until)))
+        return {
+            "driver": driver,
+            "timeframe": timeframe,
+            "until": iso(until),
+            "status": "error",
+            "error": f"{type(exc).__name__}: {exc}",
+            "state": None,
+            "bars": 0,
+            "payload": None,
+        }

@@ -1,0 +1,379 @@
+"""The drivers' price series: bucket composites (D3), ALT, BTC and dominance, extended or rebuilt."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from regime_tasks.core.constants import (
+    ALT_CONSTITUENTS,
+    BUCKETS,
+    DOMINANCE_DRIVERS,
+    MAX_BUCKET_CONSTITUENTS,
+)
+from regime_tasks.core.timeframes import bar_delta, iso
+from regime_tasks.logs import kv
+from regime_tasks.runtime import Runtime
+from regime_tasks.store import bars as store_bars
+
+log = logging.getLogger(__name__)
+
+
+# --- driver price series (composites, BTC, dominance) ---------------------------------------------------
+MemberKey = tuple[str, dict[str, str]]  # (price table, series key)
+
+
+def _token_name(key: Mapping[str, str]) -> str:
+    return f"{key['token_contract']}@{key['token_chain']}"
+
+
+def bucket_membership(rt: Runtime, until: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """Bucket → point-in-time membership (index = day, columns = ``contract@chain``) up to ``until``'s day (D3).
+
+    Caps come from ``token_caps`` (D16: price × supply per day); day d uses the caps at d−1's close, and a day
+    whose previous close has no caps yet keeps the last known membership (still nothing after d−1). A token
+    with no cap history but a cap in ``tokens`` (a host's single current cap) counts with that cap on every day:
+    not point in time, the plan's host path.
+    """
+    day = pd.Timestamp(until).floor("1D")
+    s = rt.settings
+    key = (str(rt.engine.url), day, s.bucket_nano_max_usd, s.bucket_small_max_usd, s.bucket_mid_max_usd)
+    stamp = _caps_stamp(rt, day)
+    hit = _MEMBERSHIP.get(key)
+    if hit is None or hit[0] != stamp:
+        hit = (stamp, _bucket_membership(rt, day))
+        _MEMBERSHIP[key] = hit
+        while len(_MEMBERSHIP) > 16:
+            _MEMBERSHIP.pop(next(iter(_MEMBERSHIP)))
+    return dict(hit[1])
+
+
+# Membership by (database, day, thresholds), kept while the caps it was computed from are unchanged
+# (``_caps_stamp``): reading
+# 256 members' daily caps and ranking them was ~170 ms of every 1m tick, twice (collect and composites).
+_MEMBERSHIP: dict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, pd.DataFrame]]] = {}
+
+
+def _caps_stamp(rt: Runtime, day: pd.Timestamp) -> tuple[Any, ...]:
+    """What membership on ``day`` is computed from, summed up: caps up to d−1 and the host's single caps (rows,
+    newest day, sum of caps); a cap written, rewritten or removed changes it."""
+
+    from regime_tasks.store.schema import token_caps, tokens
+
+    c = token_caps.c
+    caps = sa.select(sa.func.count(), sa.func.max(c.day), sa.func.sum(c.market_cap_usd)).where(
+        c.day <= (day - pd.Timedelta(days=1)).to_pydatetime()
+    )
+    host = sa.select(sa.func.count(), sa.func.sum(tokens.c.market_cap_usd))
+    with rt.engine.connect() as conn:
+        return (*conn.execute(caps).one(), *conn.execute(host).one())
+
+
+def _bucket_membership(rt: Runtime, day: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    from regime_tasks.core.composite import point_in_time_membership
+    from regime_tasks.store.positions import read_tokens
+    from regime_tasks.store.tokens import read_caps
+
+    caps = read_caps(rt.engine, until=day - pd.Timedelta(days=1))
+    host = {
+        _token_name(t): float(t["market_cap_usd"])
+        for t in read_tokens(rt.engine)
+        if t.get("market_cap_usd") and _token_name(t) not in caps.columns
+    }
+    if host:
+        first = caps.index[0] if not caps.empty else day - pd.Timedelta(days=rt.settings.history_1d_days)
+        grid = pd.date_range(first, day - pd.Timedelta(days=1), freq="1D", tz="UTC")
+        caps = caps.reindex(grid) if not caps.empty else pd.DataFrame(index=grid)
+        for name, cap in host.items():
+            caps[name] = cap
+    if caps.empty:
+        return {b: pd.DataFrame() for b in BUCKETS}
+    s = rt.settings
+    members = point_in_time_membership(
+        caps,
+        **s.bucket_thresholds,
+        max_members=MAX_BUCKET_CONSTITUENTS,
+    )
+    out = {}
+    for bucket, frame in members.items():
+        if frame.index[-1] < day:  # the newest close has no caps yet: keep the last known membership
+            grid = pd.date_range(frame.index[0], day, freq="1D", tz="UTC", name="day")
+            frame = frame.reindex(grid).ffill().fillna(False).astype(bool)
+        out[bucket] = frame[frame.index <= day]
+    return out
+
+
+def bucket_members(rt: Runtime, until: pd.Timestamp | None = None) -> dict[str, list[dict[str, str]]]:
+    """Bucket → the lowcap series that are members on ``until``'s day (largest cap first, at most 64; D3)."""
+    day = pd.Timestamp(until if until is not None else pd.Timestamp.now(tz="UTC")).floor("1D")
+    out: dict[str, list[dict[str, str]]] = {}
+    for bucket, frame in bucket_membership(rt, day).items():
+        row = frame.loc[day] if not frame.empty and day in frame.index else pd.Series(dtype=bool)
+        names = sorted(n for n, on in row.items() if on)
+        out[bucket] = [dict(zip(("token_contract", "token_chain"), n.rsplit("@", 1), strict=True)) for n in names]
+    return out
+
+
+def _read_members(
+    rt: Runtime, members: list[MemberKey], timeframe: str, start: pd.Timestamp | None, until: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """Each member's bars from ``start``, reaching back to its own last traded bar before ``start`` (D3)."""
+    frames = {}
+    lowcaps = [mkey for table, mkey in members if table == "lowcap"]
+    if lowcaps:
+        frames.update(_read_lowcap_members(rt, lowcaps, timeframe, start, until))
+    for table, mkey in members:
+        if table == "lowcap":
+            continue
+        frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=start, end=until)  # type: ignore[arg-type]
+        if start is not None and not frame.empty:
+            before = start - pd.Timedelta(seconds=1)
+            prior = store_bars.last_traded_bar(rt.engine, table, mkey, timeframe, before)  # type: ignore[arg-type]
+            frame = pd.concat([prior, frame]) if not prior.empty else frame
+        if not frame.empty:
+            frames["/".join(mkey.values())] = frame[["open", "high", "low", "close", "volume"]]
+    return frames
+
+
+_PRIOR_LOOKBACK_BARS = 10  # most members traded in the last 10 bars; the others' last close costs one more query
+
+
+def _read_lowcap_members(
+    rt: Runtime, keys: list[dict[str, str]], timeframe: str, start: pd.Timestamp | None, until: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """``_read_members`` for lowcap series in one query (a bucket has up to 64 members; one read per member was
+    most of a 1m tick): the bars from ``_PRIOR_LOOKBACK_BARS`` bars before ``start`` to ``until``, of which each
+    member keeps those from ``start`` and its last traded bar before; the members with no traded bar in that
+    lookback get theirs from one more query (``_last_traded_bars``)."""
+
+    from regime_tasks.store.schema import lowcap_price_data_ohlc as t
+
+    wanted = {_token_name(k): k for k in keys}
+    lookback = None if start is None else start - bar_delta(timeframe) * _PRIOR_LOOKBACK_BARS
+    # SQLite keeps times as text: parsed below as one column, not a datetime per row (as store.bars.read_bars)
+    ts = sa.type_coerce(t.c.timestamp, sa.String()) if rt.engine.dialect.name == "sqlite" else t.c.timestamp
+    cols = [t.c.token_contract, t.c.token_chain, ts, t.c.open_usd, t.c.high_usd, t.c.low_usd]
+    q = sa.select(*cols, t.c.close_usd, t.c.volume).where(
+        t.c.timeframe == timeframe,
+        t.c.token_contract.in_(sorted({k["token_contract"] for k in keys})),
+        t.c.token_chain.in_(sorted({k["token_chain"] for k in keys})),
+        t.c.timestamp <= until.to_pydatetime(),
+    )
+    if lookback is not None:
+        q = q.where(t.c.timestamp >= lookback.to_pydatetime())
+    with rt.engine.connect() as conn:
+        rows = conn.execute(q.order_by(t.c.token_contract, t.c.token_chain, t.c.timestamp)).all()
+    frames: dict[str, pd.DataFrame] = {}
+    cols_out = list(store_bars.BAR_COLUMNS)
+    if rows:
+        contract, chain, stamps, *values = zip(*rows, strict=True)
+        names = np.array([f"{a}@{b}" for a, b in zip(contract, chain, strict=True)])
+        text = isinstance(stamps[0], str)
+        index = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps), utc=True, format="ISO8601" if text else None))
+        index = index.rename("timestamp")
+        prices = np.array(values, dtype=np.float64).T  # rows × open, high, low, close, volume
+        new = np.ones(len(names), dtype=bool) if start is None else index >= start
+        traded_before = ~new & (prices[:, 4] > 0)
+        bounds = np.flatnonzero(names[1:] != names[:-1]) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(names)], strict=True):
+            name = str(names[lo])
+            if name not in wanted or not new[hi - 1]:  # rows sorted by time: no bar from ``start`` on
+                continue
+            first = lo + int(np.argmax(new[lo:hi]))
+            prior = np.flatnonzero(traded_before[lo:first])
+            pos = np.r_[lo + prior[-1], first:hi] if len(prior) else np.arange(first, hi)
+            frames[name] = pd.DataFrame(prices[pos], index=index.take(pos), columns=cols_out)
+    if start is not None:  # members with no traded bar in the lookback: their own last one, in one query
+        alone = [n for n, f in frames.items() if f.index[0] >= start]
+        for name, prior in _last_traded_bars(rt, [wanted[n] for n in alone], timeframe, start).items():
+            frames[name] = pd.concat([prior, frames[name]])
+    return frames
+
+
+def _last_traded_bars(
+    rt: Runtime, keys: list[dict[str, str]], timeframe: str, start: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """``contract@chain`` → its newest bar with volume > 0 before ``start`` (one frame row; absent if none)."""
+
+    from regime_tasks.store.schema import lowcap_price_data_ohlc as t
+
+    if not keys:
+        return {}
+    cols = [t.c.token_contract, t.c.token_chain, t.c.timestamp, t.c.open_usd, t.c.high_usd, t.c.low_usd]
+    parts = [
+        sa.select(*cols, t.c.close_usd, t.c.volume)
+        .where(
+            t.c.token_contract == k["token_contract"],
+            t.c.token_chain == k["token_chain"],
+            t.c.timeframe == timeframe,
+            t.c.volume > 0,
+            t.c.timestamp < start.to_pydatetime(),
+        )
+        .order_by(t.c.timestamp.desc())
+        .limit(1)
+        .subquery()
+        for k in keys
+    ]
+    out = {}
+    for i in range(0, len(parts), 100):  # SQLite's compound SELECT limit is 500 terms
+        q = sa.union_all(*(sa.select(p) for p in parts[i : i + 100]))
+        with rt.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        for contract, chain, ts, *values in rows:
+            stamp = pd.DatetimeIndex(pd.to_datetime([ts], utc=True), name="timestamp")
+            out[f"{contract}@{chain}"] = pd.DataFrame([values], index=stamp, columns=list(store_bars.BAR_COLUMNS))
+    return out
+
+
+# How far back an extension looks for member bars that arrived after the index passed them (a deferred member's
+# REST catch-up, a websocket bar stored late, a host writing behind): bars of the last N stored index bars.
+LATE_BAR_WINDOW = {"1m": 30, "1h": 24, "1d": 7}
+
+
+def _composite_series(
+    rt: Runtime,
+    driver: str,
+    timeframe: str,
+    until: pd.Timestamp,
+    members: list[MemberKey],
+    membership: pd.DataFrame | None = None,
+    *,
+    rebuild: bool = False,
+) -> int:
+    """Extend the stored chain-linked index of ``driver`` up to ``until``; returns bars written.
+
+    With nothing stored, or ``rebuild`` (the bootstrap, whose members may have gained older bars), the whole
+    history is built (base 100). Otherwise the index is recomputed from the stored close ``LATE_BAR_WINDOW`` bars
+    back (the anchor): each member's ratio is taken against its own last traded close, read from the store, and
+    the sums run in the same order as a rebuild. Bars of that window that come out different from the stored ones
+    — a member bar stored after the index had passed it changes the bar's constituents and the member's next
+    ratio — are rewritten from the earliest such bar on, with the new bars; so the extension equals a rebuild bit
+    for bit (tested) as long as a late bar is at most the window old. An older late bar waits for a rebuild.
+    """
+    from regime_tasks.core.composite import chain_linked_composite
+
+    key = {"driver": driver}
+    last = None if rebuild else store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+    if last is not None and last >= until:
+        return 0
+    if not members:
+        return 0
+    if last is None:
+        frames = _read_members(rt, members, timeframe, None, until)
+        if not frames:
+            return 0
+        comp = chain_linked_composite(frames, membership=membership)
+        return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp, source="composite")
+    window = LATE_BAR_WINDOW.get(timeframe, 1)
+    stored = store_bars.read_bars(rt.engine, "regime", key, timeframe, limit=window + 1, end=last)
+    anchor = stored.index[0]  # its close is the level the recomputed window chains from
+    if membership is not None and not membership.empty:  # only who can count on the recomputed bars
+        recent = membership[membership.index >= anchor.floor("1D")]
+        current = set(recent.columns[recent.to_numpy(dtype=bool).any(axis=0)])
+        members = [m for m in members if m[0] != "lowcap" or _token_name(m[1]) in current]
+    frames = _read_members(rt, members, timeframe, anchor + bar_delta(timeframe), until)
+    if not frames:
+        return 0
+    level = float(stored["close"].iloc[0])
+    comp = chain_linked_composite(frames, membership=membership, after=anchor, level=level)
+    restart = _first_changed_bar(comp, stored.iloc[1:], anchor, last)
+    if restart < last:
+        log.info(
+            "late member bars: index rewritten from the first changed bar %s",
+            kv(driver=driver, timeframe=timeframe, restart=iso(restart), last=iso(last)),
+        )
+    return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, comp[comp.index > restart], source="composite")
+
+
+def _first_changed_bar(
+    comp: pd.DataFrame, stored: pd.DataFrame, anchor: pd.Timestamp, last: pd.Timestamp
+) -> pd.Timestamp:
+    """The time before the earliest bar of ``comp`` (recomputed after ``anchor``, up to ``last``) that differs
+    from ``stored`` in any bit of its prices or constituents, or that ``stored`` lacks; ``last`` when the window
+    is unchanged."""
+    cols = ["open", "high", "low", "close", "constituents"]
+    old = comp[comp.index <= last]
+    if old.empty:
+        return last
+    held = stored.reindex(old.index)
+    same = np.ones(len(old), dtype=bool)
+    for c in cols:
+        a = old[c].to_numpy(dtype=np.float64)
+        b = held[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        same &= a == b  # NaN (a bar the store lacks) is never equal
+    if same.all():
+        return last
+    first = int(np.argmin(same))
+    return old.index[first - 1] if first > 0 else anchor
+
+
+def _copy_major(rt: Runtime, symbol: str, timeframe: str, until: pd.Timestamp, *, rebuild: bool = False) -> int:
+    key = {"driver": symbol}
+    last = None if rebuild else store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+    start = None if last is None else last + bar_delta(timeframe)
+    frame = store_bars.read_bars(rt.engine, "majors", {"token_contract": symbol}, timeframe, start=start, end=until)
+    if frame.empty:
+        return 0
+    return store_bars.upsert_bars(rt.engine, "regime", key, timeframe, frame.assign(constituents=1), source="majors")
+
+
+def build_driver_series(rt: Runtime, timeframe: str, until: pd.Timestamp, *, rebuild: bool = False) -> dict[str, Any]:
+    """Write ``regime_price_data_ohlc`` for all eight drivers of ``timeframe`` up to ``until``.
+
+    ``rebuild`` (the bootstrap) rewrites BTC and the composites from all their inputs, which a repairing collect
+    may have extended backwards or filled in; a tick only extends them.
+    """
+    written: dict[str, int] = {"BTC": _copy_major(rt, "BTC", timeframe, until, rebuild=rebuild)}
+    alt_members: list[MemberKey] = [("majors", {"token_contract": s}) for s in ALT_CONSTITUENTS]
+    written["ALT"] = _composite_series(rt, "ALT", timeframe, until, alt_members, rebuild=rebuild)
+    for bucket, membership in bucket_membership(rt, until).items():
+        names = sorted(membership.columns[membership.any(axis=0)]) if not membership.empty else []
+        keys: list[MemberKey] = [
+            ("lowcap", dict(zip(("token_contract", "token_chain"), n.rsplit("@", 1), strict=True))) for n in names
+        ]
+        written[bucket] = _composite_series(rt, bucket, timeframe, until, keys, membership, rebuild=rebuild)
+    written.update(build_dominance_series(rt, timeframe, until))
+    log.info("driver series built %s", kv(timeframe=timeframe, until=iso(until), written=written))
+    return {"timeframe": timeframe, "until": iso(until), "written": written}
+
+
+def build_dominance_series(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, int]:
+    """Extend BTC.d/USDT.d bars: 1m from raw samples, 1h/1d rolled up from 1m (D4). Imported history is kept."""
+    from regime_tasks.core.bars import rollup
+    from regime_tasks.core.dominance import samples_to_1m_bars
+    from regime_tasks.store.dominance import read_samples
+
+    written = {}
+    for driver in DOMINANCE_DRIVERS:
+        key = {"driver": driver}
+        last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+        if last is not None and last >= until:
+            written[driver] = 0
+            continue
+        start = None if last is None else last + bar_delta(timeframe)
+        if timeframe == "1m":
+            # one bar before the start so the first new minute can be a flat bar at the previous close
+            samples = read_samples(
+                rt.engine, start=None if start is None else start - pd.Timedelta(hours=1), end=until + bar_delta("1m")
+            )
+            if samples.empty:
+                written[driver] = 0
+                continue
+            frame = samples_to_1m_bars(samples, end=until)[driver]
+        else:
+            lower = "1m" if timeframe == "1h" else "1h"
+            src = store_bars.read_bars(rt.engine, "regime", key, lower, start=start, end=until + bar_delta(timeframe))
+            if src.empty:
+                written[driver] = 0
+                continue
+            frame = rollup(src, timeframe, now=until + bar_delta(timeframe))
+        if start is not None:
+            frame = frame[frame.index >= start]
+        frame = frame[frame.index <= until]
+        written[driver] = store_bars.upsert_bars(rt.engine, "regime", key, timeframe, frame, source="dominance")
+    return written
