@@ -1,6 +1,6 @@
 """Where the pipeline's input bars come from: the file source (embedded default) or the live venues.
 
-``collect`` (stages.py) asks a :class:`MarketSource` for new closed bars and stores them; this module is the
+``collect`` (stages/collect.py) asks a :class:`MarketSource` for new closed bars and stores them; this module is the
 seam between the pipeline and ``sources/``:
 
 - :class:`FileMarket` replays the bundled data (or ``REGIME_FILES_DIR``) as if it were a venue serving bars up

@@ -1,4 +1,4 @@
-"""Thin Celery tasks: arguments in, a step from ``stages.py`` called, a JSON-able summary out.
+"""Thin Celery tasks: arguments in, a step from ``stages/`` called, a JSON-able summary out.
 
 Retries and routing live here only (the policy is described at ``RETRYABLE_ERRORS``); every step is idempotent
 per (book, timeframe, bar time), so a retry, a re-run tick or a redelivered message after a worker crash rewrites
