@@ -110,13 +110,17 @@ def edx_score(h: EngineHistory, t: int, bars_since_s3: int, since: int | None = 
     combined = {
         k: combine_windows([c[k] for c in comps]) for k in ("slow", "structure", "participation", "compression")
     }
-    edx = clamp(
+    return _edx_of(combined), {"n": n, "windows": lengths, "components": combined}
+
+
+def _edx_of(combined: dict[str, float]) -> float:
+    """EDX from the windows' combined components (the spec's weights): one formula for both paths."""
+    return clamp(
         0.30 * combined["slow"]
         + 0.25 * combined["structure"]
         + 0.20 * combined["participation"]
         + 0.10 * combined["compression"]
     )
-    return edx, {"n": n, "windows": lengths, "components": combined}
 
 
 EDX_AHEAD_MIN, EDX_AHEAD_MAX = 64, 1_024  # bars of an S3 episode whose EDX windows a replay computes at once
@@ -245,13 +249,7 @@ def _edx_ahead(h: EngineHistory, t: int, bars_since_s3: int) -> tuple[float, dic
         "participation": block.participation[r],
         "compression": block.compression[r],
     }
-    edx = clamp(
-        0.30 * combined["slow"]
-        + 0.25 * combined["structure"]
-        + 0.20 * combined["participation"]
-        + 0.10 * combined["compression"]
-    )
-    return edx, {"n": n, "windows": lengths, "components": combined}
+    return _edx_of(combined), {"n": n, "windows": lengths, "components": combined}
 
 
 def _host_edx_at(
