@@ -66,6 +66,7 @@ _DEFAULT_CACHE: RegimeCache | None = None
 # Bounded: a process that sees many caches (tests, a host creating one per request) must not grow without end.
 SNAPSHOT_MAX_BOOKS = 64
 _SNAPSHOTS: OrderedDict[tuple[int, str], tuple[float, int | None, PreparedEntries, str]] = OrderedDict()
+_RAW_SEEN: OrderedDict[tuple[int, str], tuple[dict[bytes, bytes], PreparedEntries]] = OrderedDict()
 _SNAPSHOTS_LOCK = threading.Lock()  # guards _SNAPSHOTS and _DB_ANSWERS
 # (id(engine), book) -> (monotonic time, the database's entries): the database's answer for fields the cache lacks
 # is kept as long as a snapshot, so a driver that is legitimately absent (never computed) costs no database read
@@ -93,6 +94,7 @@ def reset_default_cache() -> None:
     with _CACHE_LOCK:
         _DEFAULT_CACHE = None
         _SNAPSHOTS.clear()
+        _RAW_SEEN.clear()
         _DB_ANSWERS.clear()
 
 
@@ -100,6 +102,7 @@ def invalidate_snapshots() -> None:
     """Drop warm snapshots so the next call reads the cache (after a local publish)."""
     with _SNAPSHOTS_LOCK:
         _SNAPSHOTS.clear()
+        _RAW_SEEN.clear()
 
 
 _KNOWN_BOOKS: tuple[object, frozenset[str]] | None = None  # (settings it was built from, books)
@@ -163,10 +166,13 @@ def _database_entries(book: str, engine: Engine | None) -> dict[EntryKey, dict[s
     return entries
 
 
-def _read_cache(cache: RegimeCache, book: str) -> tuple[dict[EntryKey, dict[str, Any]], set[str]]:
-    """The cache's usable entries and the fields whose values are corrupt (unreadable, NaN, out of range)."""
-    raw, corrupt = cache.read_checked(book)
-    entries = _parse_fields(raw)
+def _read_cache(
+    cache: RegimeCache, book: str, raw: Mapping[bytes, bytes] | None = None
+) -> tuple[dict[EntryKey, dict[str, Any]], set[str]]:
+    """The cache's usable entries and the fields whose values are corrupt (unreadable, NaN, out of range);
+    ``raw``: the hash already read by ``read_raw`` (Redis only)."""
+    fields, corrupt = cache.read_checked(book) if raw is None else cache.decode(book, raw)  # type: ignore[attr-defined]
+    entries = _parse_fields(fields)
     for (driver, tf), entry in list(entries.items()):
         problem = stored_entry_problem(entry)
         if problem is not None:
@@ -177,7 +183,11 @@ def _read_cache(cache: RegimeCache, book: str) -> tuple[dict[EntryKey, dict[str,
 
 
 def load_entries(
-    book_id: str, *, cache: RegimeCache | None = None, engine: Engine | None = None
+    book_id: str,
+    *,
+    cache: RegimeCache | None = None,
+    engine: Engine | None = None,
+    raw: Mapping[bytes, bytes] | CacheUnavailable | None = None,
 ) -> tuple[dict[EntryKey, dict[str, Any]], str]:
     """Driver payloads of a book and where they came from: ``cache``, ``database`` or ``cache+database``.
 
@@ -192,7 +202,9 @@ def load_entries(
     entries: dict[EntryKey, dict[str, Any]] = {}
     corrupt: set[str] = set()
     try:
-        entries, corrupt = _read_cache(cache, book)
+        if isinstance(raw, CacheUnavailable):  # the caller's read of the hash already failed: do not wait again
+            raise raw
+        entries, corrupt = _read_cache(cache, book, raw)
     except CacheUnavailable as exc:
         cache_error = exc
         log.warning("cache unavailable, reading the database %s", kv(book=book, error=exc))
@@ -236,8 +248,29 @@ def _snapshot(book_id: str, cache: RegimeCache, engine: Engine | None) -> tuple[
         if hit is not None and now - hit[0] < ttl and hit[1] == version:
             _SNAPSHOTS.move_to_end(key)
             return hit[2], hit[3]
-    loaded, source = load_entries(book_id, cache=cache, engine=engine)
+    # A Redis cache is read as raw bytes first: when they are the bytes this process prepared last time (no tick
+    # since), the prepared snapshot is reused and a call with no snapshot TTL costs little more than the HGETALL.
+    # Only an answer wholly from the cache is kept: it depends on those bytes alone.
+    raw: dict[bytes, bytes] | CacheUnavailable | None = None
+    read_raw = getattr(cache, "read_raw", None)
+    if read_raw is not None:
+        try:
+            raw = read_raw(regime_book_id(book_id))
+        except CacheUnavailable as exc:
+            raw = exc
+        if isinstance(raw, dict):
+            with _SNAPSHOTS_LOCK:
+                seen = _RAW_SEEN.get(key)
+            if seen is not None and seen[0] == raw:
+                return seen[1], "cache"
+    loaded, source = load_entries(book_id, cache=cache, engine=engine, raw=raw)
     entries = prepare_entries(loaded)
+    if isinstance(raw, dict) and source == "cache":
+        with _SNAPSHOTS_LOCK:
+            _RAW_SEEN[key] = (raw, entries)
+            _RAW_SEEN.move_to_end(key)
+            while len(_RAW_SEEN) > SNAPSHOT_MAX_BOOKS:
+                _RAW_SEEN.popitem(last=False)
     if ttl > 0:
         with _SNAPSHOTS_LOCK:
             _SNAPSHOTS[key] = (now, version, entries, source)

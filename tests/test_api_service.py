@@ -256,3 +256,27 @@ def test_refill_never_overwrites_a_value_a_tick_published_meanwhile(redis_url) -
 
     got = cache.read("onchain_crypto")
     assert got["BTC|1m"] == newer and got["ALT|1m"] == payload("1m")
+
+
+def test_without_a_snapshot_ttl_an_unchanged_hash_is_not_decoded_again_and_a_publish_is_seen_at_once(
+    redis_url, engine, redis_packets, monkeypatch
+) -> None:
+    """Each call still reads the hash (one HGETALL); when its bytes are the ones seen last time, what was made of
+    them is reused — and a tick's publish changes the bytes, so the next call uses the new values."""
+    cache = RedisRegimeCache(redis_url)
+    cache.publish("onchain_crypto", {f"{d}|{tf}": payload(tf) for d in DRIVERS for tf in REGIME_TIMEFRAMES})
+    decoded = []
+    original = cache.decode
+    monkeypatch.setattr(cache, "decode", lambda book, raw: decoded.append(book) or original(book, raw))
+
+    first = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+    redis_packets.clear()
+    again = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+    assert len(redis_packets) == 1 and b"HGETALL" in redis_packets[0]  # still one read per call
+    assert decoded == ["onchain_crypto"] and again == first  # decoded once, same answer
+
+    cache.publish("onchain_crypto", {"BTC|1h": {**payload("1h"), "state": "S0", "delta_a_raw": -0.3}})
+    after = compute_levers({}, "1h", "small", cache=cache, now=NOW, engine=engine)
+    assert len(decoded) == 2
+    by = {(c["driver"], c["timeframe"]): c for c in after["diagnostics"]["contributions"]}
+    assert by[("BTC", "1h")]["state"] == "S0" and after["A_value"] < first["A_value"]

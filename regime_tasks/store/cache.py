@@ -141,10 +141,18 @@ class RedisRegimeCache:
 
     def read_checked(self, book_id: str) -> tuple[Entries, set[str]]:
         """The readable fields, and the names of the fields whose value is not a JSON object."""
+        return self.decode(book_id, self.read_raw(book_id))
+
+    def read_raw(self, book_id: str) -> dict[bytes, bytes]:
+        """The book's hash as Redis holds it (one HGETALL): a caller that saw the same bytes before can reuse
+        what it made of them (``compute_levers()`` does, see ``api._snapshot``)."""
         try:
-            raw = self._redis.hgetall(cache_key(book_id))
+            return self._redis.hgetall(cache_key(book_id))  # type: ignore[return-value]
         except self._errors as exc:
             raise CacheUnavailable(f"redis read failed ({self.url}): {redact_url(exc)}") from exc
+
+    def decode(self, book_id: str, raw: Mapping[bytes, bytes]) -> tuple[Entries, set[str]]:
+        """:meth:`read_checked` of a hash already read with :meth:`read_raw`."""
         out: Entries = {}
         corrupt: set[str] = set()
         for k, v in raw.items():
