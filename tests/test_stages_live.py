@@ -100,3 +100,40 @@ def test_a_corrected_bar_inside_the_window_forces_a_rebuild(tmp_path: Path, btc_
         stages.update_driver(rt, BOOK, "BTC", "1h", btc_1h.index[1_002])
         results.append(_payload(rt))
     assert results[0] == results[1]
+
+
+def test_a_warm_tick_reads_only_the_new_bars_and_still_sees_a_corrected_one(
+    tmp_path: Path, btc_1h: pd.DataFrame
+) -> None:
+    # the warm history is checked by the store's fingerprint of its window, not by re-reading the window
+    warm_rt, cold_rt = _runtime(tmp_path / "warm.db"), _runtime(tmp_path / "cold.db")
+    _run(warm_rt, btc_1h, 1_000, [1_001], warm=True)
+    reads = []
+    for upto in (1_002, 1_003):
+        store_bars.upsert_bars(warm_rt.engine, "regime", KEY, "1h", btc_1h.iloc[upto - 1 : upto])
+        result = stages.update_driver(warm_rt, BOOK, "BTC", "1h", btc_1h.index[upto - 1])
+        assert result["status"] == "ok" and result["stepped"] == 1
+        reads.append(result["read"])
+    assert reads == [1, 1]  # only the new bar; the window's other ~650 rows were not read
+    # a correction 50 bars back, smaller than a tick size: the fingerprint changes, the whole window is read
+    corrected = btc_1h.iloc[[1_003 - 50]].assign(close=lambda f: f["close"] + 1e-6)
+    store_bars.upsert_bars(warm_rt.engine, "regime", KEY, "1h", corrected)
+    store_bars.upsert_bars(warm_rt.engine, "regime", KEY, "1h", btc_1h.iloc[1_003:1_004])
+    result = stages.update_driver(warm_rt, BOOK, "BTC", "1h", btc_1h.index[1_003])
+    assert result["status"] == "ok" and result["read"] == result["bars"] > 600
+    warm = _payload(warm_rt)
+    # the same store written by a worker that never had a history: the same payload, bit for bit
+    _run(cold_rt, btc_1h, 1_000, [1_001, 1_002, 1_003], warm=False)
+    store_bars.upsert_bars(cold_rt.engine, "regime", KEY, "1h", corrected)
+    store_bars.upsert_bars(cold_rt.engine, "regime", KEY, "1h", btc_1h.iloc[1_003:1_004])
+    stages.drivers._LIVE.clear()
+    stages.update_driver(cold_rt, BOOK, "BTC", "1h", btc_1h.index[1_003])
+    assert _payload(cold_rt) == warm
+    # without the check a stale history would differ: the corrected close is in the TA window's payload
+    assert warm["ta"] != _payload_before_correction(tmp_path, btc_1h)
+
+
+def _payload_before_correction(tmp_path: Path, btc_1h: pd.DataFrame) -> dict:
+    rt = _runtime(tmp_path / "plain.db")
+    _run(rt, btc_1h, 1_000, [1_001, 1_002, 1_003, 1_004], warm=False)
+    return _payload(rt)["ta"]

@@ -409,3 +409,60 @@ def last_traded_bar(
     frame = pd.DataFrame.from_records(rows, columns=["timestamp", *BAR_COLUMNS])
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame.set_index("timestamp").astype("float64")
+
+
+Fingerprint = tuple[Any, ...]
+
+
+def read_bars_after(
+    engine: Engine,
+    table: TableName,
+    key: Mapping[str, str],
+    timeframe: str,
+    *,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    after: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, Fingerprint | None, Fingerprint]:
+    """The bars of one series after ``after`` up to ``end`` (all of ``start``…``end`` without ``after``), with a
+    fingerprint of the stored rows in ``start``…``after`` and one of those in ``start``…``end``, from ONE
+    statement (one snapshot: the rows and the fingerprints describe the same state of the table).
+
+    A fingerprint is (rows, first and last open time, sum of each of open, high, low, close, volume): a bar
+    written, rewritten or removed in the range changes it (unless the changes cancel in every sum to the last
+    bit). It lets a caller that holds the bars of ``start``…``after`` check them without reading them again.
+    Returns (bars ``open``…``volume`` ascending, fingerprint up to ``after`` or None, fingerprint up to ``end``).
+    """
+    tbl = _check_key(table, key, timeframe)
+    c = tbl.c
+    where = [c.timeframe == timeframe, *(c[k] == v for k, v in key.items())]
+    where += [c.timestamp >= pd.Timestamp(start).to_pydatetime(), c.timestamp <= pd.Timestamp(end).to_pydatetime()]
+    bounds = [("a", after), ("e", end)] if after is not None else [("e", end)]
+    aggs = []
+    for tag, upto in bounds:
+        inside = c.timestamp <= pd.Timestamp(upto).to_pydatetime()  # type: ignore[arg-type]
+        aggs.append(sa.func.count(sa.case((inside, 1))).label(f"{tag}_n"))
+        aggs.append(sa.func.min(sa.case((inside, c.timestamp))).label(f"{tag}_first"))
+        aggs.append(sa.func.max(sa.case((inside, c.timestamp))).label(f"{tag}_last"))
+        aggs += [sa.func.sum(sa.case((inside, c[col]))).label(f"{tag}_{col}") for col in _DB_PRICE_COLUMNS]
+    fp = sa.select(*aggs).where(*where).subquery("fp")
+    newer = [c.timestamp > pd.Timestamp(after).to_pydatetime()] if after is not None else []
+    rows = sa.select(c.timestamp, *(c[col] for col in _DB_PRICE_COLUMNS)).where(*where, *newer).subquery("bars")
+    query = (
+        sa.select(fp, rows).select_from(fp.outerjoin(rows, sa.true())).order_by(rows.c.timestamp)
+    )  # one row of fingerprints, joined to every new bar (kept once, with NULL bars, when there is none)
+    try:
+        with engine.connect() as conn:
+            result = [tuple(r) for r in conn.execute(query).all()]
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"read of {series_label(table, key, timeframe)} failed: {exc}") from exc
+    width = len(aggs) // len(bounds)
+    first = result[0]
+    prints = [tuple(first[k * width : (k + 1) * width]) for k in range(len(bounds))]
+    bars = [r[len(aggs) :] for r in result if r[len(aggs)] is not None]
+    columns = list(zip(*bars, strict=True)) if bars else [() for _ in range(6)]
+    frame = pd.DataFrame(
+        {name: np.asarray(col, dtype=np.float64) for name, col in zip(BAR_COLUMNS, columns[1:], strict=True)},
+        index=pd.DatetimeIndex(pd.to_datetime(list(columns[0]), utc=True), name="timestamp").as_unit("us"),
+    )
+    return frame, (prints[0] if after is not None else None), prints[-1]
