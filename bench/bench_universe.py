@@ -131,7 +131,7 @@ def setup(db_url: str, clock: Clock):
         }
     )
     table = pd.concat([real_table[real_table["role"] == "major"], bench_rows], ignore_index=True)
-    stages.symbol_table = lambda: table  # type: ignore[assignment]
+    stages.universe.symbol_table = lambda: table  # type: ignore[assignment]  # where collect looks it up
     settings = load_settings(
         source="live",
         database_url=db_url,
