@@ -201,8 +201,13 @@ def _lay_after(held: pd.DataFrame | None, bars: pd.DataFrame, timeframe: str) ->
     if bars.empty:
         return held
     ohlcv = list(store_bars.BAR_COLUMNS)
-    laid, _ = lay_bars(pd.concat([held.iloc[[-1]][ohlcv], bars[ohlcv]]), timeframe)
-    return pd.concat([held, laid.iloc[1:]])
+    stamps = np.r_[held.index[-1:].as_unit("ns").asi8, bars.index.as_unit("ns").asi8]
+    if (np.diff(stamps) == bar_delta(timeframe).value).all():  # no gap: nothing to fill (most ticks: one bar)
+        laid = bars[ohlcv].assign(filled=False)
+    else:
+        laid = lay_bars(pd.concat([held.iloc[[-1]][ohlcv], bars[ohlcv]]), timeframe)[0].iloc[1:]
+    laid.index = laid.index.as_unit("ns")
+    return pd.concat([held, laid])
 
 
 def _step_live(
