@@ -133,6 +133,9 @@ def _read_members(
     return out
 
 
+_PRIOR_LOOKBACK_BARS = 10  # most members traded in the last 10 bars; the others' last close costs one more query
+
+
 def _read_member_bars(
     rt: Runtime, members: list[MemberKey], timeframe: str, start: pd.Timestamp | None, until: pd.Timestamp
 ) -> dict[str, MemberBars]:
@@ -144,17 +147,24 @@ def _read_member_bars(
     for table, mkey in members:
         if table == "lowcap":
             continue
-        frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=start, end=until)  # type: ignore[arg-type]
+        # from _PRIOR_LOOKBACK_BARS before ``start``: a major's last traded bar before it is nearly always there
+        lookback = None if start is None else start - bar_delta(timeframe) * _PRIOR_LOOKBACK_BARS
+        frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=lookback, end=until)  # type: ignore[arg-type]
         if start is not None and not frame.empty:
-            before = start - pd.Timedelta(seconds=1)
-            prior = store_bars.last_traded_bar(rt.engine, table, mkey, timeframe, before)  # type: ignore[arg-type]
-            frame = pd.concat([prior, frame]) if not prior.empty else frame
+            new = frame.index >= start
+            if not new.any():
+                continue
+            traded_before = np.flatnonzero(~new & (frame["volume"].to_numpy() > 0))
+            if len(traded_before):
+                frame = frame.iloc[np.r_[traded_before[-1], np.flatnonzero(new)]]
+            else:
+                frame = frame[new]
+                before = start - pd.Timedelta(seconds=1)
+                prior = store_bars.last_traded_bar(rt.engine, table, mkey, timeframe, before)  # type: ignore[arg-type]
+                frame = pd.concat([prior, frame]) if not prior.empty else frame
         if not frame.empty:
             out["/".join(mkey.values())] = MemberBars.of(frame)
     return out
-
-
-_PRIOR_LOOKBACK_BARS = 10  # most members traded in the last 10 bars; the others' last close costs one more query
 
 
 def _read_lowcap_members(
