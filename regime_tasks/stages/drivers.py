@@ -112,8 +112,11 @@ def update_driver(
         payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
         stepped = len(payloads)
         _FINGERPRINTS.pop(cache_key, None)
-        if cache_key in _LIVE and fingerprint is not None and _LIVE[cache_key].window_start == fingerprint[0]:
-            _FINGERPRINTS[cache_key] = fingerprint  # what the kept history holds: the stored rows it describes
+        kept = _LIVE.get(cache_key)
+        if kept is not None and fingerprint is not None and kept.window_start == fingerprint[0]:
+            _FINGERPRINTS[cache_key] = (kept, *fingerprint)  # the stored rows this very history was made from
+        for gone in [k for k in _FINGERPRINTS if k not in _LIVE]:  # histories the cache let go
+            del _FINGERPRINTS[gone]
     if not payloads:
         return {
             **base,
@@ -151,9 +154,10 @@ def update_driver(
 # Warm live histories of this process, most recently used last (see core/live.py). A cache only: every entry is
 # checked against the database's bars before use, and a miss rebuilds the same history from them.
 _LIVE: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
-# Per warm history: (its window start, ``upto``, the fingerprint of the stored rows from that start to ``upto``)
-# read in the same statement as the rows the history was built or extended from (store.bars.read_bars_after).
-_FINGERPRINTS: dict[tuple[str, str, str, str], tuple[pd.Timestamp, pd.Timestamp, store_bars.Fingerprint]] = {}
+# Per warm history: (that history object, its window start, ``upto``, the fingerprint of the stored rows from that
+# start to ``upto``) read in the same statement as the rows the history was built or extended from
+# (store.bars.read_bars_after). Used only while ``_LIVE`` holds that same object.
+_FINGERPRINTS: dict[tuple[str, str, str, str], tuple[Any, pd.Timestamp, pd.Timestamp, store_bars.Fingerprint]] = {}
 
 
 def _read_window(
@@ -174,12 +178,12 @@ def _read_window(
     to ``until``), stored rows in the window)."""
     live = _LIVE.get(cache_key)
     seen = _FINGERPRINTS.get(cache_key)
-    if live is not None and seen is not None and seen[0] == start == live.window_start and live.n > 0:
-        upto = seen[1]
+    if live is not None and seen is not None and seen[0] is live and seen[1] == start == live.window_start and live.n:
+        upto = seen[2]
         bars, checked, whole = store_bars.read_bars_after(
             rt.engine, "regime", key, timeframe, start=start, end=until, after=upto
         )
-        if checked == seen[2]:
+        if checked == seen[3]:
             n = live.n
             held = pd.DataFrame(
                 {name: live.cols[name][:n].copy() for name in store_bars.BAR_COLUMNS},
