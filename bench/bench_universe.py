@@ -131,7 +131,7 @@ def setup(db_url: str, clock: Clock):
         }
     )
     table = pd.concat([real_table[real_table["role"] == "major"], bench_rows], ignore_index=True)
-    stages.symbol_table = lambda: table  # type: ignore[assignment]
+    stages.universe.symbol_table = lambda: table  # type: ignore[assignment]  # where collect looks it up
     settings = load_settings(
         source="live",
         database_url=db_url,
@@ -157,7 +157,13 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=12)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--late-window", type=int, default=None, help="1m bars an extension re-checks for late bars")
-    parser.add_argument("--profile", action="store_true", help="cProfile the composite step of the last timed tick")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="composite",
+        choices=("composite", "drivers"),
+        help="cProfile one step of the last timed tick (default: the composite step)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the warnings of a first fetch per member would flood the table
     from regime_tasks import pipeline, stages
@@ -222,13 +228,18 @@ def main() -> None:
         t0 = time.perf_counter()
         collected = stages.collect(rt, "1m", until)
         t1 = time.perf_counter()
-        if profile is not None and k == args.ticks:
-            profile.enable()
+        profiled = profile is not None and k == args.ticks
+        if profiled and args.profile == "composite":
+            profile.enable()  # type: ignore[union-attr]
         built = stages.build_driver_series(rt, "1m", until)
         if profile is not None:
             profile.disable()
         t2 = time.perf_counter()
+        if profiled and args.profile == "drivers":
+            profile.enable()  # type: ignore[union-attr]
         results = [stages.update_driver_safely(rt, "onchain_crypto", d, "1m", until) for d in DRIVERS]
+        if profile is not None:
+            profile.disable()
         t3 = time.perf_counter()
         pub = stages.publish(rt, "onchain_crypto", "1m", results)
         t4 = time.perf_counter()

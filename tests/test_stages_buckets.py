@@ -200,3 +200,31 @@ def test_membership_kept_per_day_follows_a_cap_written_later_that_day(tmp_path) 
     assert nano not in again["nano"] and nano in again["big"]
     stages.series._MEMBERSHIP.clear()
     assert stages.bucket_members(rt, day) == again  # what a fresh process computes
+
+
+def test_major_members_read_from_a_lookback_equal_the_per_member_reads(tmp_path, db_url) -> None:
+    """ALT's members (majors) are read from ``_PRIOR_LOOKBACK_BARS`` before ``start``: each frame still equals its
+    ``read_bars`` from ``start`` preceded by its ``last_traded_bar`` before ``start``, for a member that traded in
+    the lookback and one whose last trade is behind it (quotes since)."""
+    settings = load_settings(database_url=db_url, source="file", files_dir=BUNDLED_DATA_DIR)
+    engine = make_engine(settings.effective_database_url, cached=False)
+    init_db(engine)
+    rt = Runtime(settings=settings, engine=engine)
+    index = pd.date_range("2025-07-20T00:00:00Z", periods=200, freq="1min", tz="UTC", name="timestamp")
+    close = pd.Series(np.linspace(100.0, 120.0, 200), index=index)
+    base = pd.DataFrame({"open": close, "high": close + 0.5, "low": close - 0.5, "close": close, "volume": 3.0})
+    start = index[150]
+    frames = {"ETH": base, "SOL": base.assign(volume=[1.0 if i < 120 else 0.0 for i in range(200)])}
+    keys = []
+    for symbol, frame in frames.items():
+        store_bars.upsert_bars(rt.engine, "majors", {"token_contract": symbol}, "1m", frame)
+        keys.append(("majors", {"token_contract": symbol}))
+    got = stages.series._read_members(rt, keys, "1m", start, index[-1])
+    for _, key in keys:
+        own = store_bars.read_bars(rt.engine, "majors", key, "1m", start=start, end=index[-1])
+        prior = store_bars.last_traded_bar(rt.engine, "majors", key, "1m", start - pd.Timedelta(seconds=1))
+        expected = pd.concat([prior, own])
+        name = key["token_contract"]
+        assert got[name].index.equals(expected.index), name
+        np.testing.assert_array_equal(got[name].to_numpy(), expected[list(got[name].columns)].to_numpy())
+    assert got["ETH"].index[0] == index[149] and got["SOL"].index[0] == index[119]

@@ -27,6 +27,7 @@ absent), so extending a stored index bar by bar (``after=``/``level=``) gives th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,27 @@ from regime_tasks.errors import DataValidationError
 
 BASE_LEVEL = 100.0
 _PRICE_COLS = ("open", "high", "low", "close")
+
+
+class MemberBars(NamedTuple):
+    """One constituent's bars as arrays, the form ``chain_linked_composite`` computes on (a bar frame is turned
+    into it first): ``ns`` open times as int64 nanoseconds since the epoch, UTC, ascending; ``values`` one row per
+    bar of open, high, low, close, volume (float64). A reader that has the arrays passes them as they are: per
+    member, building a frame and taking it apart again was most of a bucket's extension."""
+
+    ns: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> MemberBars:
+        """The arrays of a bar frame (columns open…volume, a DatetimeIndex)."""
+        values = np.empty((len(frame), 5))
+        for k, col in enumerate((*_PRICE_COLS, "volume")):
+            values[:, k] = frame[col].to_numpy(dtype=np.float64)
+        return cls(_ns(frame.index), values)
+
+    def __len__(self) -> int:  # bars, not fields
+        return len(self.ns)
 
 
 def _seq_sum(values: np.ndarray) -> np.ndarray:
@@ -48,7 +70,7 @@ def _seq_sum(values: np.ndarray) -> np.ndarray:
 
 
 def chain_linked_composite(
-    constituents: Mapping[str, pd.DataFrame],
+    constituents: Mapping[str, pd.DataFrame] | Mapping[str, MemberBars],
     *,
     membership: pd.DataFrame | None = None,
     base: float = BASE_LEVEL,
@@ -65,13 +87,15 @@ def chain_linked_composite(
     before ``after`` so that its first ratio is taken against its own last close.
 
     Returns columns open, high, low, close, volume, constituents; one row per time a member (that day) has a bar.
+    A constituent may be given as :class:`MemberBars` (its arrays) instead of a frame: the same result, bit for bit.
     """
-    names = sorted(k for k, v in constituents.items() if not v.empty)
+    arrays = {k: v if isinstance(v, MemberBars) else MemberBars.of(v) for k, v in constituents.items() if len(v) > 0}
+    names = sorted(arrays)
     if not names:
         raise DataValidationError("composite needs at least one constituent with bars", series="composite")
     if (after is None) != (level is None):
         raise ValueError("after and level go together")
-    stamps = {name: _ns(constituents[name].index) for name in names}  # ns since epoch, UTC
+    stamps = {name: arrays[name].ns for name in names}  # ns since epoch, UTC
     table = _MembershipTable(membership)
     member_rows = {name: table.rows(stamps[name], name) for name in names}
     index_ns = np.unique(np.concatenate([stamps[name][member_rows[name]] for name in names]))
@@ -82,12 +106,11 @@ def chain_linked_composite(
     valid = np.zeros((n_c, n_t), dtype=bool)
     vol = np.zeros((n_c, n_t))
     for j, name in enumerate(names):
-        frame = constituents[name]
-        v = frame["volume"].to_numpy(dtype=np.float64)
+        prices = arrays[name].values[:, :4]
+        v = arrays[name].values[:, 4]
         traded = v > 0  # a zero-volume bar is a quote: its prices are not a trade
         if traded.sum() < 2:
             continue
-        prices = frame[list(_PRICE_COLS)].to_numpy(dtype=np.float64)
         close = prices[:, 3]
         # each traded member bar after its first trade: ratio against the previous traded close (its own last)
         last_traded = np.maximum.accumulate(np.where(traded, np.arange(len(v)), -1))

@@ -55,7 +55,7 @@ def update_driver(
     from regime_tasks.core.bars import validate_bars
     from regime_tasks.core.live import ta_payload_of_history, window_start
     from regime_tasks.core.mapper import map_engine_payload
-    from regime_tasks.core.series import lay_bars, run_series
+    from regime_tasks.core.series import run_series
     from regime_tasks.core.uptrend import EngineHistory
     from regime_tasks.store.events import append_events, delete_events
     from regime_tasks.store.positions import set_features_bulk
@@ -75,15 +75,22 @@ def update_driver(
         }
 
     s = rt.settings
-    start = None
-    if prev_bar is not None:
+    cache_key = (str(rt.engine.url), book_id, driver, timeframe)
+    held: pd.DataFrame | None = None  # the warm history's bars, checked against the store's fingerprint
+    fingerprint: tuple[pd.Timestamp, pd.Timestamp, store_bars.Fingerprint] | None = None
+    if prev_bar is None:
+        bars = store_bars.read_bars(rt.engine, "regime", key, timeframe, end=until)
+        n_window, n_read = len(bars), len(bars)
+    else:
         start = window_start(prev_bar + bar_delta(timeframe), timeframe, s.ta_window_bars, s.ta_window_slack_bars)
-    bars = store_bars.read_bars(rt.engine, "regime", key, timeframe, start=start, end=until)
-    if bars.empty:
+        bars, held, fingerprint, n_window = _read_window(rt, cache_key, key, timeframe, start, until)
+        n_read = len(bars)
+    if bars.empty and held is None:
         return {**base, "status": "missing", "state": None, "bars": 0, "payload": None}
     series = f"{driver}:{timeframe}"
     # rows may have been written by other programs sharing the database: re-check before computing
-    validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
+    if not bars.empty:
+        validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
     engine_settings = s.engine_settings()
     if prev_bar is None:
         run = run_series(bars, timeframe, engine_settings, diagnostics="last")
@@ -101,16 +108,22 @@ def update_driver(
         history = EngineHistory(window, engine_settings, first_step=len(window) - 1, filled=window_filled)
     else:
         assert prev is not None  # prev_bar was read from it
-        filled, _ = lay_bars(bars, timeframe)
-        cache_key = (str(rt.engine.url), book_id, driver, timeframe)
+        filled = _lay_after(held, bars, timeframe)
         payloads, state_events, history = _step_live(rt, cache_key, timeframe, filled, prev, prev_bar, engine_settings)
         stepped = len(payloads)
+        _FINGERPRINTS.pop(cache_key, None)
+        kept = _LIVE.get(cache_key)
+        if kept is not None and fingerprint is not None and kept.window_start == fingerprint[0]:
+            _FINGERPRINTS[cache_key] = (kept, *fingerprint)  # the stored rows this very history was made from
+        for gone in [k for k in _FINGERPRINTS if k not in _LIVE]:  # histories the cache let go
+            del _FINGERPRINTS[gone]
     if not payloads:
         return {
             **base,
             "status": "unchanged",
             "state": prev.get("state") if prev else None,
-            "bars": len(bars),
+            "bars": n_window,
+            "read": n_read,
             "payload": features.get("regime_engine_v4"),
         }
     now_iso = iso(pd.Timestamp.now(tz="UTC"))
@@ -131,7 +144,8 @@ def update_driver(
         **base,
         "status": "ok",
         "state": regime["state"],
-        "bars": len(bars),
+        "bars": n_window,
+        "read": n_read,
         "stepped": stepped,
         "payload": regime,
     }
@@ -140,6 +154,64 @@ def update_driver(
 # Warm live histories of this process, most recently used last (see core/live.py). A cache only: every entry is
 # checked against the database's bars before use, and a miss rebuilds the same history from them.
 _LIVE: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
+# Per warm history: (that history object, its window start, ``upto``, the fingerprint of the stored rows from that
+# start to ``upto``) read in the same statement as the rows the history was built or extended from
+# (store.bars.read_bars_after). Used only while ``_LIVE`` holds that same object.
+_FINGERPRINTS: dict[tuple[str, str, str, str], tuple[Any, pd.Timestamp, pd.Timestamp, store_bars.Fingerprint]] = {}
+
+
+def _read_window(
+    rt: Runtime,
+    cache_key: tuple[str, str, str, str],
+    key: dict[str, str],
+    timeframe: str,
+    start: pd.Timestamp,
+    until: pd.Timestamp,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, tuple[pd.Timestamp, pd.Timestamp, store_bars.Fingerprint], int]:
+    """The stored bars a live step needs from the anchored window ``start``…``until``.
+
+    A warm history of this window whose stored rows are unchanged — the fingerprint of ``start``…``upto`` that
+    came with its bars equals the store's now — needs only the rows after ``upto``: returns those and the
+    history's own bars (``held``, grid-filled). Otherwise (no warm history, another window, or a row written,
+    corrected or removed anywhere in it) the whole window is read and ``held`` is None. The rows and the
+    fingerprints come from one statement. Returns (rows read, held, (start, until, fingerprint of the window up
+    to ``until``), stored rows in the window)."""
+    live = _LIVE.get(cache_key)
+    seen = _FINGERPRINTS.get(cache_key)
+    if live is not None and seen is not None and seen[0] is live and seen[1] == start == live.window_start and live.n:
+        upto = seen[2]
+        bars, checked, whole = store_bars.read_bars_after(
+            rt.engine, "regime", key, timeframe, start=start, end=until, after=upto
+        )
+        if checked == seen[3]:
+            n = live.n
+            held = pd.DataFrame(
+                {name: live.cols[name][:n].copy() for name in store_bars.BAR_COLUMNS},
+                index=pd.DatetimeIndex(live.timestamps().astype("datetime64[ns]"), name="timestamp").tz_localize("UTC"),
+            ).assign(filled=live.filled[:n].copy())
+            return bars, held, (start, until, whole), int(whole[0])
+        log.debug("stored window changed: read whole %s", kv(series=cache_key[2:], start=iso(start)))
+    bars, _, whole = store_bars.read_bars_after(rt.engine, "regime", key, timeframe, start=start, end=until)
+    return bars, None, (start, until, whole), len(bars)
+
+
+def _lay_after(held: pd.DataFrame | None, bars: pd.DataFrame, timeframe: str) -> pd.DataFrame:
+    """Grid-filled bars: ``held`` (already filled) followed by ``bars`` (stored rows after it), laid as
+    ``lay_bars`` lays the whole window (a gap after the held bars is filled flat at its last close)."""
+    from regime_tasks.core.series import lay_bars
+
+    if held is None:
+        return lay_bars(bars, timeframe)[0]
+    if bars.empty:
+        return held
+    ohlcv = list(store_bars.BAR_COLUMNS)
+    stamps = np.r_[held.index[-1:].as_unit("ns").asi8, bars.index.as_unit("ns").asi8]
+    if (np.diff(stamps) == bar_delta(timeframe).value).all():  # no gap: nothing to fill (most ticks: one bar)
+        laid = bars[ohlcv].assign(filled=False)
+    else:
+        laid = lay_bars(pd.concat([held.iloc[[-1]][ohlcv], bars[ohlcv]]), timeframe)[0].iloc[1:]
+    laid.index = laid.index.as_unit("ns")
+    return pd.concat([held, laid])
 
 
 def _step_live(

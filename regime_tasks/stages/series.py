@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from regime_tasks.core.composite import MemberBars
 from regime_tasks.core.constants import (
     ALT_CONSTITUENTS,
     BUCKETS,
@@ -122,111 +124,162 @@ def bucket_members(rt: Runtime, until: pd.Timestamp | None = None) -> dict[str, 
 def _read_members(
     rt: Runtime, members: list[MemberKey], timeframe: str, start: pd.Timestamp | None, until: pd.Timestamp
 ) -> dict[str, pd.DataFrame]:
-    """Each member's bars from ``start``, reaching back to its own last traded bar before ``start`` (D3)."""
-    frames = {}
-    lowcaps = [mkey for table, mkey in members if table == "lowcap"]
-    if lowcaps:
-        frames.update(_read_lowcap_members(rt, lowcaps, timeframe, start, until))
-    for table, mkey in members:
-        if table == "lowcap":
-            continue
-        frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=start, end=until)  # type: ignore[arg-type]
-        if start is not None and not frame.empty:
-            before = start - pd.Timedelta(seconds=1)
-            prior = store_bars.last_traded_bar(rt.engine, table, mkey, timeframe, before)  # type: ignore[arg-type]
-            frame = pd.concat([prior, frame]) if not prior.empty else frame
-        if not frame.empty:
-            frames["/".join(mkey.values())] = frame[["open", "high", "low", "close", "volume"]]
-    return frames
+    """Each member's bars from ``start``, reaching back to its own last traded bar before ``start`` (D3), as
+    frames (``_read_member_bars``, which the composites use, gives the same bars as arrays)."""
+    out = {}
+    for name, bars in _read_member_bars(rt, members, timeframe, start, until).items():
+        index = pd.DatetimeIndex(bars.ns.astype("datetime64[ns]"), name="timestamp").tz_localize("UTC")
+        out[name] = pd.DataFrame(bars.values, index=index.as_unit("us"), columns=list(store_bars.BAR_COLUMNS))
+    return out
 
 
 _PRIOR_LOOKBACK_BARS = 10  # most members traded in the last 10 bars; the others' last close costs one more query
 
 
+def _read_member_bars(
+    rt: Runtime, members: list[MemberKey], timeframe: str, start: pd.Timestamp | None, until: pd.Timestamp
+) -> dict[str, MemberBars]:
+    """``_read_members`` as arrays (``core.composite.MemberBars``): no frame per member."""
+    out = {}
+    lowcaps = [mkey for table, mkey in members if table == "lowcap"]
+    if lowcaps:
+        out.update(_read_lowcap_members(rt, lowcaps, timeframe, start, until))
+    for table, mkey in members:
+        if table == "lowcap":
+            continue
+        # from _PRIOR_LOOKBACK_BARS before ``start``: a major's last traded bar before it is nearly always there
+        lookback = None if start is None else start - bar_delta(timeframe) * _PRIOR_LOOKBACK_BARS
+        frame = store_bars.read_bars(rt.engine, table, mkey, timeframe, start=lookback, end=until)  # type: ignore[arg-type]
+        if start is not None and not frame.empty:
+            new = frame.index >= start
+            if not new.any():
+                continue
+            traded_before = np.flatnonzero(~new & (frame["volume"].to_numpy() > 0))
+            if len(traded_before):
+                frame = frame.iloc[np.r_[traded_before[-1], np.flatnonzero(new)]]
+            else:
+                frame = frame[new]
+                before = start - pd.Timedelta(seconds=1)
+                prior = store_bars.last_traded_bar(rt.engine, table, mkey, timeframe, before)  # type: ignore[arg-type]
+                frame = pd.concat([prior, frame]) if not prior.empty else frame
+        if not frame.empty:
+            out["/".join(mkey.values())] = MemberBars.of(frame)
+    return out
+
+
 def _read_lowcap_members(
     rt: Runtime, keys: list[dict[str, str]], timeframe: str, start: pd.Timestamp | None, until: pd.Timestamp
-) -> dict[str, pd.DataFrame]:
-    """``_read_members`` for lowcap series in one query (a bucket has up to 64 members; one read per member was
-    most of a 1m tick): the bars from ``_PRIOR_LOOKBACK_BARS`` bars before ``start`` to ``until``, of which each
-    member keeps those from ``start`` and its last traded bar before; the members with no traded bar in that
-    lookback get theirs from one more query (``_last_traded_bars``)."""
-
+) -> dict[str, MemberBars]:
+    """``_read_member_bars`` for lowcap series in one query (a bucket has up to 64 members; one read per member
+    was most of a 1m tick): the bars from ``_PRIOR_LOOKBACK_BARS`` bars before ``start`` to ``until``, of which
+    each member keeps those from ``start`` and its last traded bar before; the members with no traded bar in that
+    lookback get theirs from one more query (``_last_traded_bars``). On SQLite the rows come through the driver's
+    cursor with times as stored text (parsed as one column), as ``store.bars.read_bars`` reads them."""
     from regime_tasks.store.schema import lowcap_price_data_ohlc as t
 
     wanted = {_token_name(k): k for k in keys}
     lookback = None if start is None else start - bar_delta(timeframe) * _PRIOR_LOOKBACK_BARS
-    # SQLite keeps times as text: parsed below as one column, not a datetime per row (as store.bars.read_bars)
-    ts = sa.type_coerce(t.c.timestamp, sa.String()) if rt.engine.dialect.name == "sqlite" else t.c.timestamp
-    cols = [t.c.token_contract, t.c.token_chain, ts, t.c.open_usd, t.c.high_usd, t.c.low_usd]
-    q = sa.select(*cols, t.c.close_usd, t.c.volume).where(
-        t.c.timeframe == timeframe,
-        t.c.token_contract.in_(sorted({k["token_contract"] for k in keys})),
-        t.c.token_chain.in_(sorted({k["token_chain"] for k in keys})),
-        t.c.timestamp <= until.to_pydatetime(),
-    )
-    if lookback is not None:
-        q = q.where(t.c.timestamp >= lookback.to_pydatetime())
-    with rt.engine.connect() as conn:
-        rows = conn.execute(q.order_by(t.c.token_contract, t.c.token_chain, t.c.timestamp)).all()
-    frames: dict[str, pd.DataFrame] = {}
-    cols_out = list(store_bars.BAR_COLUMNS)
+    contracts = sorted({k["token_contract"] for k in keys})
+    chains = sorted({k["token_chain"] for k in keys})
+    price_cols = ("open_usd", "high_usd", "low_usd", "close_usd", "volume")
+    if rt.engine.dialect.name == "sqlite":
+        stamp = store_bars.sqlite_stamps
+        where = ['"timeframe" = ?', '"timestamp" <= ?']
+        params: list[Any] = [timeframe, stamp(pd.DatetimeIndex([until]))[0]]
+        if lookback is not None:
+            where.append('"timestamp" >= ?')
+            params.append(stamp(pd.DatetimeIndex([lookback]))[0])
+        where.append(f'"token_contract" IN ({", ".join("?" * len(contracts))})')
+        where.append(f'"token_chain" IN ({", ".join("?" * len(chains))})')
+        params += [*contracts, *chains]
+        cols = ", ".join(f'"{c}"' for c in ("token_contract", "token_chain", "timestamp", *price_cols))
+        sql = (
+            f'SELECT {cols} FROM "{t.name}" WHERE {" AND ".join(where)} '
+            'ORDER BY "token_contract", "token_chain", "timestamp"'
+        )
+        with rt.engine.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                rows = cursor.execute(sql, params).fetchall()
+            finally:
+                cursor.close()
+    else:
+        q = sa.select(t.c.token_contract, t.c.token_chain, t.c.timestamp, *(t.c[c] for c in price_cols)).where(
+            t.c.timeframe == timeframe,
+            t.c.token_contract.in_(contracts),
+            t.c.token_chain.in_(chains),
+            t.c.timestamp <= until.to_pydatetime(),
+        )
+        if lookback is not None:
+            q = q.where(t.c.timestamp >= lookback.to_pydatetime())
+        with rt.engine.connect() as conn:
+            rows = conn.execute(q.order_by(t.c.token_contract, t.c.token_chain, t.c.timestamp)).all()
+    out: dict[str, MemberBars] = {}
     if rows:
         contract, chain, stamps, *values = zip(*rows, strict=True)
-        names = np.array([f"{a}@{b}" for a, b in zip(contract, chain, strict=True)])
-        text = isinstance(stamps[0], str)
-        index = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps), utc=True, format="ISO8601" if text else None))
-        index = index.rename("timestamp")
+        ns = _stamps_ns(stamps)
         prices = np.array(values, dtype=np.float64).T  # rows × open, high, low, close, volume
-        new = np.ones(len(names), dtype=bool) if start is None else index >= start
+        new = np.ones(len(ns), dtype=bool) if start is None else ns >= pd.Timestamp(start).value
         traded_before = ~new & (prices[:, 4] > 0)
-        bounds = np.flatnonzero(names[1:] != names[:-1]) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(names)], strict=True):
-            name = str(names[lo])
+        # members' row ranges: rows are sorted by (contract, chain), so a range ends where either changes
+        change = [k for k in range(1, len(contract)) if contract[k] != contract[k - 1] or chain[k] != chain[k - 1]]
+        bounds = [0, *change, len(contract)]
+        for lo, hi in itertools.pairwise(bounds):
+            name = f"{contract[lo]}@{chain[lo]}"
             if name not in wanted or not new[hi - 1]:  # rows sorted by time: no bar from ``start`` on
                 continue
             first = lo + int(np.argmax(new[lo:hi]))
             prior = np.flatnonzero(traded_before[lo:first])
             pos = np.r_[lo + prior[-1], first:hi] if len(prior) else np.arange(first, hi)
-            frames[name] = pd.DataFrame(prices[pos], index=index.take(pos), columns=cols_out)
+            out[name] = MemberBars(ns[pos], prices[pos])
     if start is not None:  # members with no traded bar in the lookback: their own last one, in one query
-        alone = [n for n, f in frames.items() if f.index[0] >= start]
-        for name, prior in _last_traded_bars(rt, [wanted[n] for n in alone], timeframe, start).items():
-            frames[name] = pd.concat([prior, frames[name]])
-    return frames
+        alone = [n for n, b in out.items() if b.ns[0] >= pd.Timestamp(start).value]
+        for name, prior_bar in _last_traded_bars(rt, [wanted[n] for n in alone], timeframe, start).items():
+            bars = out[name]
+            out[name] = MemberBars(np.r_[prior_bar.ns, bars.ns], np.vstack([prior_bar.values, bars.values]))
+    return out
+
+
+def _stamps_ns(stamps: tuple[Any, ...]) -> np.ndarray:
+    """Bar times as read (SQLite text or driver datetimes) as int64 ns since the epoch, UTC."""
+    if stamps and all(type(v) is str and len(v) == 26 and v[10] == " " for v in stamps):  # what SQLAlchemy writes
+        return np.array(stamps, dtype="datetime64[us]").astype("datetime64[ns]").view(np.int64)
+    text = bool(stamps) and isinstance(stamps[0], str)
+    parsed = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601" if text else None)
+    return pd.DatetimeIndex(parsed).as_unit("ns").asi8
 
 
 def _last_traded_bars(
     rt: Runtime, keys: list[dict[str, str]], timeframe: str, start: pd.Timestamp
-) -> dict[str, pd.DataFrame]:
-    """``contract@chain`` → its newest bar with volume > 0 before ``start`` (one frame row; absent if none)."""
-
+) -> dict[str, MemberBars]:
+    """``contract@chain`` → its newest bar with volume > 0 before ``start`` (one bar; absent if none): one
+    statement of one index probe per member. Written as text with bound values (SQLAlchemy compiled a union of
+    64 subqueries anew for most ticks: ~15 ms)."""
+    from regime_tasks.store.schema import UTCDateTime
     from regime_tasks.store.schema import lowcap_price_data_ohlc as t
 
     if not keys:
         return {}
-    cols = [t.c.token_contract, t.c.token_chain, t.c.timestamp, t.c.open_usd, t.c.high_usd, t.c.low_usd]
-    parts = [
-        sa.select(*cols, t.c.close_usd, t.c.volume)
-        .where(
-            t.c.token_contract == k["token_contract"],
-            t.c.token_chain == k["token_chain"],
-            t.c.timeframe == timeframe,
-            t.c.volume > 0,
-            t.c.timestamp < start.to_pydatetime(),
-        )
-        .order_by(t.c.timestamp.desc())
-        .limit(1)
-        .subquery()
-        for k in keys
-    ]
+    cols = ", ".join(
+        f'"{c}"' for c in ("token_contract", "token_chain", "timestamp", "open_usd", "high_usd", "low_usd", "close_usd")
+    )
     out = {}
-    for i in range(0, len(parts), 100):  # SQLite's compound SELECT limit is 500 terms
-        q = sa.union_all(*(sa.select(p) for p in parts[i : i + 100]))
+    for i in range(0, len(keys), 100):  # SQLite's compound SELECT limit is 500 terms
+        part = keys[i : i + 100]
+        sql = " UNION ALL ".join(
+            f'SELECT * FROM (SELECT {cols}, "volume" FROM "{t.name}" WHERE "token_contract" = :c{k} '
+            f'AND "token_chain" = :h{k} AND "timeframe" = :tf AND "volume" > 0 AND "timestamp" < :start '
+            f'ORDER BY "timestamp" DESC LIMIT 1) AS p{k}'
+            for k in range(len(part))
+        )
+        params: dict[str, Any] = {"tf": timeframe, "start": start.to_pydatetime()}
+        for k, key in enumerate(part):
+            params[f"c{k}"], params[f"h{k}"] = key["token_contract"], key["token_chain"]
+        q = sa.text(sql).bindparams(sa.bindparam("start", type_=UTCDateTime()))
         with rt.engine.connect() as conn:
-            rows = conn.execute(q).all()
+            rows = conn.execute(q, params).all()
         for contract, chain, ts, *values in rows:
-            stamp = pd.DatetimeIndex(pd.to_datetime([ts], utc=True), name="timestamp")
-            out[f"{contract}@{chain}"] = pd.DataFrame([values], index=stamp, columns=list(store_bars.BAR_COLUMNS))
+            out[f"{contract}@{chain}"] = MemberBars(_stamps_ns((ts,)), np.array([values], dtype=np.float64))
     return out
 
 
@@ -264,7 +317,7 @@ def _composite_series(
     if not members:
         return 0
     if last is None:
-        frames = _read_members(rt, members, timeframe, None, until)
+        frames = _read_member_bars(rt, members, timeframe, None, until)
         if not frames:
             return 0
         comp = chain_linked_composite(frames, membership=membership)
@@ -276,7 +329,7 @@ def _composite_series(
         recent = membership[membership.index >= anchor.floor("1D")]
         current = set(recent.columns[recent.to_numpy(dtype=bool).any(axis=0)])
         members = [m for m in members if m[0] != "lowcap" or _token_name(m[1]) in current]
-    frames = _read_members(rt, members, timeframe, anchor + bar_delta(timeframe), until)
+    frames = _read_member_bars(rt, members, timeframe, anchor + bar_delta(timeframe), until)
     if not frames:
         return 0
     level = float(stored["close"].iloc[0])

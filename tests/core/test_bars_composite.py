@@ -313,6 +313,29 @@ def test_extending_from_a_stored_level_equals_a_rebuild_bit_for_bit(alts_5m) -> 
     pd.testing.assert_frame_equal(pd.concat([part, tail]), full, check_exact=True)
 
 
+def test_members_given_as_arrays_give_the_frames_result_bit_for_bit(alts_5m) -> None:
+    from regime_tasks.core.composite import MemberBars
+
+    # quotes (zero volume), a member that leaves and one that joins late, a membership table, and an extension
+    frames = dict(alts_5m)
+    frames["ETH"] = frames["ETH"].assign(volume=lambda f: f["volume"].where(np.arange(len(f)) % 7 != 3, 0.0))
+    frames["LTC"] = frames["LTC"].iloc[:1500]
+    frames["XMR"] = frames["XMR"].iloc[3000:]
+    days = pd.date_range(min(f.index[0] for f in frames.values()).floor("1D"), periods=30, freq="1D", tz="UTC")
+    membership = pd.DataFrame(True, index=days, columns=sorted(frames))
+    membership.loc[days[1], ["ADA", "TRX"]] = False
+    arrays = {k: MemberBars.of(f) for k, f in frames.items()}
+    assert len(arrays["LTC"]) == 1500 and arrays["LTC"].values.shape == (1500, 5)
+    whole = chain_linked_composite(frames, membership=membership)
+    pd.testing.assert_frame_equal(chain_linked_composite(arrays, membership=membership), whole, check_exact=True)
+    cut = whole.index[2000]
+    level = float(whole.loc[cut, "close"])
+    tail = chain_linked_composite(frames, membership=membership, after=cut, level=level)
+    got = chain_linked_composite(arrays, membership=membership, after=cut, level=level)
+    pd.testing.assert_frame_equal(got, tail, check_exact=True)
+    assert (tail["constituents"] < len(frames)).any()  # the inputs do make members drop out
+
+
 # --- dominance below 1d (D16) ------------------------------------------------------------------------------------
 def _dominance_inputs(hours: int = 24 * 6) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Caps of three coins and a stablecoin on 1h bars (built here), and a published daily series."""
