@@ -61,7 +61,7 @@ class Stack:
             "REGIME_RESULT_BACKEND": f"{self.redis.url}/2",
             "REGIME_SOURCE": "live",
             # this module plays the host of plan §5.1 (_host_data writes lowcap bars, caps and dominance); the
-            # hostless universe path is tests/test_stages_universe.py (and its weight-paced fetch of ~150 coins
+            # hostless universe path is tests/stages/test_universe.py (and its weight-paced fetch of ~150 coins
             # per 1h tick would not fit these tests' 14 s task limit)
             "REGIME_LOWCAP_SOURCE": "host",
             "REGIME_BOOK_ID": BOOK,

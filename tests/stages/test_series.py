@@ -1,7 +1,7 @@
 """The build-series stage (stages.build_driver_series) without a broker: driver series extended tick by tick equal
 a rebuild from the same inputs bit for bit — BTC copied from its majors bars, ALT as the chain-linked index of
 SOL, ETH, BNB and HYPE continued from its stored close, BTC.d/USDT.d as imported. The buckets (point-in-time members,
-membership changing at midnight) are covered on the bundled lowcaps by tests/test_stages_buckets.py.
+membership changing at midnight) are covered on the bundled lowcaps by tests/stages/test_buckets.py.
 
 SQLite files; the file source is the bundled real majors and the tail of the bundled dominance (``files_dir``).
 """
