@@ -47,6 +47,7 @@ def test_stream_counts_one_reconnect_when_the_last_minute_is_stored_late(venues,
     _stream_through_one_drop(venues, tmp_path)
 
 
+@pytest.mark.slow
 def test_member_stream_writes_universe_bars_through_a_drop(venues, tmp_path: Path, monkeypatch) -> None:
     """``regime stream --members``: two bucket members' 1m candles (real AAVE perp and VAPOR spot, the bundle's) on
     one connection into the lowcap table, the outage's minutes from REST — the catch-up that loses no closed bar."""

@@ -91,6 +91,7 @@ def _delete_bar(rt: Runtime, symbol: str, chain: str, ts: pd.Timestamp) -> None:
     assert gone == 1
 
 
+@pytest.mark.slow
 def test_a_late_member_bar_rewrites_the_index_from_that_bar_and_equals_a_rebuild(tmp_path) -> None:
     """A member's bar stored after the index passed it (a deferred REST catch-up, a late websocket bar): the next
     extension recomputes from the earliest bar whose constituents changed, and the index equals a rebuild."""

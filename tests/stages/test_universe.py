@@ -89,6 +89,7 @@ def real(symbol: str, tf: str, start: pd.Timestamp, until: pd.Timestamp) -> pd.D
     return frame[(t >= start) & (t <= until)]
 
 
+@pytest.mark.slow
 def test_universe_members_bars_and_caps_come_from_the_venue(venues, tmp_path, budget) -> None:
     rt = runtime(venues, tmp_path / "u.db")
     until_1d = stages.last_closed_bar("1d", NOW)
@@ -120,6 +121,7 @@ def test_universe_members_bars_and_caps_come_from_the_venue(venues, tmp_path, bu
     assert stored(rt, "ZEREBRO", "1h").index[-1] == until_1h
 
 
+@pytest.mark.slow
 def test_a_tight_weight_budget_defers_members_and_the_next_run_catches_up(venues, tmp_path, monkeypatch) -> None:
     rt = runtime(venues, tmp_path / "b.db")
     until = stages.last_closed_bar("1d", NOW)
@@ -176,6 +178,7 @@ def test_a_failed_listing_refresh_keeps_the_last_listing_and_says_so(venues, tmp
     assert "HTTP 502" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_coin_delisted_mid_window_keeps_its_bars_and_leaves_the_fetch(venues, tmp_path) -> None:
     rt = runtime(venues, tmp_path / "d.db", universe_listing_refresh_secs=0.001)
     until = stages.last_closed_bar("1h", NOW - pd.Timedelta(hours=3))
