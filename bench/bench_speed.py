@@ -147,10 +147,10 @@ def one(name: str, arg: str | None) -> dict:
 def cli_run(code: Path, path: Path, timeframe: str) -> dict:
     """Wall time and peak RSS of ``regime engine FILE --jsonl`` in a child process (output discarded)."""
     env = {**os.environ, "PYTHONPATH": str(code)}
-    regime = Path(sys.executable).with_name("regime")
+    # ``python -m regime_tasks.cli`` runs each tree's own entry point (the venv's ``regime`` script is this tree's)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [str(regime), "engine", str(path), "--timeframe", timeframe, "--jsonl"],
+        [sys.executable, "-m", "regime_tasks.cli", "engine", str(path), "--timeframe", timeframe, "--jsonl"],
         env=env,
         cwd=code,
         stdout=subprocess.DEVNULL,

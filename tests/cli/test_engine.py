@@ -25,6 +25,24 @@ def test_jsonl_has_one_line_per_bar_with_iso_times_states_flags_scores(capsys) -
     assert set(lines[-1]["scores"]) == {"ts", "ts_with_boost", "sr_boost", "ox", "dx", "edx"}
 
 
+def test_engine_reads_no_settings_but_its_log_level(tmp_path) -> None:
+    # a pure computation on a file: settings it does not use (here an impossible batch size) do not stop it, and
+    # it does not even import them (pydantic and Celery's URL tables were a fifth of its run); the log level,
+    # which it uses, is still checked (tests/cli/test_errors.py)
+    path = real_file("btc", "BTCUSD-1d-2020-01-01_2021-10-27.csv")
+    code = (
+        "import sys; from regime_tasks.cli import main; "
+        f"rc = main(['engine', {str(path)!r}, '--timeframe', '1d', '--jsonl']); "
+        "print('config loaded' if 'regime_tasks.config' in sys.modules else 'config not loaded', file=sys.stderr); "
+        "sys.exit(rc)"
+    )
+    env = {"REGIME_DB_BATCH_ROWS": "-1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 666
+    assert out.stderr.splitlines()[-1] == "config not loaded"
+
+
 @pytest.mark.slow
 def test_parquet_input_and_engine_settings(tmp_path, capsys) -> None:
     raw = pd.read_csv(real_file("alts_2018_5m", "ETH_BTC-5m.csv"))
