@@ -336,7 +336,9 @@ def _books_reading(book_id: str) -> list[str]:
     return sorted(CRYPTO_BOOK_IDS) if regime_book_id(book_id) == DEFAULT_BOOK_ID else [book_id]
 
 
-def _row_levers(row: Any, entries: PreparedEntries, source: str, clock: dt.datetime, settings: Any) -> dict[str, Any]:
+def _row_levers(
+    row: Any, entries: PreparedEntries, source: str, clock: dt.datetime, computed_at: str, settings: Any
+) -> dict[str, Any]:
     """``features.levers`` of one position row, or a RegimeError saying why it has none."""
     if row.problem is not None:  # features not a JSON object: written by a host, unreadable for us
         raise DataValidationError(row.problem, field="features")
@@ -349,8 +351,8 @@ def _row_levers(row: Any, entries: PreparedEntries, source: str, clock: dt.datet
     if bucket is None:
         # Levers without the bucket driver would silently drop its weight of 3: refuse instead.
         raise DataValidationError("no bucket and no market_cap_usd", field="bucket")
-    res = compute_levers_from_entries(entries, row.features, row.timeframe, bucket, now=clock)
-    diag = res["diagnostics"]
+    res = compute_levers_from_entries(entries, row.features, row.timeframe, bucket, now=clock, copy=False)
+    diag = res["diagnostics"]  # shared lists (copy=False): serialised below, never changed
     return {
         "A_value": res["A_value"],
         "E_value": res["E_value"],
@@ -362,7 +364,7 @@ def _row_levers(row: Any, entries: PreparedEntries, source: str, clock: dt.datet
         "missing": diag["missing"],
         "intent": {"delta_a": diag["intent"]["delta_a"], "delta_e": diag["intent"]["delta_e"]},
         "source": source,
-        "computed_at": clock.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "computed_at": computed_at,
     }
 
 
@@ -415,12 +417,13 @@ def run_levers_task(
     loaded, source = load_entries(book_id, cache=cache, engine=engine)
     entries = prepare_entries(loaded)  # parsed once for every row
     settings = get_settings()
+    computed_at = clock.strftime("%Y-%m-%dT%H:%M:%SZ")
     written, errors = 0, []
     for batch in iter_lever_positions(engine, book_ids=_books_reading(book_id), batch_rows=batch_rows):
         updates = []
         for row in batch:
             try:
-                updates.append((row.id, "levers", _row_levers(row, entries, source, clock, settings)))
+                updates.append((row.id, "levers", _row_levers(row, entries, source, clock, computed_at, settings)))
             except RegimeError as exc:  # the row's own inputs; nothing to retry
                 errors.append({"id": row.id, "error": str(exc)})
         written += _write_batch(engine, updates, errors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,7 @@ def make_engine(url: str, *, cached: bool = True) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_pre_ping=False)
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_pre_ping=False, json_deserializer=loads)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = sa.create_engine(
@@ -61,6 +62,7 @@ def make_engine(url: str, *, cached: bool = True) -> Engine:
             pool_size=5,
             max_overflow=5,
             connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
+            json_deserializer=loads,  # psycopg2 decodes json/jsonb columns with it
         )
     if cached:
         with _ENGINES_LOCK:
@@ -176,6 +178,26 @@ def _clean(value: Any) -> Any:
 def to_json_value(value: Any) -> Any:
     """Make a payload JSON-safe: NaN/inf → null, numpy scalars → Python, datetimes → ISO strings."""
     return _clean(value)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode a JSON column exactly as the standard library does, in a third of its time where that is safe.
+
+    orjson reads an integer beyond 64 bits as a float (a token amount in wei, ``1000000000000000000000``, would
+    come back rounded), so a document with a run of 19 or more digits anywhere goes to the standard library, as
+    does anything orjson refuses; the levers task reads 100k rows of ``features`` through this.
+    """
+    if isinstance(text, bytes | bytearray):
+        text = text.decode()
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def dumps(value: Any) -> str:

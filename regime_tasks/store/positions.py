@@ -267,11 +267,21 @@ def iter_lever_positions(
 ) -> Iterator[list[PositionRow]]:
     """Positions with status active/watchlist (never regime drivers), in id order, ``batch_rows`` at a time.
 
-    ``market_cap_usd`` comes from ``tokens`` (same contract and chain) for bucket assignment.
+    ``market_cap_usd`` comes from ``tokens`` (same contract and chain) for bucket assignment. The ids are listed
+    in one statement, then each batch is read by its ids alone, which leaves the planner nothing but primary-key
+    lookups; the filters are applied again here, so a row that changed status or book meanwhile is left out.
+    With the filters in the batch's SQL (or paging by ``id > last … LIMIT``), PostgreSQL scanned the whole status
+    index for every batch whenever the table's statistics were stale, as right after a host inserted many
+    positions: quadratic, 0.86 s of a 30,000-row task against 0.08 s with fresh statistics.
     """
     p, tk = lowcap_positions, tokens
-    last_id = 0
-    while True:
+    wanted = [p.c.status.in_(LEVER_POSITION_STATUSES)]
+    if book_ids is not None:
+        wanted.append(p.c.book_id.in_(list(book_ids)))
+    statuses, books = frozenset(LEVER_POSITION_STATUSES), None if book_ids is None else frozenset(book_ids)
+    with engine.connect() as conn:
+        ids = conn.execute(sa.select(p.c.id).where(*wanted).order_by(p.c.id)).scalars().all()
+    for start in range(0, len(ids), batch_rows):
         q = (
             sa.select(
                 p.c.id,
@@ -287,16 +297,14 @@ def iter_lever_positions(
             .select_from(
                 p.outerjoin(tk, sa.and_(tk.c.token_contract == p.c.token_contract, tk.c.token_chain == p.c.token_chain))
             )
-            .where(p.c.status.in_(LEVER_POSITION_STATUSES), p.c.id > last_id)
+            .where(p.c.id.in_(ids[start : start + batch_rows]))
             .order_by(p.c.id)
-            .limit(batch_rows)
         )
-        if book_ids is not None:
-            q = q.where(p.c.book_id.in_(list(book_ids)))
         with engine.connect() as conn:
             rows = conn.execute(q).all()
+        rows = [r for r in rows if r.status in statuses and (books is None or r.book_id in books)]
         if not rows:
-            return
+            continue
         yield [
             PositionRow(
                 id=int(r.id),
@@ -313,7 +321,6 @@ def iter_lever_positions(
             for r in rows
             for feats, problem in (_row_features(r.features),)
         ]
-        last_id = int(rows[-1].id)
 
 
 def upsert_tokens(engine: Engine, rows: Iterable[Mapping[str, Any]]) -> int:

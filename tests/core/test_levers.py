@@ -264,6 +264,8 @@ def test_one_prepared_snapshot_reused_across_times_and_positions_equals_a_fresh_
         features = {"intent_metrics": {"hi_buy": rng.random(), "sell": rng.random()}}
         got = compute_levers_from_entries(prepared, features, tf, bucket, now=now)
         assert got == compute_levers_from_entries(dict(entries), features, tf, bucket, now=now)
+        # the levers task's read-only form (copy=False) gives the same result, from shared lists
+        assert compute_levers_from_entries(prepared, features, tf, bucket, now=now, copy=False) == got
         got["diagnostics"]["contributions"][0]["status"] = "changed by the caller"  # must not leak into the next
         got["diagnostics"]["stale"].append("x")
         assert market_summary(prepared, now=now) == market_summary(dict(entries), now=now)

@@ -212,6 +212,64 @@ def test_lever_positions_exclude_regime_drivers_and_join_market_caps(engine) -> 
     assert rows[1].bucket == "mid" and rows[1].market_cap_usd is None
 
 
+def test_lever_positions_in_batches_keep_their_order_and_filters(engine) -> None:
+    ids = {}
+    for k, (status, book) in enumerate(
+        [
+            ("active", "onchain_crypto"),
+            ("watchlist", "spot_crypto"),
+            ("closed", "onchain_crypto"),
+            ("active", "other_book"),
+            ("active", "perp_crypto"),
+            ("watchlist", "onchain_crypto"),
+        ]
+    ):
+        ids[k] = positions.insert_position(
+            engine, token_contract=f"0x{k}", token_chain="base", timeframe="1h", status=status, book_id=book
+        )
+    crypto = ["onchain_crypto", "perp_crypto", "spot_crypto"]
+
+    batches = list(positions.iter_lever_positions(engine, book_ids=crypto, batch_rows=2))
+
+    assert [[r.id for r in b] for b in batches] == [[ids[0], ids[1]], [ids[4], ids[5]]]
+    assert [r.id for b in positions.iter_lever_positions(engine, batch_rows=10) for r in b] == [
+        ids[0],
+        ids[1],
+        ids[3],
+        ids[4],
+        ids[5],
+    ]
+
+
+def test_a_position_closed_while_the_levers_task_reads_is_left_out(engine) -> None:
+    first, second, third = (
+        positions.insert_position(engine, token_contract=f"0x{k}", token_chain="base", timeframe="1h", status="active")
+        for k in range(3)
+    )
+    batches = positions.iter_lever_positions(engine, batch_rows=1)
+    assert [r.id for r in next(batches)] == [first]  # the ids were listed before this row closes
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(positions.lowcap_positions)
+            .where(positions.lowcap_positions.c.id == second)
+            .values(status="closed")
+        )
+
+    assert [r.id for b in batches for r in b] == [third]
+
+
+def test_json_columns_read_back_exactly_large_integers_included(engine) -> None:
+    # orjson reads integers beyond 64 bits as floats: such documents must decode as the standard library does
+    row = positions.insert_position(engine, token_contract="0xabc", token_chain="base", timeframe="1h", status="active")
+    wei = 1_000_000_000_000_000_000_000  # 1,000 ETH in wei
+    doc = {"balance_wei": wei, "big_negative": -(2**70), "price": 0.1, "tiny": 1e-300, "nested": {"n": [1, 2.5]}}
+    positions.set_feature(engine, row, "host", doc)
+
+    back = positions.get_features(engine, row)["host"]
+
+    assert back == doc and back["balance_wei"] == wei and isinstance(back["balance_wei"], int)
+
+
 def test_state_events_are_idempotent_per_bar(engine) -> None:
     ev = {"state": "S1", "prev_state": "S0", "bar_ts": "2024-01-01T05:00:00Z", "price": 10.0, "flags": {"buy": False}}
 
