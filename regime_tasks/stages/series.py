@@ -401,23 +401,30 @@ def build_dominance_series(rt: Runtime, timeframe: str, until: pd.Timestamp) -> 
     from regime_tasks.core.dominance import samples_to_1m_bars
     from regime_tasks.store.dominance import read_samples
 
-    written = {}
+    written: dict[str, int] = {}
+    starts: dict[str, pd.Timestamp | None] = {}
     for driver in DOMINANCE_DRIVERS:
-        key = {"driver": driver}
-        last = store_bars.last_bar_ts(rt.engine, "regime", key, timeframe)
+        last = store_bars.last_bar_ts(rt.engine, "regime", {"driver": driver}, timeframe)
         if last is not None and last >= until:
             written[driver] = 0
-            continue
-        start = None if last is None else last + bar_delta(timeframe)
+        else:
+            starts[driver] = None if last is None else last + bar_delta(timeframe)
+    minutes: dict[str, pd.DataFrame] = {}
+    if timeframe == "1m" and starts:
+        # both series come from the same samples: read them once, from one hour before the earlier start so that
+        # the first new minute can be a flat bar at the previous close
+        known = [x for x in starts.values() if x is not None]
+        first = None if len(known) < len(starts) else min(known) - pd.Timedelta(hours=1)
+        samples = read_samples(rt.engine, start=first, end=until + bar_delta("1m"))
+        if not samples.empty:
+            minutes = samples_to_1m_bars(samples, end=until)
+    for driver, start in starts.items():
+        key = {"driver": driver}
         if timeframe == "1m":
-            # one bar before the start so the first new minute can be a flat bar at the previous close
-            samples = read_samples(
-                rt.engine, start=None if start is None else start - pd.Timedelta(hours=1), end=until + bar_delta("1m")
-            )
-            if samples.empty:
+            if driver not in minutes:
                 written[driver] = 0
                 continue
-            frame = samples_to_1m_bars(samples, end=until)[driver]
+            frame = minutes[driver]
         else:
             lower = "1m" if timeframe == "1h" else "1h"
             src = store_bars.read_bars(rt.engine, "regime", key, lower, start=start, end=until + bar_delta(timeframe))
@@ -429,4 +436,4 @@ def build_dominance_series(rt: Runtime, timeframe: str, until: pd.Timestamp) -> 
             frame = frame[frame.index >= start]
         frame = frame[frame.index <= until]
         written[driver] = store_bars.upsert_bars(rt.engine, "regime", key, timeframe, frame, source="dominance")
-    return written
+    return {d: written[d] for d in DOMINANCE_DRIVERS}
