@@ -119,15 +119,16 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
 @app.task(name="regime.collect.tick", bind=True, base=RegimeTask)
 @within_retry_budget
 def collect(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
-    """Fetch/import the input bars of one timeframe up to ``until`` (queue regime.io)."""
-    return stages.collect(get_runtime(), timeframe, timeframes.parse_ts(until))
+    """Fetch/import the input bars of one timeframe up to ``until`` (queue regime.io); once per bar for all books."""
+    return stages.collect_once(get_runtime(), timeframe, timeframes.parse_ts(until))
 
 
 @app.task(name="regime.composite.build", bind=True, base=RegimeTask)
 @within_retry_budget
 def composite(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
-    """Build the driver price series (BTC, ALT, buckets, dominance) of one timeframe up to ``until``."""
-    return stages.build_driver_series(get_runtime(), timeframe, timeframes.parse_ts(until))
+    """Build the driver price series (BTC, ALT, buckets, dominance) of one timeframe up to ``until``; once per bar
+    for all books."""
+    return stages.build_driver_series_once(get_runtime(), timeframe, timeframes.parse_ts(until))
 
 
 @app.task(name="regime.driver.update", bind=True, base=RegimeTask)
