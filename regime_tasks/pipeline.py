@@ -169,13 +169,18 @@ def due_catch_ups(
     return due
 
 
-def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -> dict[str, dict[str, Any]]:
+def beat_schedule(
+    heartbeat_secs: int = 30, replay_speed: float | None = None, book_id: str | None = None
+) -> dict[str, dict[str, Any]]:
     """Beat entries: each timeframe a few seconds after its bar closes; 1m entries expire (no backlog replay).
 
     The heartbeat entry lets operators (``regime status``) and tests see that exactly one beat is scheduling.
     On the replay clock (``replay_speed``) a tick runs every bar length of *replay* time — every 60/speed s for
     1m — since replay bars do not close on the wall clock's minutes; the tick resolves its bar by that clock.
+    ``book_id`` (a beat's ``REGIME_BOOK_ID``) goes with every tick, so that a worker pool shared by several books'
+    beats computes the book of the beat that sent the tick, not the worker's own default.
     """
+    args: tuple[Any, ...] = () if book_id is None else (None, book_id)
     if replay_speed is not None:
         return {
             "regime-beat-heartbeat": {
@@ -187,7 +192,7 @@ def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -
                 f"regime-tick-{tf}": {
                     "task": "regime.tick",
                     "schedule": TIMEFRAME_SECONDS[tf] / replay_speed,
-                    "args": (tf,),
+                    "args": (tf, *args),
                     "options": {"expires": ONE_MINUTE_TICK_EXPIRES_SECS / replay_speed} if tf == "1m" else {},
                 }
                 for tf in sorted(REGIME_TIMEFRAMES, key=TIMEFRAME_SECONDS.__getitem__)
@@ -202,19 +207,19 @@ def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -
         "regime-tick-1m": {
             "task": "regime.tick",
             "schedule": crontab(minute="*"),
-            "args": ("1m",),
+            "args": ("1m", *args),
             "options": {"countdown": TICK_DELAY_SECS["1m"], "expires": ONE_MINUTE_TICK_EXPIRES_SECS},
         },
         "regime-tick-1h": {
             "task": "regime.tick",
             "schedule": crontab(minute=0),
-            "args": ("1h",),
+            "args": ("1h", *args),
             "options": {"countdown": TICK_DELAY_SECS["1h"]},
         },
         "regime-tick-1d": {
             "task": "regime.tick",
             "schedule": crontab(minute=0, hour=0),
-            "args": ("1d",),
+            "args": ("1d", *args),
             "options": {"countdown": TICK_DELAY_SECS["1d"]},
         },
     }
