@@ -55,12 +55,17 @@ def utcnow() -> dt.datetime:
     return clock.now()
 
 
-def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
-    """The Celery canvas of one timeframe tick for the bar whose open time is ``until_iso``."""
+def tick_canvas(timeframe: str, until_iso: str, book_id: str, others: list[str] | None = None) -> Signature:
+    """The Celery canvas of one timeframe tick for the bar whose open time is ``until_iso``.
+
+    ``others``: more books this chain computes and publishes besides ``book_id`` (books ticking in step with it,
+    :func:`launch_tick`); each driver task updates every book's row of its driver, the first computing and the
+    rest reusing the step (``stages.drivers``)."""
     from regime_tasks import tasks
 
-    header = [tasks.driver_update.si(driver, timeframe, until_iso, book_id) for driver in DRIVERS]
-    body = chain(tasks.publish.s(timeframe, until_iso, book_id), tasks.levers.si(until_iso, book_id))
+    extra: tuple[list[str], ...] = (others,) if others else ()
+    header = [tasks.driver_update.si(driver, timeframe, until_iso, book_id, *extra) for driver in DRIVERS]
+    body = chain(tasks.publish.s(timeframe, until_iso, book_id, *extra), tasks.levers.si(until_iso, book_id, *extra))
     return chain(
         tasks.collect.si(timeframe, until_iso, book_id).set(queue="regime.io"),
         tasks.composite.si(timeframe, until_iso, book_id),
@@ -109,15 +114,71 @@ def await_tick(sent: AsyncResult, get: GetResult, timeout_secs: float) -> dict[s
 def launch_tick(rt: Runtime, timeframe: str, until_iso: str, book_id: str) -> str:
     """Send a timeframe's canvas for one bar and remember it (bar, id of its last task, when); returns that id.
 
+    Several books tick the same bars (one beat per book, one schedule), and their ticks repeat the same work. The
+    first tick of a bar takes along every other book in step with it — bootstrapped, and whose own last tick was
+    for the bar before — and its chain computes and publishes them all; a tick of a book already taken along for its
+    bar launches nothing and returns that chain's id. A book not in step (behind, just bootstrapped, beat
+    stopped for more than a bar) runs its own chain. Decided under a lock, so ticks arriving together agree.
+
     Only the ``regime.tick`` task calls this (after its bootstrap guard); anything else sends that task
     (:func:`send_tick`)."""
-    result = tick_canvas(timeframe, until_iso, book_id).apply_async()
-    meta.set_meta(
-        rt.engine,
-        _launched_key(book_id, timeframe),
-        {"until": until_iso, "id": result.id, "at": iso(utcnow())},
-    )
+    from regime_tasks.stages.once import step_lock
+
+    with step_lock(rt, f"tick:lead:{timeframe}"):
+        asked = meta.get_meta(rt.engine, _requested_key(book_id, timeframe)) or {}
+        if (asked.get("until") or "") < until_iso:
+            meta.set_meta(rt.engine, _requested_key(book_id, timeframe), {"until": until_iso})
+        led = meta.get_meta(rt.engine, _led_key(timeframe)) or {}
+        chains: dict[str, dict[str, str]] = dict(led.get("chains") or {}) if led.get("until") == until_iso else {}
+        mine = chains.get(book_id)
+        if mine is not None and not _failed(rt, mine):  # in flight or done; a failed chain is launched again
+            log.info("tick taken along %s", kv(book=book_id, timeframe=timeframe, until=until_iso, id=mine["id"]))
+            return mine["id"]
+        covered = {b for b, c in chains.items() if not _failed(rt, c)}
+        others = [b for b in books_in_step(rt, book_id, timeframe, until_iso) if b not in covered]
+        result = tick_canvas(timeframe, until_iso, book_id, others).apply_async()
+        at = iso(utcnow())
+        for book in (book_id, *others):
+            chains[book] = {"id": result.id, "at": at}
+            meta.set_meta(rt.engine, _launched_key(book, timeframe), {"until": until_iso, "id": result.id, "at": at})
+        meta.set_meta(rt.engine, _led_key(timeframe), {"until": until_iso, "chains": chains})
+    if others:
+        log.info("tick takes along %s", kv(book=book_id, timeframe=timeframe, until=until_iso, books=others))
     return result.id
+
+
+def _led_key(timeframe: str) -> str:
+    return f"tick:led:{timeframe}"
+
+
+def _failed(rt: Runtime, launched: dict[str, Any]) -> bool:
+    """A launched chain that failed, was revoked, or outlived its lease (presumed lost)."""
+    from regime_tasks.celery_app import app
+
+    if (utcnow() - parse_ts(launched["at"])).total_seconds() > tick_lease_secs(rt):
+        return True
+    return app.AsyncResult(launched["id"]).state in {"FAILURE", "REVOKED"}
+
+
+def books_in_step(rt: Runtime, book_id: str, timeframe: str, until_iso: str) -> list[str]:
+    """Books other than ``book_id`` whose bootstrap completed and whose own last tick of ``timeframe`` asked for
+    the bar just before ``until_iso``: they tick the same bars and this bar is next for them too. Only a book's
+    own ticks count (``tick:requested:…``, written by :func:`launch_tick`), so a book whose beat stopped is taken
+    along for one bar at most."""
+    before = iso(parse_ts(until_iso) - bar_delta(timeframe))
+    prefix, suffix = "tick:requested:", f":{timeframe}"
+    requested = meta.get_meta_prefixed(rt.engine, prefix)
+    booted = meta.get_meta_prefixed(rt.engine, "bootstrap:")
+    books = []
+    for key, value in requested.items():
+        book = key[len(prefix) : -len(suffix)] if key.endswith(suffix) else None
+        if book and book != book_id and (value or {}).get("until") == before and _bootstrap_key(book) in booted:
+            books.append(book)
+    return sorted(books)
+
+
+def _requested_key(book_id: str, timeframe: str) -> str:
+    return f"tick:requested:{book_id}:{timeframe}"
 
 
 def record_published(rt: Runtime, book_id: str, timeframe: str, until_iso: str) -> None:

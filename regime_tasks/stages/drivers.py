@@ -29,14 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def _driver_row(rt: Runtime, book_id: str, driver: str, timeframe: str) -> tuple[int, dict[str, Any]]:
-    from regime_tasks.store.positions import driver_row_ids, ensure_driver_rows, get_features
+    """The book's row of this driver × timeframe (created with the book's other driver rows if missing) and its
+    features: one query on every tick."""
+    from regime_tasks.store.positions import driver_row, ensure_driver_rows
 
-    ids = driver_row_ids(rt.engine, book_id)
-    if (driver, timeframe) not in ids:
+    found = driver_row(rt.engine, book_id, driver, timeframe)
+    if found is None:
         ensure_driver_rows(rt.engine, book_id)
-        ids = driver_row_ids(rt.engine, book_id)
-    row_id = ids[(driver, timeframe)]
-    return row_id, get_features(rt.engine, row_id)
+        found = driver_row(rt.engine, book_id, driver, timeframe)
+    if found is None:
+        raise StoreError(f"no driver row {driver}/{timeframe} of book {book_id!r} after creating them")
+    return found
 
 
 def update_driver(

@@ -35,7 +35,7 @@ _LOCK_POLL_SECS = 0.005
 
 
 @contextlib.contextmanager
-def _step_lock(rt: Runtime, name: str, wait_secs: float = LOCK_WAIT_SECS) -> Iterator[bool]:
+def step_lock(rt: Runtime, name: str, wait_secs: float = LOCK_WAIT_SECS) -> Iterator[bool]:
     """Hold PostgreSQL's session advisory lock ``name`` while the block runs (True), or run it without after
     ``wait_secs`` or on another database (False). A dead holder's lock goes with its connection."""
     if rt.engine.dialect.name != "postgresql":
@@ -81,7 +81,7 @@ def collect_once(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, 
     """A tick's collect, skipped when another tick already collected this bar."""
     if done_for(rt, "collect", timeframe, until):
         return {"timeframe": timeframe, "until": iso(until), "skipped": "collected by an earlier tick"}
-    with _step_lock(rt, f"tick:collect:{timeframe}"):
+    with step_lock(rt, f"tick:collect:{timeframe}"):
         if done_for(rt, "collect", timeframe, until):  # the tick that held the lock collected this bar
             return {"timeframe": timeframe, "until": iso(until), "skipped": "collected by an earlier tick"}
         summary = collect(rt, timeframe, until)
@@ -93,7 +93,7 @@ def build_driver_series_once(rt: Runtime, timeframe: str, until: pd.Timestamp) -
     """A tick's driver series, skipped when another tick already built them up to this bar."""
     if done_for(rt, "series", timeframe, until):
         return {"timeframe": timeframe, "until": iso(until), "skipped": "built by an earlier tick"}
-    with _step_lock(rt, f"tick:series:{timeframe}"):
+    with step_lock(rt, f"tick:series:{timeframe}"):
         if done_for(rt, "series", timeframe, until):
             return {"timeframe": timeframe, "until": iso(until), "skipped": "built by an earlier tick"}
         summary = build_driver_series(rt, timeframe, until)

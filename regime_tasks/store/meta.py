@@ -34,3 +34,15 @@ def get_meta(engine: Engine, key: str) -> Any | None:
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"reading meta {key!r} failed: {exc}") from exc
     return json.loads(value) if isinstance(value, str) else value
+
+
+def get_meta_prefixed(engine: Engine, prefix: str) -> dict[str, Any]:
+    """Every stored fact whose key starts with ``prefix`` (e.g. ``tick:published:``), by key."""
+    c = regime_meta.c
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(c.key, c.value).where(c.key.like(pattern, escape="\\"))).all()
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"reading meta {prefix!r}… failed: {exc}") from exc
+    return {r.key: json.loads(r.value) if isinstance(r.value, str) else r.value for r in rows}
