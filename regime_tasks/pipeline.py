@@ -124,24 +124,28 @@ def launch_tick(rt: Runtime, timeframe: str, until_iso: str, book_id: str) -> st
     (:func:`send_tick`)."""
     from regime_tasks.stages.once import step_lock
 
-    with step_lock(rt, f"tick:lead:{timeframe}"):
-        asked = meta.get_meta(rt.engine, _requested_key(book_id, timeframe)) or {}
-        if (asked.get("until") or "") < until_iso:
-            meta.set_meta(rt.engine, _requested_key(book_id, timeframe), {"until": until_iso})
-        led = meta.get_meta(rt.engine, _led_key(timeframe)) or {}
+    requested, led_key = _requested_key(book_id, timeframe), _led_key(timeframe)
+    with step_lock(rt, f"tick:lead:{timeframe}") as held:
+        facts = held.read(keys=(led_key,), prefixes=(_REQUESTED, _BOOTSTRAP))
+        led = facts.get(led_key) or {}
         chains: dict[str, dict[str, str]] = dict(led.get("chains") or {}) if led.get("until") == until_iso else {}
+        writes: dict[str, Any] = {}
+        if ((facts.get(requested) or {}).get("until") or "") < until_iso:  # this book's own tick asked for it
+            writes[requested] = {"until": until_iso}
         mine = chains.get(book_id)
         if mine is not None and not _failed(rt, mine):  # in flight or done; a failed chain is launched again
+            held.write(writes)
             log.info("tick taken along %s", kv(book=book_id, timeframe=timeframe, until=until_iso, id=mine["id"]))
-            return mine["id"]
+            return str(mine["id"])
         covered = {b for b, c in chains.items() if not _failed(rt, c)}
-        others = [b for b in books_in_step(rt, book_id, timeframe, until_iso) if b not in covered]
+        others = [b for b in _in_step(facts, book_id, timeframe, until_iso) if b not in covered]
         result = tick_canvas(timeframe, until_iso, book_id, others).apply_async()
         at = iso(utcnow())
         for book in (book_id, *others):
             chains[book] = {"id": result.id, "at": at}
-            meta.set_meta(rt.engine, _launched_key(book, timeframe), {"until": until_iso, "id": result.id, "at": at})
-        meta.set_meta(rt.engine, _led_key(timeframe), {"until": until_iso, "chains": chains})
+            writes[_launched_key(book, timeframe)] = {"until": until_iso, "id": result.id, "at": at}
+        writes[led_key] = {"until": until_iso, "chains": chains}
+        held.write(writes)
     if others:
         log.info("tick takes along %s", kv(book=book_id, timeframe=timeframe, until=until_iso, books=others))
     return result.id
@@ -160,19 +164,23 @@ def _failed(rt: Runtime, launched: dict[str, Any]) -> bool:
     return app.AsyncResult(launched["id"]).state in {"FAILURE", "REVOKED"}
 
 
-def books_in_step(rt: Runtime, book_id: str, timeframe: str, until_iso: str) -> list[str]:
+_REQUESTED = "tick:requested:"
+_BOOTSTRAP = "bootstrap:"
+
+
+def _in_step(facts: dict[str, Any], book_id: str, timeframe: str, until_iso: str) -> list[str]:
     """Books other than ``book_id`` whose bootstrap completed and whose own last tick of ``timeframe`` asked for
-    the bar just before ``until_iso``: they tick the same bars and this bar is next for them too. Only a book's
-    own ticks count (``tick:requested:…``, written by :func:`launch_tick`), so a book whose beat stopped is taken
-    along for one bar at most."""
+    the bar just before ``until_iso`` (in ``facts``, the ``tick:requested:…`` and ``bootstrap:…`` meta): they
+    tick the same bars and this bar is next for them too. Only a book's own ticks count, so a book whose beat
+    stopped is taken along for one bar at most."""
     before = iso(parse_ts(until_iso) - bar_delta(timeframe))
-    prefix, suffix = "tick:requested:", f":{timeframe}"
-    requested = meta.get_meta_prefixed(rt.engine, prefix)
-    booted = meta.get_meta_prefixed(rt.engine, "bootstrap:")
+    suffix = f":{timeframe}"
     books = []
-    for key, value in requested.items():
-        book = key[len(prefix) : -len(suffix)] if key.endswith(suffix) else None
-        if book and book != book_id and (value or {}).get("until") == before and _bootstrap_key(book) in booted:
+    for key, value in facts.items():
+        if not (key.startswith(_REQUESTED) and key.endswith(suffix)):
+            continue
+        book = key[len(_REQUESTED) : -len(suffix)]
+        if book and book != book_id and (value or {}).get("until") == before and _bootstrap_key(book) in facts:
             books.append(book)
     return sorted(books)
 

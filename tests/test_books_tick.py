@@ -73,9 +73,10 @@ def test_the_first_tick_of_a_bar_takes_along_the_books_in_step(rt: Runtime, laun
     assert pipeline.launch_tick(rt, "1h", bar(1), "d") == "c5"  # not in step: its own chain
     assert launched[-1] == (bar(1), "d", [])
     assert meta.get_meta(rt.engine, "tick:launched:b:1h")["id"] == "c4"  # catch-up sees b's bar in flight
-    # bar 2: b's beat stopped after bar 0 (it never asked for bar 1): not taken along any more
-    assert pipeline.launch_tick(rt, "1h", bar(2), "c") == "c6"
-    assert launched[-1] == (bar(2), "c", ["a", "d"])
+    # bar 2: b's beat stopped after bar 0 (it never asked for bar 1): not taken along any more; c, taken along at
+    # bar 1 by its own tick, is in step
+    assert pipeline.launch_tick(rt, "1h", bar(2), "a") == "c6"
+    assert launched[-1] == (bar(2), "a", ["c", "d"])
     # another timeframe is decided on its own
     assert pipeline.launch_tick(rt, "1d", bar(2), "a") == "c7"
     assert launched[-1] == (bar(2), "a", [])

@@ -34,31 +34,52 @@ LOCK_WAIT_SECS = 10.0  # a tick's collect takes ~0.1–0.3 s; the universe's can
 _LOCK_POLL_SECS = 0.005
 
 
+class Held:
+    """The connection a step's decision is read and recorded on, while its lock (if any) is held: autocommit on
+    PostgreSQL (one round trip a statement), else a plain connection committed after each use so that it holds no
+    transaction while the step writes through others."""
+
+    def __init__(self, conn: sa.Connection, *, autocommit: bool, locked: bool) -> None:
+        self.conn = conn
+        self.autocommit = autocommit
+        self.locked = locked
+
+    def read(self, *, keys: tuple[str, ...] = (), prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
+        values = meta.read_meta(self.conn, keys=keys, prefixes=prefixes)
+        if not self.autocommit:
+            self.conn.commit()
+        return values
+
+    def write(self, values: dict[str, Any]) -> None:
+        meta.write_meta(self.conn, values)
+        if not self.autocommit:
+            self.conn.commit()
+
+
 @contextlib.contextmanager
-def step_lock(rt: Runtime, name: str, wait_secs: float = LOCK_WAIT_SECS) -> Iterator[bool]:
-    """Hold PostgreSQL's session advisory lock ``name`` while the block runs (True), or run it without after
-    ``wait_secs`` or on another database (False). A dead holder's lock goes with its connection."""
+def step_lock(rt: Runtime, name: str, wait_secs: float = LOCK_WAIT_SECS) -> Iterator[Held]:
+    """Hold PostgreSQL's session advisory lock ``name`` while the block runs (``locked``), or run it without after
+    ``wait_secs`` or on another database. A dead holder's lock goes with its connection."""
     if rt.engine.dialect.name != "postgresql":
-        yield False
+        with rt.engine.connect() as conn:
+            yield Held(conn, autocommit=False, locked=False)
         return
     key = zlib.crc32(f"regime:{name}".encode()) - 2**31  # a signed 32-bit key, in PostgreSQL's bigint space
-    with rt.engine.connect() as conn:
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         deadline = time.monotonic() + wait_secs
         got = False
         while not got:
             got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-            conn.commit()
             if not got and time.monotonic() > deadline:
                 log.warning("step lock not had in time: running unlocked %s", kv(lock=name, waited_secs=wait_secs))
                 break
             if not got:
                 time.sleep(_LOCK_POLL_SECS)
         try:
-            yield got
+            yield Held(conn, autocommit=True, locked=got)
         finally:
             if got:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
 
 
 def _key(step: str, timeframe: str) -> str:
@@ -71,31 +92,22 @@ def done_for(rt: Runtime, step: str, timeframe: str, until: pd.Timestamp) -> boo
     return (done.get("until") or "") >= iso(until)
 
 
-def mark_done(rt: Runtime, step: str, timeframe: str, until: pd.Timestamp) -> None:
-    """Record that ``step`` of ``timeframe`` completed for ``until`` (an older bar never moves it back)."""
-    if not done_for(rt, step, timeframe, until):
-        meta.set_meta(rt.engine, _key(step, timeframe), {"until": iso(until)})
+def _run_once(rt: Runtime, step: str, timeframe: str, until: pd.Timestamp, run: Any, skipped: str) -> dict[str, Any]:
+    key = _key(step, timeframe)
+    with step_lock(rt, key) as held:
+        done = held.read(keys=(key,)).get(key) or {}
+        if (done.get("until") or "") >= iso(until):  # this bar or a later one: another tick did it
+            return {"timeframe": timeframe, "until": iso(until), "skipped": skipped}
+        summary: dict[str, Any] = run(rt, timeframe, until)
+        held.write({key: {"until": iso(until)}})
+    return summary
 
 
 def collect_once(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
     """A tick's collect, skipped when another tick already collected this bar."""
-    if done_for(rt, "collect", timeframe, until):
-        return {"timeframe": timeframe, "until": iso(until), "skipped": "collected by an earlier tick"}
-    with step_lock(rt, f"tick:collect:{timeframe}"):
-        if done_for(rt, "collect", timeframe, until):  # the tick that held the lock collected this bar
-            return {"timeframe": timeframe, "until": iso(until), "skipped": "collected by an earlier tick"}
-        summary = collect(rt, timeframe, until)
-        mark_done(rt, "collect", timeframe, until)
-    return summary
+    return _run_once(rt, "collect", timeframe, until, collect, "collected by an earlier tick")
 
 
 def build_driver_series_once(rt: Runtime, timeframe: str, until: pd.Timestamp) -> dict[str, Any]:
     """A tick's driver series, skipped when another tick already built them up to this bar."""
-    if done_for(rt, "series", timeframe, until):
-        return {"timeframe": timeframe, "until": iso(until), "skipped": "built by an earlier tick"}
-    with step_lock(rt, f"tick:series:{timeframe}"):
-        if done_for(rt, "series", timeframe, until):
-            return {"timeframe": timeframe, "until": iso(until), "skipped": "built by an earlier tick"}
-        summary = build_driver_series(rt, timeframe, until)
-        mark_done(rt, "series", timeframe, until)
-    return summary
+    return _run_once(rt, "series", timeframe, until, build_driver_series, "built by an earlier tick")

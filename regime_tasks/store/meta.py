@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,13 +37,28 @@ def get_meta(engine: Engine, key: str) -> Any | None:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def get_meta_prefixed(engine: Engine, prefix: str) -> dict[str, Any]:
-    """Every stored fact whose key starts with ``prefix`` (e.g. ``tick:published:``), by key."""
+def _like(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def read_meta(conn: sa.Connection, *, keys: Sequence[str] = (), prefixes: Sequence[str] = ()) -> dict[str, Any]:
+    """The facts with any of ``keys`` or a key starting with any of ``prefixes``, in one statement on ``conn``."""
     c = regime_meta.c
-    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    conds = [c.key.in_(list(keys))] if keys else []
+    conds += [c.key.like(_like(p), escape="\\") for p in prefixes]
+    if not conds:
+        return {}
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.select(c.key, c.value).where(c.key.like(pattern, escape="\\"))).all()
+        rows = conn.execute(sa.select(c.key, c.value).where(sa.or_(*conds))).all()
     except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(f"reading meta {prefix!r}… failed: {exc}") from exc
+        raise StoreError(f"reading meta {[*keys, *prefixes]!r} failed: {exc}") from exc
     return {r.key: json.loads(r.value) if isinstance(r.value, str) else r.value for r in rows}
+
+
+def write_meta(conn: sa.Connection, values: Mapping[str, Any]) -> None:
+    """Store several facts in one statement on ``conn`` (the caller commits, or ``conn`` autocommits)."""
+    if not values:
+        return
+    now = dt.datetime.now(dt.UTC)
+    rows = [{"key": k, "value": json.loads(dumps(v)), "updated_at": now} for k, v in values.items()]
+    upsert_rows(conn, regime_meta, rows, conflict_cols=("key",), update_cols=("value", "updated_at"))
