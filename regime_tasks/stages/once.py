@@ -3,9 +3,11 @@
 ``collect`` and ``build_driver_series`` take no book: every book's tick at the same bar would repeat them (venue
 calls included: a ``/global`` sample a minute per book, the universe's weight-paced fetch). A completed run
 records the bar in ``regime_meta`` (``tick:<step>:<timeframe>``, never moved back); a later tick of any book for
-that bar or an older one skips the step. Skipping changes nothing a re-run would not: a tick only extends from
-the last stored bar, so a re-run at the same bar finds nothing new except what arrived since (a late venue bar,
-a host's late lowcap bar, another dominance sample), which the next bar's tick takes in as it does today. Only
+that same bar skips the step. Skipping changes nothing a re-run would not: a tick only extends from the last
+stored bar, so a re-run at the same bar finds nothing new except what arrived since (a late venue bar, a host's
+late lowcap bar, another dominance sample), which the next bar's tick takes in as it does today. A tick for an
+older bar (a catch-up) runs the step: a later bar's collect covers the older bars only if the source had them
+then. Only
 ticks use this; the bootstrap (repair, rebuild) always runs its steps.
 """
 
@@ -87,19 +89,20 @@ def _key(step: str, timeframe: str) -> str:
 
 
 def done_for(rt: Runtime, step: str, timeframe: str, until: pd.Timestamp) -> bool:
-    """True when ``step`` of ``timeframe`` has completed for ``until`` or a later bar (any book's tick)."""
+    """True when ``step`` of ``timeframe`` was last completed for exactly ``until`` (by any book's tick)."""
     done = meta.get_meta(rt.engine, _key(step, timeframe)) or {}
-    return (done.get("until") or "") >= iso(until)
+    return bool(done.get("until") == iso(until))
 
 
 def _run_once(rt: Runtime, step: str, timeframe: str, until: pd.Timestamp, run: Any, skipped: str) -> dict[str, Any]:
     key = _key(step, timeframe)
     with step_lock(rt, key) as held:
         done = held.read(keys=(key,)).get(key) or {}
-        if (done.get("until") or "") >= iso(until):  # this bar or a later one: another tick did it
+        if done.get("until") == iso(until):  # another book's tick did this bar
             return {"timeframe": timeframe, "until": iso(until), "skipped": skipped}
         summary: dict[str, Any] = run(rt, timeframe, until)
-        held.write({key: {"until": iso(until)}})
+        if (done.get("until") or "") < iso(until):  # a re-run for an older bar leaves the newer mark
+            held.write({key: {"until": iso(until)}})
     return summary
 
 
