@@ -17,7 +17,7 @@ from celery import Task
 
 from regime_tasks import pipeline, stages
 from regime_tasks.celery_app import app
-from regime_tasks.config import Settings
+from regime_tasks.config import Settings, get_settings
 from regime_tasks.core import timeframes
 from regime_tasks.logs import kv, redact_url
 from regime_tasks.runtime import get_runtime
@@ -62,7 +62,8 @@ def within_retry_budget(fn: Callable[..., Any]) -> Callable[..., Any]:
         except RETRYABLE_ERRORS as exc:
             if self.request.called_directly:
                 raise
-            settings = get_runtime().settings
+            # the settings alone: the runtime itself may be what failed (a fresh process's first connection)
+            settings = get_settings()
             waits = retry_waits_secs(settings)
             attempt = self.request.retries
             if attempt >= len(waits):

@@ -7,8 +7,13 @@ that same bar skips the step. Skipping changes nothing a re-run would not: a tic
 stored bar, so a re-run at the same bar finds nothing new except what arrived since (a late venue bar, a host's
 late lowcap bar, another dominance sample), which the next bar's tick takes in as it does today. A tick for an
 older bar (a catch-up) runs the step: a later bar's collect covers the older bars only if the source had them
-then. Only
-ticks use this; the bootstrap (repair, rebuild) always runs its steps.
+then. Only ticks use this; the bootstrap (repair, rebuild) always runs its steps.
+
+Several books' ticks for one bar arrive together (one beat per book, one schedule), so on PostgreSQL the step runs
+under an advisory lock: the later ticks wait for the first (at most ``LOCK_WAIT_SECS``), then find the bar done
+and skip; without it the first two would both collect, calling the venues twice. Past the wait, or on SQLite (one
+process), the step runs unlocked: correct, only repeated. The lock, the mark's read and its write are one
+statement each on one autocommit connection (a tick's few extra round trips).
 """
 
 from __future__ import annotations

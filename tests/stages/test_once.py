@@ -92,8 +92,9 @@ def test_a_failed_collect_is_not_marked_and_runs_again(
 
 
 @pytest.mark.service
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # emptied afterwards, as other tests expect
 def test_on_postgresql_two_books_ticking_together_collect_once(
-    pg_url: str, files_dir: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, files_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second tick waits for the first's lock, then finds the bar collected: the venues are called once."""
     import threading
@@ -101,7 +102,7 @@ def test_on_postgresql_two_books_ticking_together_collect_once(
     from regime_tasks.config import Settings
     from regime_tasks.store.db import init_db, make_engine
 
-    settings = Settings(database_url=pg_url, files_dir=files_dir, source="file", history_1h_days=3)
+    settings = Settings(database_url=db_url, files_dir=files_dir, source="file", history_1h_days=3)
     engine = make_engine(settings.effective_database_url, cached=False)
     init_db(engine)
     rt = Runtime(settings=settings, engine=engine)
