@@ -16,7 +16,9 @@ def _schedule() -> None:
     from regime_tasks.sources.clock import speed
 
     settings = get_settings()
-    app.conf.beat_schedule = beat_schedule(settings.beat_heartbeat_secs, replay_speed=speed(settings))
+    app.conf.beat_schedule = beat_schedule(
+        settings.beat_heartbeat_secs, replay_speed=speed(settings), book_id=settings.book_id
+    )
 
 
 _schedule()

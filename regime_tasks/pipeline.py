@@ -55,12 +55,17 @@ def utcnow() -> dt.datetime:
     return clock.now()
 
 
-def tick_canvas(timeframe: str, until_iso: str, book_id: str) -> Signature:
-    """The Celery canvas of one timeframe tick for the bar whose open time is ``until_iso``."""
+def tick_canvas(timeframe: str, until_iso: str, book_id: str, others: list[str] | None = None) -> Signature:
+    """The Celery canvas of one timeframe tick for the bar whose open time is ``until_iso``.
+
+    ``others``: more books this chain computes and publishes besides ``book_id`` (books ticking in step with it,
+    :func:`launch_tick`); each driver task updates every book's row of its driver, the first computing and the
+    rest reusing the step (``stages.drivers``)."""
     from regime_tasks import tasks
 
-    header = [tasks.driver_update.si(driver, timeframe, until_iso, book_id) for driver in DRIVERS]
-    body = chain(tasks.publish.s(timeframe, until_iso, book_id), tasks.levers.si(until_iso, book_id))
+    extra: tuple[list[str], ...] = (others,) if others else ()
+    header = [tasks.driver_update.si(driver, timeframe, until_iso, book_id, *extra) for driver in DRIVERS]
+    body = chain(tasks.publish.s(timeframe, until_iso, book_id, *extra), tasks.levers.si(until_iso, book_id, *extra))
     return chain(
         tasks.collect.si(timeframe, until_iso, book_id).set(queue="regime.io"),
         tasks.composite.si(timeframe, until_iso, book_id),
@@ -109,15 +114,79 @@ def await_tick(sent: AsyncResult, get: GetResult, timeout_secs: float) -> dict[s
 def launch_tick(rt: Runtime, timeframe: str, until_iso: str, book_id: str) -> str:
     """Send a timeframe's canvas for one bar and remember it (bar, id of its last task, when); returns that id.
 
+    Several books tick the same bars (one beat per book, one schedule), and their ticks repeat the same work. The
+    first tick of a bar takes along every other book in step with it — bootstrapped, and whose own last tick was
+    for the bar before — and its chain computes and publishes them all; a tick of a book already taken along for its
+    bar launches nothing and returns that chain's id. A book not in step (behind, just bootstrapped, beat
+    stopped for more than a bar) runs its own chain. Decided under a lock, so ticks arriving together agree.
+
     Only the ``regime.tick`` task calls this (after its bootstrap guard); anything else sends that task
     (:func:`send_tick`)."""
-    result = tick_canvas(timeframe, until_iso, book_id).apply_async()
-    meta.set_meta(
-        rt.engine,
-        _launched_key(book_id, timeframe),
-        {"until": until_iso, "id": result.id, "at": iso(utcnow())},
-    )
+    from regime_tasks.stages.once import step_lock
+
+    requested, led_key = _requested_key(book_id, timeframe), _led_key(timeframe)
+    with step_lock(rt, f"tick:lead:{timeframe}") as held:
+        facts = held.read(keys=(led_key,), prefixes=(_REQUESTED, _BOOTSTRAP))
+        led = facts.get(led_key) or {}
+        chains: dict[str, dict[str, str]] = dict(led.get("chains") or {}) if led.get("until") == until_iso else {}
+        writes: dict[str, Any] = {}
+        if ((facts.get(requested) or {}).get("until") or "") < until_iso:  # this book's own tick asked for it
+            writes[requested] = {"until": until_iso}
+        mine = chains.get(book_id)
+        if mine is not None and not _failed(rt, mine):  # in flight or done; a failed chain is launched again
+            held.write(writes)
+            log.info("tick taken along %s", kv(book=book_id, timeframe=timeframe, until=until_iso, id=mine["id"]))
+            return str(mine["id"])
+        covered = {b for b, c in chains.items() if not _failed(rt, c)}
+        others = [b for b in _in_step(facts, book_id, timeframe, until_iso) if b not in covered]
+        result = tick_canvas(timeframe, until_iso, book_id, others).apply_async()
+        at = iso(utcnow())
+        for book in (book_id, *others):
+            chains[book] = {"id": result.id, "at": at}
+            writes[_launched_key(book, timeframe)] = {"until": until_iso, "id": result.id, "at": at}
+        writes[led_key] = {"until": until_iso, "chains": chains}
+        held.write(writes)
+    if others:
+        log.info("tick takes along %s", kv(book=book_id, timeframe=timeframe, until=until_iso, books=others))
     return result.id
+
+
+def _led_key(timeframe: str) -> str:
+    return f"tick:led:{timeframe}"
+
+
+def _failed(rt: Runtime, launched: dict[str, Any]) -> bool:
+    """A launched chain that failed, was revoked, or outlived its lease (presumed lost)."""
+    from regime_tasks.celery_app import app
+
+    if (utcnow() - parse_ts(launched["at"])).total_seconds() > tick_lease_secs(rt):
+        return True
+    return app.AsyncResult(launched["id"]).state in {"FAILURE", "REVOKED"}
+
+
+_REQUESTED = "tick:requested:"
+_BOOTSTRAP = "bootstrap:"
+
+
+def _in_step(facts: dict[str, Any], book_id: str, timeframe: str, until_iso: str) -> list[str]:
+    """Books other than ``book_id`` whose bootstrap completed and whose own last tick of ``timeframe`` asked for
+    the bar just before ``until_iso`` (in ``facts``, the ``tick:requested:…`` and ``bootstrap:…`` meta): they
+    tick the same bars and this bar is next for them too. Only a book's own ticks count, so a book whose beat
+    stopped is taken along for one bar at most."""
+    before = iso(parse_ts(until_iso) - bar_delta(timeframe))
+    suffix = f":{timeframe}"
+    books = []
+    for key, value in facts.items():
+        if not (key.startswith(_REQUESTED) and key.endswith(suffix)):
+            continue
+        book = key[len(_REQUESTED) : -len(suffix)]
+        if book and book != book_id and (value or {}).get("until") == before and _bootstrap_key(book) in facts:
+            books.append(book)
+    return sorted(books)
+
+
+def _requested_key(book_id: str, timeframe: str) -> str:
+    return f"tick:requested:{book_id}:{timeframe}"
 
 
 def record_published(rt: Runtime, book_id: str, timeframe: str, until_iso: str) -> None:
@@ -169,13 +238,18 @@ def due_catch_ups(
     return due
 
 
-def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -> dict[str, dict[str, Any]]:
+def beat_schedule(
+    heartbeat_secs: int = 30, replay_speed: float | None = None, book_id: str | None = None
+) -> dict[str, dict[str, Any]]:
     """Beat entries: each timeframe a few seconds after its bar closes; 1m entries expire (no backlog replay).
 
     The heartbeat entry lets operators (``regime status``) and tests see that exactly one beat is scheduling.
     On the replay clock (``replay_speed``) a tick runs every bar length of *replay* time — every 60/speed s for
     1m — since replay bars do not close on the wall clock's minutes; the tick resolves its bar by that clock.
+    ``book_id`` (a beat's ``REGIME_BOOK_ID``) goes with every tick, so that a worker pool shared by several books'
+    beats computes the book of the beat that sent the tick, not the worker's own default.
     """
+    args: tuple[Any, ...] = () if book_id is None else (None, book_id)
     if replay_speed is not None:
         return {
             "regime-beat-heartbeat": {
@@ -187,7 +261,7 @@ def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -
                 f"regime-tick-{tf}": {
                     "task": "regime.tick",
                     "schedule": TIMEFRAME_SECONDS[tf] / replay_speed,
-                    "args": (tf,),
+                    "args": (tf, *args),
                     "options": {"expires": ONE_MINUTE_TICK_EXPIRES_SECS / replay_speed} if tf == "1m" else {},
                 }
                 for tf in sorted(REGIME_TIMEFRAMES, key=TIMEFRAME_SECONDS.__getitem__)
@@ -202,19 +276,19 @@ def beat_schedule(heartbeat_secs: int = 30, replay_speed: float | None = None) -
         "regime-tick-1m": {
             "task": "regime.tick",
             "schedule": crontab(minute="*"),
-            "args": ("1m",),
+            "args": ("1m", *args),
             "options": {"countdown": TICK_DELAY_SECS["1m"], "expires": ONE_MINUTE_TICK_EXPIRES_SECS},
         },
         "regime-tick-1h": {
             "task": "regime.tick",
             "schedule": crontab(minute=0),
-            "args": ("1h",),
+            "args": ("1h", *args),
             "options": {"countdown": TICK_DELAY_SECS["1h"]},
         },
         "regime-tick-1d": {
             "task": "regime.tick",
             "schedule": crontab(minute=0, hour=0),
-            "args": ("1d",),
+            "args": ("1d", *args),
             "options": {"countdown": TICK_DELAY_SECS["1d"]},
         },
     }

@@ -17,7 +17,7 @@ from celery import Task
 
 from regime_tasks import pipeline, stages
 from regime_tasks.celery_app import app
-from regime_tasks.config import Settings
+from regime_tasks.config import Settings, get_settings
 from regime_tasks.core import timeframes
 from regime_tasks.logs import kv, redact_url
 from regime_tasks.runtime import get_runtime
@@ -62,7 +62,8 @@ def within_retry_budget(fn: Callable[..., Any]) -> Callable[..., Any]:
         except RETRYABLE_ERRORS as exc:
             if self.request.called_directly:
                 raise
-            settings = get_runtime().settings
+            # the settings alone: the runtime itself may be what failed (a fresh process's first connection)
+            settings = get_settings()
             waits = retry_waits_secs(settings)
             attempt = self.request.retries
             if attempt >= len(waits):
@@ -119,39 +120,66 @@ def tick(self: Task, timeframe: str, until: str | None = None, book_id: str | No
 @app.task(name="regime.collect.tick", bind=True, base=RegimeTask)
 @within_retry_budget
 def collect(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
-    """Fetch/import the input bars of one timeframe up to ``until`` (queue regime.io)."""
-    return stages.collect(get_runtime(), timeframe, timeframes.parse_ts(until))
+    """Fetch/import the input bars of one timeframe up to ``until`` (queue regime.io); once per bar for all books."""
+    return stages.collect_once(get_runtime(), timeframe, timeframes.parse_ts(until))
 
 
 @app.task(name="regime.composite.build", bind=True, base=RegimeTask)
 @within_retry_budget
 def composite(self: Task, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
-    """Build the driver price series (BTC, ALT, buckets, dominance) of one timeframe up to ``until``."""
-    return stages.build_driver_series(get_runtime(), timeframe, timeframes.parse_ts(until))
+    """Build the driver price series (BTC, ALT, buckets, dominance) of one timeframe up to ``until``; once per bar
+    for all books."""
+    return stages.build_driver_series_once(get_runtime(), timeframe, timeframes.parse_ts(until))
 
 
 @app.task(name="regime.driver.update", bind=True, base=RegimeTask)
 @within_retry_budget
-def driver_update(self: Task, driver: str, timeframe: str, until: str, book_id: str) -> dict[str, Any]:
-    """TA + engine + mapper for one driver × timeframe; returns a status so one failure never blocks the rest."""
-    return stages.update_driver_safely(get_runtime(), book_id, driver, timeframe, timeframes.parse_ts(until))
+def driver_update(
+    self: Task, driver: str, timeframe: str, until: str, book_id: str, others: list[str] | None = None
+) -> dict[str, Any]:
+    """TA + engine + mapper for one driver × timeframe; returns a status so one failure never blocks the rest.
+
+    ``others``: books taken along by this tick (pipeline.launch_tick), updated after ``book_id`` (the step is
+    computed once and reused), their results under ``books``."""
+    rt = get_runtime()
+    bar = timeframes.parse_ts(until)
+    result = stages.update_driver_safely(rt, book_id, driver, timeframe, bar)
+    if others:
+        result["books"] = {book: stages.update_driver_safely(rt, book, driver, timeframe, bar) for book in others}
+    return result
 
 
 @app.task(name="regime.tick.publish", bind=True, base=RegimeTask)
 @within_retry_budget
-def publish(self: Task, results: list[dict[str, Any]], timeframe: str, until: str, book_id: str) -> dict[str, Any]:
-    """Chord body: publish the timeframe's driver payloads to the cache in one atomic write."""
+def publish(
+    self: Task,
+    results: list[dict[str, Any]],
+    timeframe: str,
+    until: str,
+    book_id: str,
+    others: list[str] | None = None,
+) -> dict[str, Any]:
+    """Chord body: publish the timeframe's driver payloads to the cache in one atomic write (per book)."""
     rt = get_runtime()
-    summary = stages.publish(rt, book_id, timeframe, results)
+    summary = stages.publish(rt, book_id, timeframe, [{k: v for k, v in r.items() if k != "books"} for r in results])
     pipeline.record_published(rt, book_id, timeframe, until)
+    if others:
+        summary["books"] = {}
+        for book in others:
+            summary["books"][book] = stages.publish(rt, book, timeframe, [r["books"][book] for r in results])
+            pipeline.record_published(rt, book, timeframe, until)
     return summary
 
 
 @app.task(name="regime.levers.run", bind=True, base=RegimeTask)
 @within_retry_budget
-def levers(self: Task, until: str, book_id: str) -> dict[str, Any]:
-    """Write ``features.levers`` for every active/watchlist position of the book."""
-    return stages.run_levers(get_runtime(), book_id)
+def levers(self: Task, until: str, book_id: str, others: list[str] | None = None) -> dict[str, Any]:
+    """Write ``features.levers`` for every active/watchlist position of the book (and of the books taken along)."""
+    rt = get_runtime()
+    summary = stages.run_levers(rt, book_id)
+    if others:
+        summary["books"] = {book: stages.run_levers(rt, book) for book in others}
+    return summary
 
 
 @app.task(name="regime.bootstrap.run", bind=True)

@@ -13,7 +13,8 @@ One module per step of a tick, in the order a tick runs them:
   dominance history (D16);
 - ``series``: the drivers' price series — bucket composites (D3), ALT, BTC, dominance — extended or rebuilt;
 - ``drivers``: per driver, TA → engine → mapper from the last processed bar (warm live histories);
-- ``publish``: the timeframe's payloads to the cache, then the levers.
+- ``publish``: the timeframe's payloads to the cache, then the levers;
+- ``once``: a tick's collect and series steps run once per bar whichever book ticks first (several books).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from regime_tasks.core.timeframes import last_closed_bar  # defined there; kept for stages.* callers
 from regime_tasks.stages.collect import collect, history_start, missing_ranges, source_end
 from regime_tasks.stages.drivers import TRANSIENT_ERRORS, update_driver, update_driver_safely
+from regime_tasks.stages.once import build_driver_series_once, collect_once
 from regime_tasks.stages.publish import no_new_bar_message, publish, run_levers
 from regime_tasks.stages.series import (
     LATE_BAR_WINDOW,
@@ -51,7 +53,9 @@ __all__ = [
     "bucket_membership",
     "build_dominance_series",
     "build_driver_series",
+    "build_driver_series_once",
     "collect",
+    "collect_once",
     "collect_universe",
     "derive_dominance_history",
     "history_start",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -28,14 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def _driver_row(rt: Runtime, book_id: str, driver: str, timeframe: str) -> tuple[int, dict[str, Any]]:
-    from regime_tasks.store.positions import driver_row_ids, ensure_driver_rows, get_features
+    """The book's row of this driver × timeframe (created with the book's other driver rows if missing) and its
+    features: one query on every tick."""
+    from regime_tasks.store.positions import driver_row, ensure_driver_rows
 
-    ids = driver_row_ids(rt.engine, book_id)
-    if (driver, timeframe) not in ids:
+    found = driver_row(rt.engine, book_id, driver, timeframe)
+    if found is None:
         ensure_driver_rows(rt.engine, book_id)
-        ids = driver_row_ids(rt.engine, book_id)
-    row_id = ids[(driver, timeframe)]
-    return row_id, get_features(rt.engine, row_id)
+        found = driver_row(rt.engine, book_id, driver, timeframe)
+    if found is None:
+        raise StoreError(f"no driver row {driver}/{timeframe} of book {book_id!r} after creating them")
+    return found
 
 
 def update_driver(
@@ -54,11 +58,8 @@ def update_driver(
     """
     from regime_tasks.core.bars import validate_bars
     from regime_tasks.core.live import ta_payload_of_history, window_start
-    from regime_tasks.core.mapper import map_engine_payload
     from regime_tasks.core.series import run_series
     from regime_tasks.core.uptrend import EngineHistory
-    from regime_tasks.store.events import append_events, delete_events
-    from regime_tasks.store.positions import set_features_bulk
 
     key = {"driver": driver}
     row_id, features = _driver_row(rt, book_id, driver, timeframe)
@@ -75,7 +76,14 @@ def update_driver(
         }
 
     s = rt.settings
-    cache_key = (str(rt.engine.url), book_id, driver, timeframe)
+    # The bars have no book: a series' computation is the same for every book (only the rows written differ)
+    cache_key = (str(rt.engine.url), driver, timeframe)
+    engine_settings = s.engine_settings()
+    if prev is not None and prev_bar is not None:
+        shared = _shared_step(rt, cache_key, key, timeframe, prev, prev_bar, until, engine_settings)
+        if shared is not None:
+            regime = _write_step(rt, row_id, book_id, driver, timeframe, shared, replayed=False)
+            return {**base, **_step_summary(shared, regime), "shared": True}
     held: pd.DataFrame | None = None  # the warm history's bars, checked against the store's fingerprint
     fingerprint: tuple[pd.Timestamp, pd.Timestamp, store_bars.Fingerprint] | None = None
     if prev_bar is None:
@@ -91,7 +99,6 @@ def update_driver(
     # rows may have been written by other programs sharing the database: re-check before computing
     if not bars.empty:
         validate_bars(bars, series=f"regime:{series}", timeframe=timeframe, source="database")
-    engine_settings = s.engine_settings()
     if prev_bar is None:
         run = run_series(bars, timeframe, engine_settings, diagnostics="last")
         filled, ta_frame = run.bars, run.ta
@@ -126,43 +133,144 @@ def update_driver(
             "read": n_read,
             "payload": features.get("regime_engine_v4"),
         }
-    now_iso = iso(pd.Timestamp.now(tz="UTC"))
-    regime = map_engine_payload(payloads[-1])
-    last_engine = {**payloads[-1], "ts": now_iso}
-    regime = {**regime, "ts": now_iso}
     ta_payload = ta_payload_of_history(history, series, timeframe, s.engine_sr_levels)
-    ta_payload["ts"] = now_iso
+    step = StepResult(
+        prev_bar=prev_bar,
+        until=until,
+        prev=_without_ts(prev) if prev is not None else None,
+        settings=_settings_token(rt, engine_settings),
+        window=fingerprint if prev_bar is not None else None,
+        engine=payloads[-1],
+        events=tuple(state_events),
+        ta=_without_ts(ta_payload),
+        stepped=stepped,
+        bars=n_window,
+        read=n_read,
+    )
+    if prev_bar is not None and fingerprint is not None and s.live_cache_series > 0:
+        _STEPS.pop(cache_key, None)  # a live step: the next book at this bar may reuse it (most recent last)
+        _STEPS[cache_key] = step
+        while len(_STEPS) > s.live_cache_series:
+            del _STEPS[next(iter(_STEPS))]
+    regime = _write_step(rt, row_id, book_id, driver, timeframe, step, replayed=prev_bar is None)
+    return {**base, **_step_summary(step, regime)}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """What stepping one series from ``prev_bar`` to ``until`` computed, independent of the book it was for.
+
+    ``prev`` is the engine payload stepped from (without its ``ts``), ``window`` the fingerprint of the stored bars
+    it was computed from (start, until, fingerprint), ``engine``/``ta`` the last payloads (``ta`` without ``ts``),
+    ``events`` the state changes of the stepped bars. Never mutated: a second book writes copies.
+    """
+
+    prev_bar: pd.Timestamp | None
+    until: pd.Timestamp
+    prev: dict[str, Any] | None
+    settings: tuple[Any, ...]
+    window: tuple[pd.Timestamp, pd.Timestamp, store_bars.Fingerprint] | None
+    engine: EnginePayload
+    events: tuple[dict[str, Any], ...]
+    ta: dict[str, Any]
+    stepped: int
+    bars: int
+    read: int
+
+
+# The last live step of each series in this process (same keys as ``_LIVE``): another book at the same bar whose
+# previous payload is the same reuses it instead of stepping again (``_shared_step``).
+_STEPS: dict[tuple[str, str, str], StepResult] = {}
+
+
+def _without_ts(payload: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k != "ts"}
+
+
+def _settings_token(rt: Runtime, engine_settings: Any) -> tuple[Any, ...]:
+    """Everything besides the bars and the previous payload that a step's result depends on."""
+    s = rt.settings
+    return (s.ta_window_bars, s.ta_window_slack_bars, s.engine_sr_levels, engine_settings)
+
+
+def _shared_step(
+    rt: Runtime,
+    cache_key: tuple[str, str, str],
+    key: dict[str, str],
+    timeframe: str,
+    prev: Mapping[str, Any],
+    prev_bar: pd.Timestamp,
+    until: pd.Timestamp,
+    engine_settings: Any,
+) -> StepResult | None:
+    """The step another book made in this process from the same previous payload to the same bar, if the stored
+    bars it was computed from are unchanged (their fingerprint, read again: one statement, no rows); else None
+    and the caller steps normally. Equal inputs give equal bits, so reusing it equals computing it again."""
+    done = _STEPS.get(cache_key)
+    if (
+        done is None
+        or done.window is None
+        or done.prev_bar != prev_bar
+        or done.until != until
+        or done.settings != _settings_token(rt, engine_settings)
+        or done.prev != _without_ts(prev)
+    ):
+        return None
+    start, end, seen = done.window
+    _, _, now = store_bars.read_bars_after(rt.engine, "regime", key, timeframe, start=start, end=end, after=end)
+    if now != seen:
+        log.debug("stored window changed since the shared step %s", kv(series=cache_key[1:], start=iso(start)))
+        return None
+    return done
+
+
+def _write_step(
+    rt: Runtime, row_id: int, book_id: str, driver: str, timeframe: str, step: StepResult, *, replayed: bool
+) -> dict[str, Any]:
+    """Store a step's payloads on the book's row (stamped now) and its events under the book; returns the regime
+    payload written."""
+    from regime_tasks.core.mapper import map_engine_payload
+    from regime_tasks.store.events import append_events, delete_events
+    from regime_tasks.store.positions import set_features_bulk
+
+    now_iso = iso(pd.Timestamp.now(tz="UTC"))
+    regime = {**map_engine_payload(step.engine), "ts": now_iso}
+    last_engine = {**step.engine, "ts": now_iso}
+    ta_payload = {**step.ta, "ts": now_iso}
     set_features_bulk(
         rt.engine,
         [(row_id, "ta", ta_payload), (row_id, "uptrend_engine_v4", last_engine), (row_id, "regime_engine_v4", regime)],
     )
-    if prev_bar is None:  # a whole-history replay recomputes every event of the series
+    if replayed:  # a whole-history replay recomputes every event of the series
         delete_events(rt.engine, book_id=book_id, driver=driver, timeframe=timeframe)
-    if state_events:
-        append_events(rt.engine, state_events, book_id=book_id, driver=driver, timeframe=timeframe)
+    if step.events:
+        append_events(rt.engine, step.events, book_id=book_id, driver=driver, timeframe=timeframe)
+    return regime
+
+
+def _step_summary(step: StepResult, regime: dict[str, Any]) -> dict[str, Any]:
     return {
-        **base,
         "status": "ok",
         "state": regime["state"],
-        "bars": n_window,
-        "read": n_read,
-        "stepped": stepped,
+        "bars": step.bars,
+        "read": step.read,
+        "stepped": step.stepped,
         "payload": regime,
     }
 
 
 # Warm live histories of this process, most recently used last (see core/live.py). A cache only: every entry is
 # checked against the database's bars before use, and a miss rebuilds the same history from them.
-_LIVE: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
+_LIVE: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
 # Per warm history: (that history object, its window start, ``upto``, the fingerprint of the stored rows from that
 # start to ``upto``) read in the same statement as the rows the history was built or extended from
 # (store.bars.read_bars_after). Used only while ``_LIVE`` holds that same object.
-_FINGERPRINTS: dict[tuple[str, str, str, str], tuple[Any, pd.Timestamp, pd.Timestamp, store_bars.Fingerprint]] = {}
+_FINGERPRINTS: dict[tuple[str, str, str], tuple[Any, pd.Timestamp, pd.Timestamp, store_bars.Fingerprint]] = {}
 
 
 def _read_window(
     rt: Runtime,
-    cache_key: tuple[str, str, str, str],
+    cache_key: tuple[str, str, str],
     key: dict[str, str],
     timeframe: str,
     start: pd.Timestamp,
@@ -190,7 +298,7 @@ def _read_window(
                 index=pd.DatetimeIndex(live.timestamps().astype("datetime64[ns]"), name="timestamp").tz_localize("UTC"),
             ).assign(filled=live.filled[:n].copy())
             return bars, held, (start, until, whole), int(whole[0])
-        log.debug("stored window changed: read whole %s", kv(series=cache_key[2:], start=iso(start)))
+        log.debug("stored window changed: read whole %s", kv(series=cache_key[1:], start=iso(start)))
     bars, _, whole = store_bars.read_bars_after(rt.engine, "regime", key, timeframe, start=start, end=until)
     return bars, None, (start, until, whole), len(bars)
 
@@ -216,7 +324,7 @@ def _lay_after(held: pd.DataFrame | None, bars: pd.DataFrame, timeframe: str) ->
 
 def _step_live(
     rt: Runtime,
-    cache_key: tuple[str, str, str, str],
+    cache_key: tuple[str, str, str],
     timeframe: str,
     filled: pd.DataFrame,
     prev: Mapping[str, Any],
@@ -248,7 +356,7 @@ def _step_live(
             payload, event = live.step_last(previous)
             history = live
         except StreamBreak as why:  # a window too short to stream, or a bar that changes it: compute it whole
-            log.debug("live history rebuilt whole %s", kv(series=cache_key[2:], bar_ts=iso(ts), why=why))
+            log.debug("live history rebuilt whole %s", kv(series=cache_key[1:], bar_ts=iso(ts), why=why))
             live = None
             frame = compute_ta_frame(filled[(filled.index >= anchor) & (filled.index <= ts)].drop(columns="filled"))
             window_filled = filled.loc[frame.index, "filled"].to_numpy()

@@ -116,6 +116,22 @@ def driver_row_ids(engine: Engine, book_id: str) -> dict[DriverKey, int]:
         return {(r.token_contract, r.timeframe): int(r.id) for r in conn.execute(q)}
 
 
+def driver_row(engine: Engine, book_id: str, driver: str, timeframe: str) -> tuple[int, dict[str, Any]] | None:
+    """(row id, whole ``features``) of one regime-driver row of a book in one query, or None when it is missing
+    (unique by token, chain, timeframe and book)."""
+    t = lowcap_positions
+    q = sa.select(t.c.id, t.c.features).where(
+        t.c.status == REGIME_DRIVER_STATUS,
+        t.c.book_id == book_id,
+        t.c.token_chain == REGIME_DRIVER_CHAIN,
+        t.c.token_contract == driver,
+        t.c.timeframe == timeframe,
+    )
+    with engine.connect() as conn:
+        row = conn.execute(q).one_or_none()
+    return None if row is None else (int(row.id), _features(row.features))
+
+
 def read_driver_features(
     engine: Engine, book_id: str, keys: Sequence[str] | None = ("regime_engine_v4",)
 ) -> dict[DriverKey, dict[str, Any]]:

@@ -44,3 +44,15 @@ def test_on_the_replay_clock_beat_ticks_every_bar_of_replay_time() -> None:
     assert schedule["regime-tick-1m"]["options"]["expires"] == 2.5
     assert schedule["regime-beat-heartbeat"]["schedule"] == 30.0
     assert "crontab" in type(beat_schedule(30)["regime-tick-1m"]["schedule"]).__name__
+
+
+def test_each_beat_sends_its_own_book_with_every_tick() -> None:
+    # several books' beats share one worker pool: a tick must say whose it is (the worker's default is one book)
+    for speed in (None, 20):
+        schedule = beat_schedule(30, replay_speed=speed, book_id="book_b")
+        assert [schedule[f"regime-tick-{tf}"]["args"] for tf in ("1m", "1h", "1d")] == [
+            ("1m", None, "book_b"),
+            ("1h", None, "book_b"),
+            ("1d", None, "book_b"),
+        ]
+    assert beat_schedule(30)["regime-tick-1m"]["args"] == ("1m",)
