@@ -270,6 +270,29 @@ def test_json_columns_read_back_exactly_large_integers_included(engine) -> None:
     assert back == doc and back["balance_wei"] == wei and isinstance(back["balance_wei"], int)
 
 
+def test_an_upsert_batch_giving_one_key_twice_ends_as_row_by_row_writes_would(engine) -> None:
+    # PostgreSQL writes a batch as one multi-row statement, which may not update a row twice
+    import datetime as dt
+
+    from regime_tasks.store.db import upsert_rows
+    from regime_tasks.store.schema import regime_meta
+
+    at = dt.datetime(2025, 7, 26, tzinfo=dt.UTC)
+    rows = [{"key": k, "value": {"n": n}, "updated_at": at} for n, k in enumerate(["a", "b", "a", "c", "a"])]
+    with engine.begin() as conn:
+        upsert_rows(conn, regime_meta, rows, conflict_cols=("key",), update_cols=("value", "updated_at"))
+    assert meta.get_meta(engine, "a") == {"n": 4} and meta.get_meta(engine, "b") == {"n": 1}
+
+    again = [
+        {"key": "c", "value": {"n": 10}, "updated_at": at},
+        {"key": "d", "value": {"n": 11}, "updated_at": at},
+        {"key": "d", "value": {"n": 12}, "updated_at": at},
+    ]
+    with engine.begin() as conn:
+        upsert_rows(conn, regime_meta, again, conflict_cols=("key",), update_cols=None)  # DO NOTHING: first stays
+    assert meta.get_meta(engine, "c") == {"n": 3} and meta.get_meta(engine, "d") == {"n": 11}
+
+
 def test_state_events_are_idempotent_per_bar(engine) -> None:
     ev = {"state": "S1", "prev_state": "S0", "bar_ts": "2024-01-01T05:00:00Z", "price": 10.0, "flags": {"buy": False}}
 
